@@ -132,7 +132,8 @@ class ModelProfile:
         """A flat, JSON-ready dict: ``params``, ``macs``, ``flops`` and ``latency_ms`` etc. when measured."""
         data = {"params": self.params, "macs": self.macs, "flops": self.flops}
         if self.latency is not None:
-            data.update({f"latency_{k}" if k != "median_ms" else "latency_ms": v for k, v in asdict(self.latency).items()})
+            for key, value in asdict(self.latency).items():
+                data["latency_ms" if key == "median_ms" else f"latency_{key}"] = value
         return data
 
 

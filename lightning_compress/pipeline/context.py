@@ -1,0 +1,33 @@
+"""What every stage of a run shares: the config, the data, the output folder and the run record."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+
+@dataclass
+class RunContext:
+    """One run of ``train.py``: stages read ``cfg`` and ``datamodule`` and add their numbers to ``record``.
+
+    ``record`` becomes ``results.json``: sections such as ``baseline``, ``final`` (and ``teacher``,
+    ``student_alone`` for distillation), each a flat dict of ``test_acc``, ``params``, ``macs``, ``flops``,
+    ``latency_ms`` and the path of the saved model.
+    """
+
+    cfg: DictConfig
+    datamodule: pl.LightningDataModule
+    output_dir: Path
+    record: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def stage_dir(self, name: str) -> Path:
+        """Folder of one stage's checkpoints and saved model (created on demand)."""
+        path = self.output_dir / "stages" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,0 +1,85 @@
+"""Print a network's parameters, MACs, FLOPs (= 2 x MACs) and latency.
+
+    python -m lightning_compress.profile model=resnet56
+    python -m lightning_compress.profile model=vgg16 data=cifar10 latency.batch_size=32
+    python -m lightning_compress.profile model=resnet56 prune.ratio=0.4 prune.importance=fpgm   # before/after pruning
+    python -m lightning_compress.profile model=resnet56 weights=logs/.../stages/final/model.pt  # a saved model
+
+The last line of standard output is one JSON object (``params``, ``macs``, ``flops``, ...), for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from lightning_compress.config import register_resolvers
+from lightning_compress.profiling import profile_model
+
+register_resolvers()
+
+
+def profile_from_config(cfg: DictConfig) -> dict[str, Any]:
+    """Profile ``cfg.model`` (or the saved model ``cfg.weights``), optionally before and after pruning."""
+    from lightning_compress.pipeline.artifacts import load_stage_model
+    from lightning_compress.pipeline.builders import build_net
+
+    shape = (1, int(cfg.data.in_channels), int(cfg.data.image_size), int(cfg.data.image_size))
+    example = torch.randn(shape)
+    net = load_stage_model(cfg.weights, cfg.model)[0] if cfg.get("weights") else build_net(cfg.model)
+    batch = int(cfg.latency.batch_size)
+    repeats = int(cfg.latency.repeats)
+    before = profile_model(net, example, latency_batch_size=batch or None, repeats=repeats).as_dict()
+    result: dict[str, Any] = {"model": cfg.model._target_.rsplit(".", 1)[-1], "input": list(shape), **before}
+    prune_cfg = cfg.get("prune") or {}
+    if prune_cfg.get("ratio"):
+        pruned = _prune(net, example, prune_cfg)
+        after = profile_model(pruned, example, latency_batch_size=batch or None, repeats=repeats).as_dict()
+        result["pruned"] = after
+    return result
+
+
+def _prune(net: nn.Module, example: torch.Tensor, prune_cfg: DictConfig) -> nn.Module:
+    from lightning_compress.pruning import prune, select_channels
+
+    plan = select_channels(net, example, float(prune_cfg.ratio), importance=str(prune_cfg.get("importance", "l1")),
+                           global_pruning=bool(prune_cfg.get("global_pruning", False)))
+    prune(net, plan)
+    return net
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Rows: params, MACs, FLOPs, latency; a column for the pruned model when there is one."""
+    columns = [("model", result)] + ([("pruned", result["pruned"])] if "pruned" in result else [])
+    rows = [("params", "params", 1e6, "M"), ("MACs", "macs", 1e6, "M"), ("FLOPs (=2xMACs)", "flops", 1e6, "M"),
+            ("latency (median)", "latency_ms", 1, " ms")]
+    lines = [f"{result['model']}  input {tuple(result['input'])}",
+             f"{'':18}" + "".join(f"{c:>14}" for c, _ in columns)]
+    for title, key, scale, unit in rows:
+        cells = "".join(f"{_cell(data.get(key), scale, unit):>14}" for _, data in columns)
+        lines.append(f"{title:18}{cells}")
+    if "latency_batch_size" in result:
+        lines.append(f"latency: batch {result['latency_batch_size']}, {result['latency_device']}, "
+                     f"{result['latency_threads']} threads, median of {result['latency_repeats']}")
+    return "\n".join(lines)
+
+
+def _cell(value: Any, scale: float, unit: str) -> str:
+    return "-" if value is None else f"{value / scale:.3f}{unit}" if scale != 1 else f"{value:.2f}{unit}"
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="profile")
+def main(cfg: DictConfig) -> None:
+    """Print the table, then the JSON line."""
+    result = profile_from_config(cfg)
+    print(format_table(result))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
