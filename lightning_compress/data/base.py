@@ -223,3 +223,5 @@ class InMemoryImageDataModule(pl.LightningDataModule):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_classes={self.num_classes}, in_channels={self.in_channels}, "
                 f"image_size={self.image_size}, batch_size={self.batch_size}, augment={self.augment})")
+
+    __str__ = __repr__  # Lightning's __str__ builds every DataLoader (and so loads the data); this one does not
