@@ -26,7 +26,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_compress.callbacks.base import BasePruningCallback
-from lightning_compress.callbacks.engine_adapter import ChannelGroup, channel_groups, plan_from_keep
+from lightning_compress.callbacks.engine_adapter import ChannelGroup, channel_groups, gather, plan_from_keep
 
 CRITERIA = ("l1", "l2", "random", "largest")
 
@@ -82,7 +82,7 @@ class L1FilterPruning(BasePruningCallback):
                                check_ignored=False)
         groups = channel_groups(self._require_net(), self.example_inputs)
         keep = self.select(groups)
-        plan = plan_from_keep(self._require_net(), self.example_inputs, groups, keep)
+        plan = plan_from_keep(groups, keep)
         self.apply_plan(trainer, plan, keep_unpruned=True)
 
     # ------------------------------------------------------------------ decisions
@@ -113,7 +113,8 @@ class L1FilterPruning(BasePruningCallback):
         for name in group.producers:
             weight = net.get_submodule(name).weight.detach().float().cpu()
             flat = weight.reshape(weight.shape[0], -1)
-            total += flat.abs().sum(1) if self.criterion in ("l1", "largest") else flat.pow(2).sum(1).sqrt()
+            norms = flat.abs().sum(1) if self.criterion in ("l1", "largest") else flat.pow(2).sum(1).sqrt()
+            total += gather(group, name, norms)[0]
         return -total if self.criterion == "largest" else total
 
     def n_keep(self, size: int, ratio: float) -> int:

@@ -80,7 +80,7 @@ def sensitivity_analysis(net: nn.Module, evaluate: Callable[[nn.Module], float],
             trial = copy.deepcopy(net)
             from lightning_compress.pruning import prune
 
-            prune(trial, plan_from_keep(trial, example_inputs, [group], {group.key: keep}))
+            prune(trial, plan_from_keep([group], {group.key: keep}))
             trial.eval()
             rows.append({"layer": group.key, "ratio": float(ratio), "kept": n_keep, "total": group.size,
                          "metric": float(evaluate(trial)), "macs": count_macs(trial, example_inputs)})

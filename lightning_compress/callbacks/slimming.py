@@ -31,12 +31,12 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lightning_compress.callbacks.base import BasePruningCallback
-from lightning_compress.callbacks.engine_adapter import bn_groups, plan_from_keep
+from lightning_compress.callbacks.engine_adapter import ChannelGroup, bn_groups, channel_groups, gather, plan_from_keep
 from lightning_compress.functional import add_l1_subgradient, gamma_summary, global_threshold_keep
 
 log = logging.getLogger(__name__)
 
-_GROUP_SCORES = {"sum": lambda t: t.sum(0), "mean": lambda t: t.mean(0), "max": lambda t: t.max(0).values}
+_GROUP_SCORES = ("max", "mean", "sum")
 _HALF_PRECISIONS = ("16-true", "bf16-true", "16", "bf16", 16)
 
 
@@ -83,7 +83,7 @@ class NetworkSlimming(BasePruningCallback):
         if min_channels < 1:
             raise ValueError(f"`min_channels` must be >= 1, got {min_channels!r}.")
         if group_score not in _GROUP_SCORES:
-            raise ValueError(f"`group_score` must be one of {sorted(_GROUP_SCORES)}, got {group_score!r}.")
+            raise ValueError(f"`group_score` must be one of {_GROUP_SCORES}, got {group_score!r}.")
         if not isinstance(prune, bool):
             raise TypeError(f"`prune` must be a bool, got {prune!r}.")
         _check_number("small_gamma", small_gamma)
@@ -102,6 +102,7 @@ class NetworkSlimming(BasePruningCallback):
         self.small_gamma = float(small_gamma)
         self.plot_dir = plot_dir
         self.groups: dict[str, list[str]] = {}
+        self._groups: dict[str, ChannelGroup] = {}
         self.penalty_steps = 0
         self.gamma_initialised = False
         self.history: list[dict[str, float]] = []
@@ -125,7 +126,8 @@ class NetworkSlimming(BasePruningCallback):
         if trainer.precision in _HALF_PRECISIONS and self.sparsity_lambda > 0:
             raise ValueError(f"NetworkSlimming needs fp32 master weights, got Trainer(precision={trainer.precision!r})."
                              " HINT: use '32-true', 'bf16-mixed' or '16-mixed'.")
-        self.groups = bn_groups(self._require_net(), self.example_inputs, self.ignored_layers)
+        self._groups = bn_groups(channel_groups(self._require_net(), self.example_inputs), self.ignored_layers)
+        self.groups = {key: list(group.bns) for key, group in self._groups.items()}
         if not self.groups:
             raise ValueError("NetworkSlimming found no prunable BatchNorm in the network (after `ignored_layers`).")
         self._gammas = self._bn_scales()
@@ -159,7 +161,7 @@ class NetworkSlimming(BasePruningCallback):
         if self.finished or not self.prune or trainer.sanity_checking or not self.groups:
             return
         keep = self.select(trainer)
-        plan = plan_from_keep(self._require_net(), self.example_inputs, self.groups, keep)
+        plan = plan_from_keep(list(self._groups.values()), keep)
         removed = sum(int((~k).sum()) for k in keep.values())
         total = sum(k.numel() for k in keep.values())
         rank_zero_info(f"[NetworkSlimming] global threshold: removing {removed}/{total} prunable channels "
@@ -172,9 +174,18 @@ class NetworkSlimming(BasePruningCallback):
     def channel_scores(self) -> dict[str, torch.Tensor]:
         """Group name -> per-channel score (``group_score`` of the member BNs' ``|gamma|``)."""
         net = self._require_net()
-        reduce = _GROUP_SCORES[self.group_score]
-        return {key: reduce(torch.stack([net.get_submodule(n).weight.detach().abs().float() for n in members]))
-                for key, members in self.groups.items()}
+        scores = {}
+        for key, group in self._groups.items():
+            values, present = zip(*(gather(group, n, net.get_submodule(n).weight.detach().abs().float())
+                                    for n in group.bns))
+            stacked, mask = torch.stack(values), torch.stack(present)
+            if self.group_score == "sum":
+                scores[key] = stacked.sum(0)
+            elif self.group_score == "mean":
+                scores[key] = stacked.sum(0) / mask.sum(0).clamp(min=1)
+            else:
+                scores[key] = stacked.masked_fill(~mask, float("-inf")).max(0).values.clamp(min=0)
+        return scores
 
     def select(self, trainer: pl.Trainer) -> dict[str, torch.Tensor]:
         """Rank 0's keep-masks (group -> bool tensor) from one global threshold."""
@@ -186,8 +197,8 @@ class NetworkSlimming(BasePruningCallback):
     def _bn_scales(self) -> list[nn.Parameter]:
         net = self._require_net()
         seen: dict[int, nn.Parameter] = {}
-        for members in self.groups.values():
-            for name in members:
+        for group in self._groups.values():
+            for name in group.bns:
                 weight = net.get_submodule(name).weight
                 seen.setdefault(id(weight), weight)
         return list(seen.values())
