@@ -1,0 +1,145 @@
+"""Trace a model with torch.fx and propagate channel ids through every node.
+
+Why torch.fx (symbolic trace + one concrete run through ``fx.Interpreter``) rather than forward hooks or walking
+``grad_fn``: hooks only see module calls, so functional ops in ``forward`` (``x + y``, ``torch.cat``, ``chunk``,
+``view``/``transpose`` channel shuffles, ``flatten``, slicing) are invisible, and autograd-node walking classifies ops
+by ``grad_fn`` name and treats everything unknown as element-wise (Torch-Pruning's failure mode on ShuffleNetV2).
+fx gives every op with its exact target and its unevaluated arguments (so ``x.size(1) // 2`` is distinguishable from
+a hard-coded ``58``), and the interpreter gives concrete shapes, so each op gets an explicit rule or is frozen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from . import transfer as tf
+from .channels import Carry, Opaque
+from .context import Call, TraceContext
+from .errors import TraceError
+from .ops import FUNCTION_RULES, METHOD_RULES
+from .rules import get_module_rule
+
+
+class _Tracer(fx.Tracer):
+    """Modules with a registered rule are leaves; everything else is traced through."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if get_module_rule(m) is not None:
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    """fx-trace ``model`` (sharing its parameters) or raise :class:`TraceError` with a hint."""
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
+        raise TraceError(
+            f"torch.fx could not trace {type(model).__name__}: {exc}. Data-dependent Python control flow in forward "
+            f"cannot be traced; wrap that part in a module and register a rule for it (register_module_rule)."
+        ) from exc
+    return fx.GraphModule(tracer.root, graph)
+
+
+def _op_name(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str]:
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        return f"{node.target} ({type(mod).__name__})", f"module {node.target!r} ({type(mod).__name__})"
+    if node.op == "call_method":
+        return f".{node.target}()", f"method .{node.target}()"
+    name = getattr(node.target, "__name__", str(node.target))
+    module = getattr(node.target, "__module__", "") or ""
+    return name, f"function {module + '.' if module else ''}{name}"
+
+
+class _ChannelInterpreter(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, ctx: TraceContext) -> None:
+        super().__init__(gm)
+        self.ctx = ctx
+        self.infos: dict[fx.Node, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        with self._set_current_node(n):
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            out = getattr(self, n.op)(n.target, args, kwargs)
+        self.infos[n] = self._transfer(n, args, kwargs, out)
+        return out
+
+    def _transfer(self, n: fx.Node, args: tuple, kwargs: dict, out: Any) -> Any:
+        ctx = self.ctx
+        if n.op == "placeholder":
+            fid = ctx.frozen_id("model input")
+            return tf._map_tensors(out, lambda t: Opaque(fid))
+        if n.op == "output":
+            ctx.freeze(fx.node.map_arg(n.args, lambda a: self.infos.get(a)), "model output")
+            return None
+        if n.op == "get_attr":
+            return self._get_attr(n, out)
+        infos = fx.node.map_arg(n.args, lambda a: self.infos.get(a))
+        kwinfos = fx.node.map_arg(n.kwargs, lambda a: self.infos.get(a))
+        short, description = _op_name(n, self.module)
+        call = Call(n, short, args, kwargs, tuple(infos), dict(kwinfos), out)
+        if n.op == "call_module":
+            call.module = self.module.get_submodule(n.target)
+            rule = get_module_rule(call.module)
+            apply = (lambda: rule.trace(ctx, call, n.target)) if rule is not None else None
+        else:
+            table = FUNCTION_RULES if n.op == "call_function" else METHOD_RULES
+            fn = table.get(n.target)
+            apply = (lambda: fn(ctx, call)) if fn is not None else None
+        if apply is None:
+            if not call.tensors() and not tf._has_tensor(out):
+                return None
+            return tf.unknown(ctx, call, description)
+        try:
+            return apply()
+        except Exception as exc:  # a rule that cannot handle an unusual call freezes it instead of guessing
+            return tf.unknown(ctx, call, f"{description} (rule failed: {exc})")
+
+    def _get_attr(self, n: fx.Node, value: Any) -> Any:
+        if not isinstance(value, torch.Tensor):
+            return None
+        big = [d for d in range(value.dim()) if value.shape[d] > 1]
+        owner, _, attr = n.target.rpartition(".")
+        if len(big) == 1:
+            module = self.module.get_submodule(owner) if owner else self.module
+            d = big[0]
+            ids = self.ctx.uf.new(value.shape[d])
+            self.ctx.record(owner, module, f"{attr}[{d}]", ids)
+            return Carry((d,), ids)
+        fid = self.ctx.frozen_id(f"tensor attribute {n.target!r} used in forward")
+        return Opaque(fid)
+
+
+def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, fx.GraphModule]:
+    """Trace ``model`` once on ``example_inputs`` (tensor, tuple of tensors, or dict of keyword inputs).
+
+    Runs in eval mode under ``torch.no_grad`` (BN running stats untouched) and restores each module's mode. The one
+    forward runs single-threaded: it is tiny, and on a loaded CPU intra-op threads made it ~50x slower.
+    """
+    gm = symbolic_trace(model)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if isinstance(example_inputs, Mapping):
+        args = [example_inputs[n.target] for n in placeholders if n.target in example_inputs]
+    elif isinstance(example_inputs, (tuple, list)):
+        args = list(example_inputs)
+    else:
+        args = [example_inputs]
+    modes = {m: m.training for m in model.modules()}
+    ctx = TraceContext()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        model.eval()
+        with torch.no_grad():
+            _ChannelInterpreter(gm, ctx).run(*args)
+    finally:
+        torch.set_num_threads(threads)
+        for m, mode in modes.items():
+            m.training = mode
+    return ctx, gm

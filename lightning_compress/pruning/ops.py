@@ -1,0 +1,397 @@
+"""Rules for traced functions (``torch.cat``, ``operator.add``, ``F.relu``...) and tensor methods (``x.view``)."""
+
+from __future__ import annotations
+
+import builtins
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from . import transfer as tf
+from .channels import Carry, Info, Opaque
+from .context import Call, TraceContext
+from .rules import shuffle
+
+OpRule = Callable[[TraceContext, Call], Any]
+FUNCTION_RULES: dict[Any, OpRule] = {}
+METHOD_RULES: dict[str, OpRule] = {}
+
+
+def _unary(ctx: TraceContext, call: Call) -> Info:
+    return tf.unary(ctx, call)
+
+
+def _elementwise(ctx: TraceContext, call: Call) -> Info:
+    return tf.elementwise(ctx, call)
+
+
+def _dim_arg(call: Call, index: int = 1) -> Any:
+    return call.arg(index, "dim", None)
+
+
+def _reduce(ctx: TraceContext, call: Call) -> Any:
+    x = call.args[0]
+    dim = _dim_arg(call, 2 if call.name in ("norm", ".norm()") else 1)
+    keepdim = bool(call.arg(3 if call.name in ("norm", ".norm()") else 2, "keepdim", False))
+    info = tf.reduce(ctx, call, x, call.info(0), dim, keepdim)
+    if isinstance(call.out, tuple):
+        return tuple(info for _ in call.out)
+    return info
+
+
+def _max_min(ctx: TraceContext, call: Call) -> Any:
+    other = call.arg(1, "other", None)
+    if isinstance(other, torch.Tensor):
+        return tf.elementwise(ctx, call)
+    return _reduce(ctx, call)
+
+
+def _along_dim(ctx: TraceContext, call: Call) -> Info:
+    x = call.args[0]
+    dim = call.arg(1, "dim", -1)
+    return tf.along_dim(ctx, call, call.info(0), -1 if dim is None else dim, x.dim())
+
+
+def _spatial(ctx: TraceContext, call: Call) -> Any:
+    info = tf.spatial(ctx, call, call.info(0))
+    if isinstance(call.out, tuple):
+        return tuple(info for _ in call.out)
+    return info
+
+
+def _pad(ctx: TraceContext, call: Call) -> Info:
+    return tf.pad(ctx, call, call.args[0], call.info(0), list(call.arg(1, "pad")))
+
+
+def _flatten(ctx: TraceContext, call: Call) -> Info:
+    return tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
+
+
+def _shape_args(call: Call) -> list[Any] | None:
+    """Unevaluated target-shape entries of view/reshape (None when the whole shape is one graph value)."""
+    raw = list(call.node.args[1:])
+    if "shape" in call.node.kwargs:
+        raw = [call.node.kwargs["shape"]]
+    if "size" in call.node.kwargs:
+        raw = [call.node.kwargs["size"]]
+    if len(raw) == 1 and isinstance(raw[0], (list, tuple)):
+        raw = list(raw[0])
+    elif len(raw) == 1 and isinstance(raw[0], fx.Node):
+        return None
+    return raw
+
+
+def _view(ctx: TraceContext, call: Call) -> Info:
+    raw = _shape_args(call)
+    fixed = None if raw is None else [not tf.is_dynamic(v) for v in raw]
+    return tf.reshape(ctx, call, call.args[0], call.info(0), call.out, fixed)
+
+
+def _unflatten(ctx: TraceContext, call: Call) -> Info:
+    x = call.args[0]
+    dim = call.arg(1, "dim") % x.dim()
+    sizes = call.raw(2, "sizes")
+    fixed = [False] * call.out.dim()
+    for k, s in enumerate(sizes):
+        fixed[dim + k] = not tf.is_dynamic(s)
+    return tf.reshape(ctx, call, x, call.info(0), call.out, fixed)
+
+
+def _squeeze(ctx: TraceContext, call: Call) -> Info:
+    return tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
+
+
+def _permute(ctx: TraceContext, call: Call) -> Info:
+    dims = call.args[1:] if "dims" not in call.kwargs else (call.kwargs["dims"],)
+    if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
+        dims = dims[0]
+    return tf.permute(call.info(0), list(dims))
+
+
+def _transpose(ctx: TraceContext, call: Call) -> Info:
+    x = call.args[0]
+    nd = x.dim()
+    d0, d1 = call.arg(1, "dim0") % nd, call.arg(2, "dim1") % nd
+    perm = list(range(nd))
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return tf.permute(call.info(0), perm)
+
+
+def _t(ctx: TraceContext, call: Call) -> Info:
+    return tf.permute(call.info(0), list(reversed(range(call.args[0].dim()))))
+
+
+def _expand(ctx: TraceContext, call: Call) -> Info:
+    x, info, out = call.args[0], call.info(0), call.out
+    if not isinstance(info, Carry):
+        return info
+    off = out.dim() - x.dim()
+    raw = list(call.node.args[1:])
+    if len(raw) == 1 and isinstance(raw[0], (list, tuple)):
+        raw = list(raw[0])
+    keep = [d for d in info.dims if x.shape[d] == out.shape[d + off]]
+    sel = tuple(slice(None) if d in keep else 0 for d in info.dims)
+    ids = info.ids[sel]
+    if len(raw) == out.dim() and keep and all(not tf.is_dynamic(raw[d + off]) for d in keep):
+        ctx.uf.freeze(ids, f"{call.name}: expand to a constant channel size")
+    if not keep:
+        return None
+    return Carry(tuple(d + off for d in keep), ids)
+
+
+def _repeat(ctx: TraceContext, call: Call) -> Info:
+    x, info, out = call.args[0], call.info(0), call.out
+    if not isinstance(info, Carry):
+        return info
+    off = out.dim() - x.dim()
+    if any(out.shape[d + off] != x.shape[d] for d in info.dims):
+        ctx.uf.freeze(info.ids, f"{call.name}: repeats a channel dim")
+        return None
+    return Carry(tuple(d + off for d in info.dims), info.ids)
+
+
+def _cat(ctx: TraceContext, call: Call) -> Info:
+    tensors = call.arg(0, "tensors")
+    infos = call.info(0, "tensors")
+    if not isinstance(infos, (list, tuple)):
+        infos = [None] * len(tensors)
+    return tf.cat(ctx, call, tensors, infos, call.arg(1, "dim", 0))
+
+
+def _stack(ctx: TraceContext, call: Call) -> Info:
+    infos = call.info(0, "tensors")
+    return tf.stack(ctx, call, infos, call.arg(1, "dim", 0))
+
+
+def _chunk(ctx: TraceContext, call: Call) -> Any:
+    x, info, outs = call.args[0], call.info(0), call.out
+    dim = call.arg(2, "dim", 0) % x.dim()
+    k = call.arg(1, "chunks")
+    return _split_parts(ctx, call, x, info, outs, dim, k)
+
+
+def _split(ctx: TraceContext, call: Call) -> Any:
+    x, info, outs = call.args[0], call.info(0), call.out
+    dim = call.arg(2, "dim", 0) % x.dim()
+    raw = call.raw(1, "split_size_or_sections", call.raw(1, "split_size"))
+    k = tf.size_fraction(raw, call.node.args[0], dim)
+    return _split_parts(ctx, call, x, info, outs, dim, k)
+
+
+def _split_parts(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, outs: Any, dim: int,
+                 k: int | None) -> Any:
+    if not isinstance(info, Carry) or dim not in info.dims:
+        return tuple(info for _ in outs)
+    if k is None or len(outs) != k or x.shape[dim] % k:
+        ctx.uf.freeze(info.ids, f"{call.name}: split of a channel dim into fixed sizes")
+        return tuple(None for _ in outs)
+    parts = tf.equal_parts(ctx, info, dim, k)
+    return tuple(tf.part_info(info, dim, parts[i]) for i in range(k))
+
+
+def _unbind(ctx: TraceContext, call: Call) -> Any:
+    x, info, outs = call.args[0], call.info(0), call.out
+    dim = call.arg(1, "dim", 0) % x.dim()
+    if not isinstance(info, Carry):
+        return tuple(info for _ in outs)
+    if dim in info.dims:
+        ctx.uf.freeze(info.ids, f"{call.name}: unbinds a channel dim")
+        return tuple(None for _ in outs)
+    return tuple(Carry(tuple(d - (d > dim) for d in info.dims), info.ids) for _ in outs)
+
+
+def _getitem(ctx: TraceContext, call: Call) -> Any:
+    base, idx = call.args[0], call.args[1]
+    binfo = call.info(0)
+    if not isinstance(base, torch.Tensor):
+        if isinstance(binfo, (list, tuple)) and isinstance(idx, (int, slice)):
+            return binfo[idx]
+        return None
+    return _index_tensor(ctx, call, base, binfo, idx, call.node.args[1])
+
+
+def _index_tensor(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, idx: Any, raw: Any) -> Info:
+    idx_t = idx if isinstance(idx, tuple) else (idx,)
+    raw_t = raw if isinstance(raw, tuple) else (raw,)
+    if any(isinstance(i, (torch.Tensor, list, bool)) for i in idx_t):
+        return tf.unknown(ctx, call, "advanced tensor indexing")
+    consumed = sum(1 for i in idx_t if i is not None and i is not Ellipsis)
+    expanded: list[tuple[Any, Any]] = []
+    for i, r in zip(idx_t, raw_t):
+        if i is Ellipsis:
+            expanded.extend((slice(None), slice(None)) for _ in range(x.dim() - consumed))
+        else:
+            expanded.append((i, r))
+    while sum(1 for i, _ in expanded if i is not None) < x.dim():
+        expanded.append((slice(None), slice(None)))
+    if not isinstance(info, Carry):
+        return info if isinstance(info, Opaque) else None
+    dim_map: dict[int, int] = {}
+    ids = info.ids
+    in_d = out_d = 0
+    frozen = False
+    for i, r in expanded:
+        if i is None:
+            out_d += 1
+            continue
+        if isinstance(i, int):
+            if in_d in info.dims:
+                frozen = True
+            in_d += 1
+            continue
+        # slice
+        if in_d in info.dims and i != slice(None) and i != slice(None, None, 1):
+            new = _slice_channels(ctx, call, info, ids, in_d, x.shape[in_d], i, r)
+            if new is None:
+                frozen = True
+                ids = np.take(ids, np.arange(x.shape[in_d])[i], axis=info.dims.index(in_d))
+            else:
+                ids = new
+        dim_map[in_d] = out_d
+        in_d += 1
+        out_d += 1
+    if frozen:
+        ctx.uf.freeze(info.ids, f"{call.name}: indexes a channel dim with constants")
+    kept = [d for d in info.dims if d in dim_map]
+    if not kept:
+        return None
+    sel = tuple(slice(None) if d in dim_map else 0 for d in info.dims)
+    return Carry(tuple(dim_map[d] for d in kept), np.ascontiguousarray(ids[sel]))
+
+
+def _slice_channels(ctx: TraceContext, call: Call, info: Carry, ids: np.ndarray, dim: int, size: int, sl: slice,
+                    raw: Any) -> np.ndarray | None:
+    """Slices like ``x[:, : x.size(1) // k]`` select equal parts (positions unioned); constant bounds -> None."""
+    if not isinstance(raw, slice) or sl.step not in (None, 1):
+        return None
+    base = call.node.args[0]
+    ks = {tf.size_fraction(b, base, dim) for b in (raw.start, raw.stop) if b is not None}
+    if len(ks) != 1 or None in ks:
+        return None
+    k = ks.pop()
+    if size % k:
+        return None
+    start = 0 if raw.start is None else 1
+    stop = k if raw.stop is None else 1
+    if start >= stop:
+        return None
+    parts = tf.equal_parts(ctx, Carry(info.dims, ids), dim, k)
+    chosen = parts[start:stop].reshape((-1,) + parts.shape[2:])
+    return np.moveaxis(chosen, 0, info.dims.index(dim))
+
+
+def _getattr(ctx: TraceContext, call: Call) -> Info:
+    out, x = call.out, call.args[0]
+    if not isinstance(out, torch.Tensor):
+        return None
+    attr = call.args[1]
+    if attr == "data":
+        return call.info(0)
+    if attr in ("T", "mT"):
+        nd = x.dim()
+        perm = list(reversed(range(nd))) if attr == "T" else list(range(nd - 2)) + [nd - 1, nd - 2]
+        return tf.permute(call.info(0), perm)
+    return tf.unknown(ctx, call, f"tensor attribute .{attr}")
+
+
+def _channel_shuffle(ctx: TraceContext, call: Call) -> Info:
+    return shuffle(ctx, call, call.args[0], call.info(0), call.arg(1, "groups"))
+
+
+def _no_channels(ctx: TraceContext, call: Call) -> Info:
+    return None
+
+
+def _register() -> None:
+    unary_f = [torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu,
+               F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.softplus, F.logsigmoid, F.softsign, F.tanhshrink,
+               torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, torch.exp, torch.abs, torch.neg, operator.neg,
+               operator.pos, torch.sqrt, torch.rsqrt, torch.log, torch.square, torch.reciprocal, torch.erf,
+               torch.sign, torch.clone, torch.detach, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+               F.alpha_dropout, F.feature_alpha_dropout, torch.nan_to_num]
+    for f in unary_f:
+        FUNCTION_RULES[f] = _unary
+    binary_f = [operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
+                operator.imul, operator.itruediv, operator.pow, torch.add, torch.sub, torch.subtract, torch.mul,
+                torch.multiply, torch.div, torch.true_divide, torch.maximum, torch.minimum, torch.where, torch.clamp,
+                torch.clip, torch.lerp, torch.addcmul, torch.addcdiv, torch.pow]
+    for f in binary_f:
+        FUNCTION_RULES[f] = _elementwise
+    for f in (torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var, torch.prod, torch.logsumexp,
+              torch.norm, torch.argmax, torch.argmin):
+        FUNCTION_RULES[f] = _reduce
+    FUNCTION_RULES[torch.max] = _max_min
+    FUNCTION_RULES[torch.min] = _max_min
+    for f in (torch.softmax, torch.log_softmax, F.softmax, F.log_softmax, torch.cumsum):
+        FUNCTION_RULES[f] = _along_dim
+    for f in (F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+              F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+              F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.max_pool2d_with_indices, F.lp_pool1d, F.lp_pool2d,
+              F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear):
+        FUNCTION_RULES[f] = _spatial
+    FUNCTION_RULES[F.pad] = _pad
+    FUNCTION_RULES[torch.flatten] = _flatten
+    FUNCTION_RULES[torch.reshape] = _view
+    FUNCTION_RULES[torch.squeeze] = _squeeze
+    FUNCTION_RULES[torch.unsqueeze] = _squeeze
+    FUNCTION_RULES[torch.unflatten] = _unflatten
+    FUNCTION_RULES[torch.permute] = _permute
+    FUNCTION_RULES[torch.transpose] = _transpose
+    FUNCTION_RULES[torch.swapaxes] = _transpose
+    FUNCTION_RULES[torch.t] = _t
+    FUNCTION_RULES[torch.cat] = _cat
+    FUNCTION_RULES[torch.concat] = _cat
+    FUNCTION_RULES[torch.concatenate] = _cat
+    FUNCTION_RULES[torch.stack] = _stack
+    FUNCTION_RULES[torch.chunk] = _chunk
+    FUNCTION_RULES[torch.split] = _split
+    FUNCTION_RULES[torch.unbind] = _unbind
+    FUNCTION_RULES[operator.getitem] = _getitem
+    FUNCTION_RULES[builtins.getattr] = _getattr
+    FUNCTION_RULES[torch.channel_shuffle] = _channel_shuffle
+    FUNCTION_RULES[F.channel_shuffle] = _channel_shuffle
+
+    for m in ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "abs", "neg", "sqrt", "rsqrt", "log",
+              "square", "reciprocal", "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to",
+              "type", "type_as", "cpu", "cuda", "sign", "erf", "hardswish", "nan_to_num"):
+        METHOD_RULES[m] = _unary
+    for m in ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "pow", "pow_", "maximum", "minimum",
+              "masked_fill", "masked_fill_", "expand_as", "where", "lerp", "addcmul", "addcdiv", "clamp", "clamp_",
+              "clamp_min", "clamp_max", "clip"):
+        METHOD_RULES[m] = _elementwise
+    for m in ("mean", "sum", "amax", "amin", "std", "var", "prod", "logsumexp", "norm", "argmax", "argmin"):
+        METHOD_RULES[m] = _reduce
+    METHOD_RULES["max"] = _max_min
+    METHOD_RULES["min"] = _max_min
+    for m in ("softmax", "log_softmax", "cumsum"):
+        METHOD_RULES[m] = _along_dim
+    METHOD_RULES["flatten"] = _flatten
+    METHOD_RULES["view"] = _view
+    METHOD_RULES["reshape"] = _view
+    METHOD_RULES["unflatten"] = _unflatten
+    METHOD_RULES["squeeze"] = _squeeze
+    METHOD_RULES["unsqueeze"] = _squeeze
+    METHOD_RULES["permute"] = _permute
+    METHOD_RULES["transpose"] = _transpose
+    METHOD_RULES["swapaxes"] = _transpose
+    METHOD_RULES["t"] = _t
+    METHOD_RULES["expand"] = _expand
+    METHOD_RULES["repeat"] = _repeat
+    METHOD_RULES["chunk"] = _chunk
+    METHOD_RULES["split"] = _split
+    METHOD_RULES["unbind"] = _unbind
+    for m in ("size", "dim", "numel", "element_size", "nelement", "stride", "is_contiguous", "get_device"):
+        METHOD_RULES[m] = _no_channels
+
+
+def register_function_rule(fn: Any, rule: OpRule) -> None:
+    """Register a rule for a function called in ``forward`` (advanced: rules see the trace context)."""
+    FUNCTION_RULES[fn] = rule
+
+
+_register()

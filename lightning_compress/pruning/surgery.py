@@ -1,0 +1,70 @@
+"""Physical removal of planned channels (new smaller parameters, updated attributes, sliced optimizer state)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .plan import PruningPlan
+from .validation import compile_plan
+
+
+def _keep(size: int, removed: torch.Tensor) -> torch.Tensor:
+    mask = torch.ones(size, dtype=torch.bool)
+    mask[removed] = False
+    return torch.nonzero(mask).flatten()
+
+
+def _slice(t: torch.Tensor, keeps: dict[int, torch.Tensor]) -> torch.Tensor:
+    for dim, keep in keeps.items():
+        t = t.index_select(dim, keep.to(t.device))
+    return t
+
+
+def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
+    """Remove the planned channels from ``model`` in place and return it.
+
+    Parameters are replaced by new, smaller ``nn.Parameter`` objects (same names, so ``state_dict`` keys are
+    unchanged); buffers (BN running stats) are sliced; size attributes are updated. With ``optimizer``, its
+    param_groups point at the new parameters and per-parameter state of the same shape (momentum, Adam moments) is
+    sliced the same way. The whole plan is validated first; on error nothing is modified. Needs no example inputs:
+    ``prune(fresh_model, plan)`` reproduces the pruned shapes exactly.
+    """
+    edits = compile_plan(model, plan)
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"`optimizer` must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}.")
+    replaced: dict[nn.Parameter, tuple[nn.Parameter, dict[int, torch.Tensor]]] = {}
+    for edit in edits:
+        module = edit.module
+        for attr, dims in edit.slices.items():
+            old = getattr(module, attr)
+            keeps = {dim: _keep(old.shape[dim], torch.as_tensor(idx)) for dim, idx in dims.items()}
+            with torch.no_grad():
+                new_data = _slice(old.detach(), keeps).clone()
+            if isinstance(old, nn.Parameter):
+                new = nn.Parameter(new_data, requires_grad=old.requires_grad)
+                if old.grad is not None:
+                    new.grad = _slice(old.grad, keeps).clone()
+                setattr(module, attr, new)
+                replaced[old] = (new, keeps)
+            else:
+                setattr(module, attr, new_data)
+        for rule in {id(r): r for r in edit.rules.values()}.values():
+            rule.update(module, edit.removed)
+    if optimizer is not None:
+        _remap_optimizer(optimizer, replaced)
+    return model
+
+
+def _remap_optimizer(optimizer: torch.optim.Optimizer,
+                     replaced: dict[nn.Parameter, tuple[nn.Parameter, dict[int, torch.Tensor]]]) -> None:
+    for group in optimizer.param_groups:
+        group["params"] = [replaced[p][0] if p in replaced else p for p in group["params"]]
+    for old, (new, keeps) in replaced.items():
+        if old not in optimizer.state:
+            continue
+        state = optimizer.state.pop(old)
+        optimizer.state[new] = {
+            k: _slice(v, keeps).clone() if isinstance(v, torch.Tensor) and v.shape == old.shape else v
+            for k, v in state.items()
+        }

@@ -1,0 +1,77 @@
+"""Check a plan against a model and compile it to tensor slices, before anything is modified."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from .plan import PruningPlan
+from .rules import ModuleRule, slot_rule
+
+
+@dataclass
+class ModuleEdit:
+    """Everything needed to edit one module: per slot removed indices and per (tensor, dim) removed indices."""
+
+    name: str
+    module: nn.Module
+    removed: dict[str, np.ndarray]
+    rules: dict[str, ModuleRule]
+    slices: dict[str, dict[int, np.ndarray]]  # attr -> dim -> removed indices
+    slot_slices: dict[str, list[tuple[str, int, np.ndarray]]]  # slot -> slices (for masks)
+
+
+def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
+    """Validate ``plan`` against ``model`` and return the edits; raises ValueError/TypeError, modifies nothing."""
+    if not isinstance(plan, PruningPlan):
+        raise TypeError(f"`plan` must be a PruningPlan, got {type(plan).__name__}.")
+    modules = dict(model.named_modules())
+    edits: list[ModuleEdit] = []
+    for name, lp in plan.layers.items():
+        module = modules.get(name)
+        if module is None:
+            raise ValueError(f"`plan` does not fit the model: module {name!r} not found.")
+        if lp.type and type(module).__name__ != lp.type:
+            raise ValueError(f"`plan` does not fit the model: {name!r} is a {type(module).__name__}, the plan "
+                             f"expects {lp.type}.")
+        removed: dict[str, np.ndarray] = {}
+        rules: dict[str, ModuleRule] = {}
+        slot_slices: dict[str, list] = {}
+        slices: dict[str, dict[int, set[int]]] = {}
+        for slot, sp in lp.slots.items():
+            rule = slot_rule(module, slot)
+            sizes = rule.slot_sizes(module) if rule is not None else {}
+            if slot not in sizes:
+                raise ValueError(f"`plan` does not fit the model: {name!r} ({type(module).__name__}) has no "
+                                 f"prunable slot {slot!r}.")
+            if sizes[slot] != sp.size:
+                raise ValueError(f"`plan` does not fit the model: {name!r} {slot} has width {sizes[slot]}, the plan "
+                                 f"expects {sp.size} (already pruned, or another architecture?).")
+            idx = np.asarray(sp.removed, dtype=np.int64)
+            if len(idx) and (idx.min() < 0 or idx.max() >= sp.size):
+                raise ValueError(f"`plan` indices for {name!r} {slot} must be in [0, {sp.size}), got "
+                                 f"{list(sp.removed)!r}.")
+            if len(np.unique(idx)) != len(idx):
+                raise ValueError(f"`plan` indices for {name!r} {slot} must be unique, got {list(sp.removed)!r}.")
+            if len(idx) >= sp.size:
+                raise ValueError(f"`plan` would remove every channel of {name!r} {slot} ({sp.size}).")
+            removed[slot] = idx
+            rules[slot] = rule
+            slot_slices[slot] = []
+            for attr, dim, tidx in rule.tensor_slices(module, slot, idx):
+                if getattr(module, attr, None) is None:
+                    continue
+                slot_slices[slot].append((attr, dim, np.asarray(tidx, dtype=np.int64)))
+                slices.setdefault(attr, {}).setdefault(dim, set()).update(np.asarray(tidx).tolist())
+        for rule in {id(r): r for r in rules.values()}.values():
+            rule.validate(module, removed)
+        for attr, dims in slices.items():
+            t = getattr(module, attr)
+            for dim, idx_set in dims.items():
+                if len(idx_set) >= t.shape[dim]:
+                    raise ValueError(f"`plan` would empty {name}.{attr} along dim {dim}.")
+        final = {a: {d: np.asarray(sorted(s), dtype=np.int64) for d, s in dims.items()} for a, dims in slices.items()}
+        edits.append(ModuleEdit(name, module, removed, rules, final, slot_slices))
+    return edits
