@@ -53,21 +53,3 @@ def make_trainer(tmp_path) -> Callable[..., pl.Trainer]:
     return lambda **kwargs: quiet_trainer(tmp_path, **kwargs)
 
 
-def _engine_ready() -> bool:
-    try:
-        from lightning_compress.pruning import prune  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.fixture
-def vgg_bn_groups(monkeypatch):
-    """Until the engine lands: every BN of a plain VGG is its own group (enough for the penalty tests)."""
-    if _engine_ready():
-        return
-
-    def groups(net, example_inputs, ignored_layers=()):
-        return {name: [name] for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
-
-    monkeypatch.setattr("lightning_compress.callbacks.slimming.bn_groups", groups)

@@ -56,7 +56,7 @@ def _precision(name: str) -> dict:
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
-def test_penalty_update_is_the_same_under_amp(make_trainer, precision, vgg_bn_groups):
+def test_penalty_update_is_the_same_under_amp(make_trainer, precision):
     """With a zero task gradient, one SGD step (lr=1) must move gamma by exactly -lambda*sign(gamma).
 
     Under 16-mixed the loss is scaled by 1024: a penalty added before unscaling would shrink 1024x.
@@ -71,7 +71,7 @@ def test_penalty_update_is_the_same_under_amp(make_trainer, precision, vgg_bn_gr
         torch.testing.assert_close(after, before - LAMBDA * torch.sign(before), rtol=0, atol=1e-7)
 
 
-def test_penalty_is_added_once_per_optimizer_step_with_accumulation(make_trainer, vgg_bn_groups):
+def test_penalty_is_added_once_per_optimizer_step_with_accumulation(make_trainer):
     torch.manual_seed(0)
     module = tiny_module()
     before, after = GradSpy(), GradSpy()
@@ -85,7 +85,7 @@ def test_penalty_is_added_once_per_optimizer_step_with_accumulation(make_trainer
             assert torch.allclose(diff.abs(), torch.full_like(diff, LAMBDA), atol=1e-6)
 
 
-def test_init_gamma_sets_every_prunable_scale(make_trainer, vgg_bn_groups):
+def test_init_gamma_sets_every_prunable_scale(make_trainer):
     module = tiny_module()
     callback = NetworkSlimming(sparsity_lambda=0.0, init_gamma=0.5, prune=False, plot_dir="", verbose=False)
     _fit(make_trainer, module, [callback], limit_train_batches=1, max_steps=0)
