@@ -65,6 +65,7 @@ def save_cache(path: Path, data: DecodedData) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{field: getattr(data, field) for field in _FIELDS}, classes=np.asarray(data.classes))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is not secret
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -104,6 +104,11 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         self._decoded = data
         return data
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_decoded"] = None  # do not ship the decoded copy to spawned processes; they read the cache
+        return state
+
     def prepare_data(self) -> None:
         """Download (if asked) and fill the cache; runs on one process per node."""
         self.decoded()

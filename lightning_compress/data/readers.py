@@ -246,7 +246,7 @@ def decode_image(raw: bytes, where: str, image_size: int) -> np.ndarray:
         with Image.open(io.BytesIO(raw)) as img:
             img.load()
             size = img.size
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
     except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, ...)
         raise DatasetError(f"{where}: cannot be decoded as an image ({type(err).__name__}: {err}); expected a "
                            f"{image_size}x{image_size} JPEG or PNG.") from err
@@ -262,19 +262,69 @@ def _decode_chunk(items: list[tuple[str, bytes]], image_size: int) -> np.ndarray
     return out
 
 
+class StreamingDecoder:
+    """Decodes images while the caller keeps reading: full chunks go to ``workers`` processes (order is kept).
+
+    The pool is started only once a first full chunk arrives (tiny sources decode in process). Workers are
+    forked: they only use PIL and numpy and start without re-importing torch or Lightning. Inside a daemon
+    process (which may not have children) or without fork, everything is decoded in process.
+    """
+
+    def __init__(self, image_size: int, workers: int = 2, chunk: int = 1024) -> None:
+        self.image_size = image_size
+        self.chunk = chunk
+        self.parallel = (workers > 1 and "fork" in multiprocessing.get_all_start_methods()
+                         and not multiprocessing.current_process().daemon)
+        self.workers = workers
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.pending: list[tuple[str, bytes]] = []
+        self.parts: list[concurrent.futures.Future | np.ndarray] = []
+
+    def add(self, where: str, raw: bytes) -> None:
+        """Queue one encoded image (``where`` names it in errors)."""
+        self.pending.append((where, raw))
+        if len(self.pending) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        if self.pool is None and self.parallel and len(self.pending) >= self.chunk:
+            self.pool = concurrent.futures.ProcessPoolExecutor(self.workers,
+                                                               mp_context=multiprocessing.get_context("fork"))
+        if self.pool is not None:
+            self.parts.append(self.pool.submit(_decode_chunk, self.pending, self.image_size))
+        else:
+            self.parts.append(_decode_chunk(self.pending, self.image_size))
+        self.pending = []
+
+    def finish(self) -> np.ndarray:
+        """All queued images as uint8 (N, 3, S, S), in the order they were added."""
+        self._flush()
+        arrays = [p.result() if isinstance(p, concurrent.futures.Future) else p for p in self.parts]
+        self.close()
+        if not arrays:
+            return np.empty((0, 3, self.image_size, self.image_size), dtype=np.uint8)
+        return np.concatenate(arrays)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    def __enter__(self) -> StreamingDecoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def decode_images(items: list[tuple[str, bytes]], image_size: int, workers: int = 2) -> np.ndarray:
-    """Decode many images, in ``workers`` processes when there are enough of them (order is kept)."""
-    if not items:
-        return np.empty((0, 3, image_size, image_size), dtype=np.uint8)
-    use_pool = (workers > 1 and len(items) >= 2000 and "fork" in multiprocessing.get_all_start_methods()
-                and not multiprocessing.current_process().daemon)
-    if not use_pool:
-        return _decode_chunk(items, image_size)
-    step = -(-len(items) // (workers * 4))
-    chunks = [items[i:i + step] for i in range(0, len(items), step)]
-    # fork: the workers only use PIL and numpy, and start without re-importing torch/Lightning.
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return np.concatenate(list(pool.map(_decode_chunk, chunks, [image_size] * len(chunks))))
+    """Decode many ``(where, encoded bytes)`` images, in ``workers`` processes when there are enough of them."""
+    with StreamingDecoder(image_size, workers) as decoder:
+        for where, raw in items:
+            decoder.add(where, raw)
+        return decoder.finish()
 
 
 def class_order(names: set[str]) -> tuple[str, ...]:
@@ -292,61 +342,84 @@ def _image_member(path: PurePosixPath) -> tuple[str, str] | None:
     return None
 
 
-def _assemble_images(found: dict[str, dict[str, list[tuple[str, bytes]]]], where: str, image_size: int,
-                     workers: int) -> DecodedData:
-    for split in SPLITS:
-        if not found.get(split):
-            raise DatasetError(f"{where}: no {split} images found; expected {split}/<class>/<image> "
-                               f"({', '.join(IMAGE_EXTENSIONS)}); {LAYOUTS_HELP}.")
-    if set(found["train"]) != set(found["test"]):
-        raise DatasetError(f"{where}: train classes {sorted(found['train'])} differ from test classes "
-                           f"{sorted(found['test'])}; expected the same class folders in both splits.")
-    classes = class_order(set(found["train"]))
-    arrays: list[np.ndarray] = []
-    for split in SPLITS:
-        items, labels = [], []
-        for label, name in enumerate(classes):
-            members = sorted(found[split][name])
-            items.extend(members)
-            labels.extend([label] * len(members))
-        arrays.extend([decode_images(items, image_size, workers), np.asarray(labels, dtype=np.int64)])
-    return DecodedData(*arrays, classes=classes)
+class _ImageCollector:
+    """Receives (split, class, name, bytes) in any order, decodes on the fly, sorts into labelled splits."""
+
+    def __init__(self, image_size: int, workers: int) -> None:
+        self.decoder = StreamingDecoder(image_size, workers)
+        self.keys: list[tuple[str, str, str]] = []
+
+    def add(self, split: str, cls: str, where: str, raw: bytes) -> None:
+        self.keys.append((split, cls, where))
+        self.decoder.add(where, raw)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+    def result(self, where: str) -> DecodedData:
+        """Images of each split ordered by (label, file name); layout errors name ``where``."""
+        decoded = self.decoder.finish()
+        found = {split: {cls for s, cls, _ in self.keys if s == split} for split in SPLITS}
+        for split in SPLITS:
+            if not found[split]:
+                raise DatasetError(f"{where}: no {split} images found; expected {split}/<class>/<image> "
+                                   f"({', '.join(IMAGE_EXTENSIONS)}); {LAYOUTS_HELP}.")
+        if found["train"] != found["test"]:
+            raise DatasetError(f"{where}: train classes {sorted(found['train'])} differ from test classes "
+                               f"{sorted(found['test'])}; expected the same class folders in both splits.")
+        classes = class_order(found["train"])
+        label = {name: i for i, name in enumerate(classes)}
+        arrays: list[np.ndarray] = []
+        for split in SPLITS:
+            index = sorted((i for i, k in enumerate(self.keys) if k[0] == split),
+                           key=lambda i: (label[self.keys[i][1]], self.keys[i][2]))
+            labels = np.asarray([label[self.keys[i][1]] for i in index], dtype=np.int64)
+            arrays.extend([decoded[np.asarray(index, dtype=np.int64)], labels])
+        return DecodedData(*arrays, classes=classes)
+
+    def close(self) -> None:
+        self.decoder.close()
 
 
 def read_image_dir(root: Path, image_size: int = 32, workers: int = 2) -> DecodedData:
     """``<root>/{train,test}/<class>/*.jpg|png``."""
-    found: dict[str, dict[str, list[tuple[str, bytes]]]] = {}
-    for split in SPLITS:
-        found[split] = {}
-        for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
-            files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-            if files:
-                found[split][class_dir.name] = [(str(p), p.read_bytes()) for p in files]
-    return _assemble_images(found, str(root), image_size, workers)
+    collector = _ImageCollector(image_size, workers)
+    try:
+        for split in SPLITS:
+            for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+                for path in sorted(class_dir.iterdir()):
+                    if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                        collector.add(split, class_dir.name, str(path), path.read_bytes())
+        return collector.result(str(root))
+    finally:
+        collector.close()
 
 
 def read_archives(paths: tuple[Path, ...], num_classes: int = 10, image_size: int = 32,
                   workers: int = 2) -> DecodedData:
     """One or more tar archives holding the python batches or image-folder members (decided by their content)."""
-    images: dict[str, dict[str, list[tuple[str, bytes]]]] = {split: {} for split in SPLITS}
+    collector = _ImageCollector(image_size, workers)
     batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     meta: bytes | None = None
-    for path in paths:
-        for member, raw in _iter_archive(path):
-            where = f"{path}:{member}"
-            if member.name in (*PYTHON_TRAIN_BATCHES, PYTHON_TEST_BATCH):
-                batches[member.name] = read_python_batch(raw, where, image_size)
-            elif member.name == "batches.meta":
-                meta = raw
-            elif (key := _image_member(member)) is not None:
-                images[key[0]].setdefault(key[1], []).append((where, raw))
     where = " + ".join(str(p) for p in paths)
-    if batches:
-        return _assemble_python(batches, where, _python_classes(meta, where, num_classes), num_classes)
-    if not any(images.values()):
-        raise DatasetError(f"{where}: holds neither CIFAR-10 python batches nor <split>/<class>/<image> members; "
-                           f"{LAYOUTS_HELP}.")
-    return _assemble_images(images, where, image_size, workers)
+    try:
+        for path in paths:
+            for member, raw in _iter_archive(path):
+                name = f"{path}:{member}"
+                if member.name in (*PYTHON_TRAIN_BATCHES, PYTHON_TEST_BATCH):
+                    batches[member.name] = read_python_batch(raw, name, image_size)
+                elif member.name == "batches.meta":
+                    meta = raw
+                elif (key := _image_member(member)) is not None:
+                    collector.add(key[0], key[1], name, raw)
+        if batches:
+            return _assemble_python(batches, where, _python_classes(meta, where, num_classes), num_classes)
+        if not collector:
+            raise DatasetError(f"{where}: holds neither CIFAR-10 python batches nor <split>/<class>/<image> "
+                               f"members; {LAYOUTS_HELP}.")
+        return collector.result(where)
+    finally:
+        collector.close()
 
 
 def read_source(source: Source, num_classes: int = 10, image_size: int = 32, workers: int = 2) -> DecodedData:

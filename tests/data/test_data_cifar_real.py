@@ -12,7 +12,7 @@ from lightning_compress.data import CIFAR10_CLASSES, CIFAR10DataModule
 from lightning_compress.data import cifar10 as cifar10_module
 from lightning_compress.data.base import channel_stats
 
-pytestmark = [pytest.mark.cifar, pytest.mark.filterwarnings(r"ignore:CIFAR10DataModule\\(val_split=0\\)")]
+pytestmark = [pytest.mark.cifar, pytest.mark.filterwarnings(r"ignore:CIFAR10DataModule\(val_split=0\)")]
 
 
 @pytest.fixture(scope="module")
