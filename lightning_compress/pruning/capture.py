@@ -58,9 +58,10 @@ def _op_name(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str]:
 
 
 class _ChannelInterpreter(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, ctx: TraceContext) -> None:
+    def __init__(self, gm: fx.GraphModule, ctx: TraceContext, root: nn.Module) -> None:
         super().__init__(gm)
         self.ctx = ctx
+        self.root = root  # fx copies parents of get_attr targets as plain Modules; names resolve on the real model
         self.infos: dict[fx.Node, Any] = {}
 
     def run_node(self, n: fx.Node) -> Any:
@@ -107,7 +108,7 @@ class _ChannelInterpreter(fx.Interpreter):
         big = [d for d in range(value.dim()) if value.shape[d] > 1]
         owner, _, attr = n.target.rpartition(".")
         if len(big) == 1:
-            module = self.module.get_submodule(owner) if owner else self.module
+            module = self.root.get_submodule(owner) if owner else self.root
             d = big[0]
             ids = self.ctx.uf.new(value.shape[d])
             self.ctx.record(owner, module, f"{attr}[{d}]", ids)
@@ -137,7 +138,7 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, fx.Gra
         torch.set_num_threads(1)
         model.eval()
         with torch.no_grad():
-            _ChannelInterpreter(gm, ctx).run(*args)
+            _ChannelInterpreter(gm, ctx, model).run(*args)
     finally:
         torch.set_num_threads(threads)
         for m, mode in modes.items():

@@ -1,0 +1,93 @@
+"""Every supported architecture family prunes to a smaller, valid model; mask == prune where separable."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_compress.pruning import build_channel_graph, prune
+
+from .archs import ARCHS, ConvNeXt, MobileNet, ShuffleNetV2, resnext
+from .helpers import assert_mask_equals_prune, n_params, randomize_norms
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.6])
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_architecture_prunes(name, ratio):
+    factory, size, separable = ARCHS[name]
+    model = randomize_norms(factory()).eval()
+    x = torch.randn(2, 3, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no op of these architectures may lack a rule
+        graph = build_channel_graph(model, x)
+    for importance in ("random", "l1"):
+        plan = graph.select(model, ratio, importance=importance)
+        assert plan.num_removed > 0
+        if separable:
+            pruned = assert_mask_equals_prune(model, x, plan)
+            pruned_in = assert_mask_equals_prune(model, x, plan, include_inputs=True)
+            assert n_params(pruned_in) == n_params(pruned)
+        else:  # LayerNorm/GroupNorm over channels: not separable, check shapes and that it runs
+            pruned = prune(copy.deepcopy(model), plan)
+            with torch.no_grad():
+                assert pruned(x).shape == model(x).shape
+        assert n_params(pruned) < n_params(model)
+        # the graph of the pruned model is consistent (traces again without errors)
+        build_channel_graph(pruned, x)
+
+
+def test_shufflenet_split_and_shuffle_are_coupled_not_frozen():
+    model = ShuffleNetV2()
+    graph = build_channel_graph(model, torch.randn(1, 3, 8, 8))
+    groups = {g.id: g for g in graph.prunable_groups}
+    # the pass-through half of a chunk and the branch output are tied by the shuffle: one group, prunable
+    stream = next(g for g in groups.values() if "stage2.1.branch2.5" in g.producers)
+    assert "stage2.0.branch1.2" in stream.producers or "stage2.0.branch2.5" in stream.producers
+    plan = graph.select(model, 0.5)
+    pruned = prune(copy.deepcopy(model), plan)
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+    assert widths != [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_depthwise_conv_groups_shrink_with_channels():
+    model = MobileNet()
+    plan = build_channel_graph(model, torch.randn(1, 3, 8, 8)).select(model, 0.5)
+    pruned = prune(copy.deepcopy(model), plan)
+    for m in pruned.modules():
+        if isinstance(m, nn.Conv2d) and m.groups > 1:
+            assert m.groups == m.in_channels == m.out_channels == m.weight.shape[0]
+
+
+def test_resnext_keeps_cardinality():
+    model = resnext()
+    plan = build_channel_graph(model, torch.randn(1, 3, 8, 8)).select(model, 0.5)
+    pruned = prune(copy.deepcopy(model), plan)
+    grouped = [m for m in pruned.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert grouped and all(m.groups == 4 and m.in_channels % 4 == 0 and m.out_channels % 4 == 0 for m in grouped)
+    assert any(m.in_channels < 16 for m in grouped)
+
+
+def test_convnext_layer_scale_and_layernorm_are_sliced():
+    model = ConvNeXt()
+    x = torch.randn(1, 3, 16, 16)
+    plan = build_channel_graph(model, x).select(model, 0.5)
+    pruned = prune(copy.deepcopy(model), plan)
+    block = pruned.stage1[0]
+    assert block.gamma.shape[0] == block.norm.normalized_shape[0] == block.dwconv.out_channels
+    assert block.pwconv1.out_features < 32
+    pruned(x)
+
+
+def test_torchvision_models_prune():  # optional: only where torchvision is installed
+    tv = pytest.importorskip("torchvision")
+    x = torch.randn(1, 3, 64, 64)
+    for name in ("resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "densenet121", "squeezenet1_0"):
+        model = tv.models.get_model(name, weights=None, num_classes=10).eval()
+        plan = build_channel_graph(model, x).select(model, 0.3)
+        pruned = prune(copy.deepcopy(model), plan)
+        assert n_params(pruned) < n_params(model)
+        assert pruned(x).shape == (1, 10)
