@@ -46,7 +46,7 @@ def download_cifar10(root: Path, url: str | None = None, md5: str | None = None)
     except (urllib.error.URLError, OSError) as err:
         part.unlink(missing_ok=True)
         raise DatasetError(f"could not download {url} to {dest}: {err}. Download it by hand into {dest.parent} "
-                           "or point `root` at an existing copy.") from err
+                           "or point `root` at an existing copy.") from None
     got = file_md5(part)
     if got != md5:
         part.unlink(missing_ok=True)

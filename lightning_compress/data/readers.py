@@ -1,5 +1,8 @@
 """Readers of the CIFAR-10 layouts on disk into uint8 arrays; every failure is a :class:`DatasetError`.
 
+Errors from pickle, PIL and tarfile are re-raised ``from None`` as one :class:`DatasetError` whose message names
+the file (``archive:member`` inside archives), the original error and what was expected: no deep traceback.
+
 Accepted layouts of ``root`` (checked in this order):
 
 1. the official python batches: a folder holding ``data_batch_1..5`` and ``test_batch`` (``cifar-10-batches-py``),
@@ -163,7 +166,7 @@ def read_python_batch(raw: bytes, where: str, image_size: int = 32) -> tuple[np.
         batch = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as err:  # any unpickling failure of a foreign file: report it as a data error
         raise DatasetError(f"{where}: cannot be read as a CIFAR-10 python batch ({type(err).__name__}: {err}); "
-                           f"expected {expected}.") from err
+                           f"expected {expected}.") from None
     if not isinstance(batch, dict):
         raise DatasetError(f"{where}: holds a {type(batch).__name__}, expected {expected}.")
     try:
@@ -197,7 +200,7 @@ def _iter_archive(path: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
                     if handle is not None:
                         yield PurePosixPath(member.name), handle.read()
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-        raise _archive_error(path, err) from err
+        raise _archive_error(path, err) from None
 
 
 def _assemble_python(batches: dict[str, tuple[np.ndarray, np.ndarray]], where: str, classes: tuple[str, ...],
@@ -221,7 +224,7 @@ def _python_classes(raw: bytes | None, where: str, num_classes: int) -> tuple[st
             names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, "label_names"))
         except Exception as err:  # a broken meta file is reported like a broken batch
             raise DatasetError(f"{where}: cannot read batches.meta ({type(err).__name__}: {err}); expected a "
-                               "pickled dict with b'label_names'.") from err
+                               "pickled dict with b'label_names'.") from None
         if len(names) == num_classes:
             return names
     return CIFAR10_CLASSES if num_classes == len(CIFAR10_CLASSES) else tuple(str(i) for i in range(num_classes))
@@ -249,7 +252,7 @@ def decode_image(raw: bytes, where: str, image_size: int) -> np.ndarray:
             rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
     except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, ...)
         raise DatasetError(f"{where}: cannot be decoded as an image ({type(err).__name__}: {err}); expected a "
-                           f"{image_size}x{image_size} JPEG or PNG.") from err
+                           f"{image_size}x{image_size} JPEG or PNG.") from None
     if size != (image_size, image_size):
         raise DatasetError(f"{where}: image is {size[0]}x{size[1]}, expected {image_size}x{image_size}.")
     return rgb.transpose(2, 0, 1)
@@ -301,8 +304,12 @@ class StreamingDecoder:
     def finish(self) -> np.ndarray:
         """All queued images as uint8 (N, 3, S, S), in the order they were added."""
         self._flush()
-        arrays = [p.result() if isinstance(p, concurrent.futures.Future) else p for p in self.parts]
-        self.close()
+        try:
+            arrays = [p.result() if isinstance(p, concurrent.futures.Future) else p for p in self.parts]
+        except DatasetError as err:  # raised in a worker: drop the remote traceback, keep the message
+            raise DatasetError(str(err)) from None
+        finally:
+            self.close()
         if not arrays:
             return np.empty((0, 3, self.image_size, self.image_size), dtype=np.uint8)
         return np.concatenate(arrays)

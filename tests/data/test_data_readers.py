@@ -88,6 +88,10 @@ def test_parallel_decoding_matches_in_process(tmp_path):
     images, _ = tiny_images(2100, seed=3)
     items = [(f"img{i}", encode(img, "PNG")) for i, img in enumerate(images)]
     np.testing.assert_array_equal(decode_images(items, 32, workers=2), images)
+    items[1500] = ("bad/one.jpg", b"garbage")
+    with pytest.raises(DatasetError, match="bad/one.jpg: cannot be decoded") as err:
+        decode_images(items, 32, workers=2)  # raised in a worker process
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # one error, no remote traceback
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -135,7 +139,8 @@ def test_undecodable_image_in_folder_names_the_file(image_dir):
     bad.write_bytes(b"\x89PNG not really")
     with pytest.raises(DatasetError, match="cannot be decoded as an image") as err:
         read(image_dir)
-    assert str(bad) in str(err.value)
+    assert str(bad) in str(err.value) and "UnidentifiedImageError" in str(err.value)
+    assert err.value.__suppress_context__  # no chained PIL traceback
 
 
 def test_undecodable_image_in_archive_names_archive_and_member(tmp_path):
