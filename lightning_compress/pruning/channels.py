@@ -89,10 +89,8 @@ class UnionFind:
 
     def freeze(self, ids: np.ndarray, reason: str) -> None:
         """Mark all classes of ``ids`` frozen (never pruned) for ``reason``."""
-        if np.asarray(ids).size == 0:
-            return
-        fid = int(self.new(1, reason)[0])
-        self.union_all(ids, fid)
+        for x in np.unique(np.asarray(ids)).tolist():
+            self.reasons.setdefault(self.find(x), set()).add(reason)
 
     def roots(self) -> np.ndarray:
         """Root of every id, as an array indexed by id."""

@@ -172,14 +172,14 @@ def plan_from_groups(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) 
     for gid, positions in removed.items():
         group = graph.group(gid)
         pos = sorted({int(p) for p in positions})
+        if pos and not group.prunable:
+            raise ValueError(f"`removed` names frozen group {gid!r} ({'; '.join(group.frozen_reasons)}).")
         if not pos:
             continue
         if pos[0] < 0 or pos[-1] >= group.size:
             raise ValueError(f"`removed[{gid!r}]` must be positions in [0, {group.size}), got {pos!r}.")
         if len(pos) >= group.size:
             raise ValueError(f"`removed[{gid!r}]` must keep at least one channel of {group.size}, got {len(pos)}.")
-        if not group.prunable:
-            raise ValueError(f"`removed` names frozen group {gid!r} ({'; '.join(group.frozen_reasons)}).")
         pos_arr = np.asarray(pos, dtype=np.int64)
         for m in group.members:
             idx = m.indices_at(pos_arr)

@@ -284,8 +284,8 @@ def pad(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, pads: Sequen
     d = info.dims[0]
     k = nd - 1 - d
     lo, hi = pads[2 * k], pads[2 * k + 1]
-    fid = ctx.frozen_id(f"{call.name}: constant padding channels")
-    ids = np.concatenate([np.full(lo, fid), info.ids, np.full(hi, fid)]).astype(np.int64)
+    reason = f"{call.name}: constant padding channels"
+    ids = np.concatenate([ctx.uf.new(lo, reason), info.ids, ctx.uf.new(hi, reason)]).astype(np.int64)
     return Carry(info.dims, ids)
 
 
