@@ -45,19 +45,22 @@ def load_pruned_checkpoint(module_cls_or_instance: type[ModuleT] | ModuleT, path
         TypeError: if ``module_cls_or_instance`` is neither a LightningModule subclass nor an instance.
         ValueError: if the file cannot be read with ``weights_only=True`` or has no ``state_dict``.
     """
+    is_instance = isinstance(module_cls_or_instance, pl.LightningModule)
+    if not is_instance and not (isinstance(module_cls_or_instance, type)
+                                and issubclass(module_cls_or_instance, pl.LightningModule)):
+        raise TypeError("`module_cls_or_instance` must be a LightningModule subclass or instance, "
+                        f"got {module_cls_or_instance!r}.")
     checkpoint = read_checkpoint(path, map_location)
-    if "state_dict" not in checkpoint:
-        raise ValueError(f"`path` must be a Lightning checkpoint with a 'state_dict', got keys {sorted(checkpoint)}.")
-    if isinstance(module_cls_or_instance, pl.LightningModule):
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"`path` must be a Lightning checkpoint with a 'state_dict', got {keys}.")
+    if is_instance:
         if kwargs:
             raise TypeError(f"`kwargs` are constructor arguments; got {sorted(kwargs)} with a module instance.")
         module = module_cls_or_instance
-    elif isinstance(module_cls_or_instance, type) and issubclass(module_cls_or_instance, pl.LightningModule):
+    else:
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         module = module_cls_or_instance(**{**hparams, **kwargs})
-    else:
-        raise TypeError("`module_cls_or_instance` must be a LightningModule subclass or instance, "
-                        f"got {module_cls_or_instance!r}.")
     entry = checkpoint.get(CHECKPOINT_KEY)
     if entry and entry.get("plan") is not None:
         from lightning_compress.pruning import PruningPlan, prune
