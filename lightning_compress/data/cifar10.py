@@ -81,9 +81,9 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         _download.download_cifar10(self.root)
         return find_source(self.root)
 
-    def cache_file(self) -> Path:
-        """The ``.npz`` cache path for the current source files."""
-        source = self._locate()
+    def cache_file(self, source: Source | None = None) -> Path:
+        """The ``.npz`` cache path for the current source files (found under ``root`` unless given)."""
+        source = source or self._locate()
         return cache_path(self.cache_dir, "cifar10", cache_key(source, num_classes=self.num_classes, image_size=32))
 
     def decoded(self) -> DecodedData:
@@ -91,7 +91,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         if self._decoded is not None:
             return self._decoded
         source = self._locate()
-        path = cache_path(self.cache_dir, "cifar10", cache_key(source, num_classes=self.num_classes, image_size=32))
+        path = self.cache_file(source)
         data = load_cache(path)
         if data is None:
             rank_zero_info(f"Decoding CIFAR-10 from {', '.join(map(str, source.paths))} (once; cached in {path})")
