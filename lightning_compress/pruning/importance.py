@@ -24,16 +24,12 @@ from .rules import get_module_rule
 Importance = Callable[[ChannelGroup, nn.Module], torch.Tensor | None]
 
 
-def _modules(model: nn.Module) -> dict[str, nn.Module]:
-    return dict(model.named_modules())
-
-
-def _out_members(group: ChannelGroup, modules: dict[str, nn.Module]) -> list[tuple[Member, torch.Tensor]]:
+def _out_members(group: ChannelGroup, model: nn.Module) -> list[tuple[Member, torch.Tensor]]:
     out = []
     for m in group.members:
         if m.slot != "out":
             continue
-        module = modules[m.module]
+        module = model.get_submodule(m.module)
         rule = get_module_rule(module)
         rows = rule.out_rows(module) if rule is not None else None
         if rows is not None:
@@ -43,7 +39,7 @@ def _out_members(group: ChannelGroup, modules: dict[str, nn.Module]) -> list[tup
 
 def magnitude(group: ChannelGroup, model: nn.Module, p: int = 1) -> torch.Tensor:
     """Lp norm over every producer's output rows at each group position."""
-    members = _out_members(group, _modules(model))
+    members = _out_members(group, model)
     scores = None
     for m, rows in members:
         vals = rows[torch.as_tensor(m.indices, device=rows.device)].float()
@@ -67,7 +63,7 @@ def l2(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
 def position_vectors(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
     """(size, features) matrix: each position's producer rows concatenated (zero-padded where a member is absent)."""
     parts = []
-    for m, rows in _out_members(group, _modules(model)):
+    for m, rows in _out_members(group, model):
         counts = np.bincount(m.positions, minlength=group.size)
         r = int(counts.max())
         order = np.argsort(m.positions, kind="stable")
@@ -90,13 +86,12 @@ def fpgm(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
 
 def bn_scale(group: ChannelGroup, model: nn.Module) -> torch.Tensor | None:
     """Mean |gamma| over the group's BN-like layers; None when the group has none (then it is not pruned)."""
-    modules = _modules(model)
     total = torch.zeros(group.size)
     count = torch.zeros(group.size)
     for m in group.members:
         if m.slot != "channels":
             continue
-        module = modules[m.module]
+        module = model.get_submodule(m.module)
         rule = get_module_rule(module)
         gamma = rule.scale(module) if rule is not None else None
         if gamma is None or not isinstance(module, nn.modules.batchnorm._NormBase):
