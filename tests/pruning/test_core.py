@@ -149,3 +149,16 @@ def test_project_models_prune_exactly():
         plan = select_channels(model, x, 0.4)
         pruned = assert_mask_equals_prune(model, x, plan)
         assert n_params(pruned) < n_params(model)
+
+
+def test_command_line(tmp_path, capsys):
+    pytest.importorskip("lightning_compress.profiling")
+    from lightning_compress.pruning.__main__ import main
+
+    out = tmp_path / "plan.json"
+    assert main(["--model", "resnet20", "--ratio", "0.5", "--plan-out", str(out), "--table"]) == 0
+    text = capsys.readouterr().out
+    assert "params" in text and "MACs" in text and "layer1.0.conv1" in text
+    plan = PruningPlan.from_dict(json.loads(out.read_text()))
+    fresh = pytest.importorskip("lightning_compress.models").resnet20(num_classes=10)
+    prune(fresh, plan)
