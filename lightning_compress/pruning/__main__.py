@@ -16,7 +16,7 @@ from . import IMPORTANCES, build_channel_graph, prune
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lightning_compress.pruning", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="resnet56", help="a factory in lightning_compress.models (resnet56, vgg16..)")
+    parser.add_argument("--model", default="resnet56", help="factory in lightning_compress.models (resnet56, vgg16)")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--input-shape", type=int, nargs="+", default=[1, 3, 32, 32])
     parser.add_argument("--ratio", type=float, default=0.3)

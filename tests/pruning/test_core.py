@@ -162,3 +162,34 @@ def test_command_line(tmp_path, capsys):
     plan = PruningPlan.from_dict(json.loads(out.read_text()))
     fresh = pytest.importorskip("lightning_compress.models").resnet20(num_classes=10)
     prune(fresh, plan)
+
+
+def test_tracing_restores_modes_and_leaves_bn_stats_alone():
+    model = TinyResNet().train()
+    model.layer1.eval()
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    build_channel_graph(model, X)
+    assert model.training and model.conv1.training and not model.layer1.training
+    assert all(torch.equal(v, stats[k]) for k, v in model.state_dict().items())
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(2, 6, 3, padding=1)
+        self.head = nn.Conv2d(6, 2, 1)
+
+    def forward(self, image: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.a(image) + self.b(extra)))
+
+
+def test_tuple_and_dict_example_inputs():
+    model = TwoInputs()
+    inputs = (torch.randn(1, 3, 8, 8), torch.randn(1, 2, 8, 8))
+    for example in (inputs, {"image": inputs[0], "extra": inputs[1]}):
+        graph = build_channel_graph(model, example)
+        assert set(graph.group("a").producers) == {"a", "b"}
+    plan = select_channels(model, inputs, 0.5)
+    pruned = prune(copy.deepcopy(model), plan)
+    assert pruned.a.out_channels == pruned.b.out_channels == pruned.head.in_channels == 3
+    pruned(*inputs)
