@@ -1,7 +1,7 @@
 """Network Slimming on your own LightningModule: one callback, a physically smaller model at the end.
 
     python examples/plain_lightning_slimming.py            # ~1 min on a laptop CPU
-    EPOCHS=1 python examples/plain_lightning_slimming.py   # a quick smoke run
+    EPOCHS=1 BATCHES=3 python examples/plain_lightning_slimming.py   # a quick smoke run (the test does this)
 """
 
 import os
@@ -17,6 +17,7 @@ from lightning_compress.callbacks import NetworkSlimming, load_pruned_checkpoint
 from lightning_compress.profiling import count_macs, count_params
 
 EPOCHS = int(os.environ.get("EPOCHS", "10"))
+BATCHES = int(os.environ.get("BATCHES", "0")) or None  # limit_train_batches for smoke runs (None: all)
 
 
 class DigitsNet(pl.LightningModule):
@@ -67,12 +68,13 @@ def main() -> dict:
     # 1) Sparsity training; at the end of fit the callback removes 50% of the channels (one global |gamma| threshold).
     slimming = NetworkSlimming(sparsity_lambda=1e-4, pruning_ratio=0.5, init_gamma=0.5)
     trainer = pl.Trainer(max_epochs=EPOCHS, callbacks=[slimming], logger=False, enable_progress_bar=False,
-                         default_root_dir="example_logs", accelerator="cpu")
+                         default_root_dir="example_logs", accelerator="cpu", limit_train_batches=BATCHES)
     trainer.fit(model, train_loader)
 
     # 2) Fine-tune the smaller model (a plain fit: model.net is already pruned). Checkpoints carry the plan.
     finetune = pl.Trainer(max_epochs=max(1, EPOCHS // 2), callbacks=[slimming], logger=False,
-                          enable_progress_bar=False, default_root_dir="example_logs", accelerator="cpu")
+                          enable_progress_bar=False, default_root_dir="example_logs", accelerator="cpu",
+                          limit_train_batches=BATCHES)
     finetune.fit(model, train_loader)
 
     # 3) Reload the pruned checkpoint into a fresh DigitsNet (weights_only=True under the hood).
