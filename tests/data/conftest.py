@@ -30,17 +30,6 @@ def image_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def image_archives(tmp_path: Path) -> Path:
-    """A folder holding ``train.tar.gz`` and ``test.tar.gz`` laid out like shared/datasets/cifar10-jpeg."""
-    tree = write_image_folder(tmp_path / "build")
-    out = tmp_path / "src" / "cifar10-jpeg"
-    out.mkdir(parents=True)
-    for split in ("train", "test"):
-        tar_folder(tree / split, out / f"{split}.tar.gz", f"cifar10-jpeg/{split}")
-    return out
-
-
-@pytest.fixture
 def make_source(tmp_path: Path) -> Callable[[str], Path]:
     """``make_source(kind)`` for kind in python_dir, python_archive, image_dir, image_archives."""
 
