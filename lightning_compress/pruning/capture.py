@@ -20,7 +20,7 @@ from . import transfer as tf
 from .channels import Carry, Opaque
 from .context import Call, TraceContext
 from .errors import TraceError
-from .ops import FUNCTION_RULES, METHOD_RULES
+from .ops import METHOD_RULES, function_rule
 from .rules import get_module_rule
 
 
@@ -90,8 +90,7 @@ class _ChannelInterpreter(fx.Interpreter):
             rule = get_module_rule(call.module)
             apply = (lambda: rule.trace(ctx, call, n.target)) if rule is not None else None
         else:
-            table = FUNCTION_RULES if n.op == "call_function" else METHOD_RULES
-            fn = table.get(n.target)
+            fn = function_rule(n.target) if n.op == "call_function" else METHOD_RULES.get(n.target)
             apply = (lambda: fn(ctx, call)) if fn is not None else None
         if apply is None:
             if not call.tensors() and not tf._has_tensor(out):
@@ -132,7 +131,7 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, fx.Gra
     else:
         args = [example_inputs]
     modes = {m: m.training for m in model.modules()}
-    ctx = TraceContext()
+    ctx = TraceContext(root=model)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -72,6 +72,7 @@ class TraceContext:
     origin_of: dict[int, tuple[str, int]] = field(default_factory=dict)
     order: dict[str, int] = field(default_factory=dict)
     unknown: dict[str, str] = field(default_factory=dict)
+    root: nn.Module | None = None
 
     def frozen_id(self, reason: str) -> int:
         return int(self.uf.new(1, reason)[0])

@@ -20,6 +20,16 @@ from .rules import shuffle
 OpRule = Callable[[TraceContext, Call], Any]
 FUNCTION_RULES: dict[Any, OpRule] = {}
 METHOD_RULES: dict[str, OpRule] = {}
+# functions of optional libraries, by "module.qualname" (so the engine never imports them)
+FUNCTION_RULES_BY_NAME: dict[str, OpRule] = {}
+
+
+def function_rule(fn: Any) -> OpRule | None:
+    """The rule for a traced function: by object, else by its qualified name."""
+    rule = FUNCTION_RULES.get(fn)
+    if rule is None:
+        rule = FUNCTION_RULES_BY_NAME.get(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}")
+    return rule
 
 
 def _unary(ctx: TraceContext, call: Call) -> Info:
@@ -299,6 +309,38 @@ def _getattr(ctx: TraceContext, call: Call) -> Info:
     return tf.unknown(ctx, call, f"tensor attribute .{attr}")
 
 
+def _layer_norm(ctx: TraceContext, call: Call) -> Info:
+    """F.layer_norm (e.g. a channels-first LayerNorm subclass that permutes and calls it)."""
+    x, info = call.args[0], call.info(0)
+    shape = call.arg(1, "normalized_shape")
+    nd = len(shape)
+    if not isinstance(info, Carry) or not set(range(x.dim() - nd, x.dim())) & set(info.dims):
+        return info
+    if nd != 1 or info.dims != (x.dim() - 1,):
+        ctx.uf.freeze(info.ids, f"{call.name}: layer_norm over several dims including channels")
+        return info
+    ids = info.ids
+    owner = None
+    for index, key in ((2, "weight"), (3, "bias")):
+        pinfo, raw = call.info(index, key), call.raw(index, key)
+        if isinstance(pinfo, Carry) and pinfo.ids.shape == ids.shape:
+            ctx.uf.union_arrays(ids, pinfo.ids)
+        elif pinfo is not None:
+            ctx.uf.freeze(ids, f"{call.name}: affine parameters not separable")
+        if isinstance(raw, fx.Node) and raw.op == "get_attr" and owner is None:
+            owner = raw.target.rpartition(".")[0]
+    raw_shape = call.raw(1, "normalized_shape")
+    dynamic = isinstance(raw_shape, fx.Node) or (
+        isinstance(raw_shape, (list, tuple)) and any(isinstance(v, fx.Node) for v in raw_shape))
+    if not dynamic:
+        module = ctx.root.get_submodule(owner) if owner is not None and ctx.root is not None else None
+        if isinstance(module, torch.nn.LayerNorm):  # its normalized_shape attribute is updated on pruning
+            ctx.record(owner, module, "channels", ids)
+        else:
+            ctx.uf.freeze(ids, f"{call.name}: constant normalized_shape")
+    return info
+
+
 def _channel_shuffle(ctx: TraceContext, call: Call) -> Info:
     return shuffle(ctx, call, call.args[0], call.info(0), call.arg(1, "groups"))
 
@@ -355,6 +397,9 @@ def _register() -> None:
     FUNCTION_RULES[builtins.getattr] = _getattr
     FUNCTION_RULES[torch.channel_shuffle] = _channel_shuffle
     FUNCTION_RULES[F.channel_shuffle] = _channel_shuffle
+    FUNCTION_RULES[F.layer_norm] = _layer_norm
+    # torchvision's stochastic depth: per-sample scaling (identity in eval), channels untouched
+    FUNCTION_RULES_BY_NAME["torchvision.ops.stochastic_depth.stochastic_depth"] = _unary
 
     for m in ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "abs", "neg", "sqrt", "rsqrt", "log",
               "square", "reciprocal", "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to",

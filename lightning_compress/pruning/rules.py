@@ -373,11 +373,18 @@ def get_module_rule(module: nn.Module) -> ModuleRule | None:
 
 
 def slot_rule(module: nn.Module, slot: str) -> ModuleRule | None:
-    """The rule that knows ``slot`` of ``module`` (param slots ``"attr[dim]"`` are generic)."""
+    """The rule that knows ``slot`` of ``module`` for surgery (param slots ``"attr[dim]"`` are generic).
+
+    Unlike tracing, surgery may use a base class's rule: tensor layout and size attributes are inherited (a
+    LayerNorm subclass that permutes in ``forward`` still has LayerNorm's weight and ``normalized_shape``).
+    """
     match = ParamSlotRule.pattern.match(slot)
     if match:
         return ParamSlotRule(match["attr"], int(match["dim"]))
-    return get_module_rule(module)
+    for cls in type(module).__mro__:
+        if cls in _MODULE_RULES:
+            return _MODULE_RULES[cls]
+    return None
 
 
 def _register_builtins() -> None:
