@@ -257,6 +257,15 @@ class SqueezeNet(nn.Module):
         return torch.flatten(self.classifier(self.features(x)), 1)
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """Channels-first LayerNorm (ConvNeXt downsampling layers)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
 class ConvNeXtBlock(nn.Module):
     def __init__(self, dim: int, layer_scale: float = 0.5) -> None:
         super().__init__()
@@ -275,19 +284,10 @@ class ConvNeXtBlock(nn.Module):
         return inp + x.permute(0, 3, 1, 2)
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """Channels-first LayerNorm (ConvNeXt downsampling layers)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
-
-
 class ConvNeXt(nn.Module):
     def __init__(self, num_classes: int = 5) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 2, 2), nn.GroupNorm(1, 8))
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 2, 2), LayerNorm2d(8))
         self.stage1 = nn.Sequential(ConvNeXtBlock(8), ConvNeXtBlock(8))
         self.down = nn.Sequential(nn.GroupNorm(2, 8), nn.Conv2d(8, 16, 2, 2))
         self.stage2 = nn.Sequential(ConvNeXtBlock(16))
