@@ -143,6 +143,8 @@ class BasePruningCallback(pl.Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._unpruned = None
+        if stage == "fit" and self.plan is not None and _spawned(trainer):
+            _hand_back_unpruned_shapes_only(self, trainer, pl_module)
         if self._wrapped is not None:
             module, wrapper, own_original = self._wrapped
             if module.__dict__.get("on_load_checkpoint") is wrapper:
@@ -328,6 +330,39 @@ def format_width_table(before: dict[str, int], after: dict[str, int]) -> str:
     out = [f"  {'layer'.ljust(width)}  kept/total"]
     out += [f"  {name.ljust(width)}  {kept}/{total} ({100.0 * kept / total:.0f}%)" for name, kept, total in rows]
     return "\n".join(out)
+
+
+def _spawned(trainer: pl.Trainer) -> bool:
+    """True in the worker of a spawn-based launcher (``ddp_spawn``): its results are copied into another process."""
+    from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    return trainer.world_size > 1 and isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+
+
+def _hand_back_unpruned_shapes_only(callback: BasePruningCallback, trainer: pl.Trainer,
+                                    pl_module: pl.LightningModule) -> None:
+    """ddp_spawn: after ``fit`` Lightning loads rank 0's ``state_dict`` into the *main* process's module, which was
+    never pruned (pruning happened in the workers), so every pruned tensor would be a size mismatch. Leave the pruned
+    modules' tensors out of what is sent back (Lightning loads it with ``strict=False``) and say how to get the
+    pruned model: every checkpoint saved by the workers carries the plan."""
+    plan = callback.plan
+    assert plan is not None
+    base = f"{callback.net_path}." if callback.net_path else ""
+    prefixes = tuple(f"{base}{name}." for name in plan.layers)
+
+    def drop_pruned(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+        if prefix:
+            return
+        for key in [k for k in state_dict if k.startswith(prefixes)]:
+            del state_dict[key]
+
+    pl_module._register_state_dict_hook(drop_pruned)
+    from pytorch_lightning.utilities import rank_zero_warn
+
+    rank_zero_warn(
+        f"{type(callback).__name__} pruned the network inside `ddp_spawn` workers; the main process's module is NOT "
+        "pruned and only its unpruned layers receive the trained weights. Load the pruned result with "
+        "`load_pruned_checkpoint(module, trainer.checkpoint_callback.best_model_path)`, or use strategy='ddp'.")
 
 
 def _restore_modules(net: nn.Module, unpruned: nn.Module) -> None:
