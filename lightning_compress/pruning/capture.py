@@ -62,13 +62,15 @@ class _ChannelInterpreter(fx.Interpreter):
         super().__init__(gm)
         self.ctx = ctx
         self.root = root  # fx copies parents of get_attr targets as plain Modules; names resolve on the real model
-        self.infos: dict[fx.Node, Any] = {}
+        self.infos: dict[fx.Node, Any] = ctx.infos
 
     def run_node(self, n: fx.Node) -> Any:
         with self._set_current_node(n):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             out = getattr(self, n.op)(n.target, args, kwargs)
         self.infos[n] = self._transfer(n, args, kwargs, out)
+        if isinstance(out, torch.Tensor):
+            self.ctx.ndims[n] = out.dim()
         return out
 
     def _transfer(self, n: fx.Node, args: tuple, kwargs: dict, out: Any) -> Any:

@@ -73,6 +73,8 @@ class TraceContext:
     order: dict[str, int] = field(default_factory=dict)
     unknown: dict[str, str] = field(default_factory=dict)
     root: nn.Module | None = None
+    infos: dict[fx.Node, Any] = field(default_factory=dict)  # info of every traced node so far
+    ndims: dict[fx.Node, int] = field(default_factory=dict)  # ndim of every tensor-valued node
 
     def frozen_id(self, reason: str) -> int:
         return int(self.uf.new(1, reason)[0])

@@ -98,8 +98,13 @@ def _shape_args(call: Call) -> list[Any] | None:
 
 def _view(ctx: TraceContext, call: Call) -> Info:
     raw = _shape_args(call)
-    fixed = None if raw is None else [not tf.is_dynamic(v) for v in raw]
-    return tf.reshape(ctx, call, call.args[0], call.info(0), call.out, fixed)
+    if raw is None or len(raw) != call.out.dim():
+        return tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
+    provisional = tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
+    fixed = tf.couple_size_args(ctx, call, call.node.args[0], raw, provisional)
+    if any(fixed):
+        return tf.reshape(ctx, call, call.args[0], call.info(0), call.out, fixed)
+    return provisional
 
 
 def _unflatten(ctx: TraceContext, call: Call) -> Info:
@@ -147,11 +152,12 @@ def _expand(ctx: TraceContext, call: Call) -> Info:
     keep = [d for d in info.dims if x.shape[d] == out.shape[d + off]]
     sel = tuple(slice(None) if d in keep else 0 for d in info.dims)
     ids = info.ids[sel]
-    if len(raw) == out.dim() and keep and all(not tf.is_dynamic(raw[d + off]) for d in keep):
-        ctx.uf.freeze(ids, f"{call.name}: expand to a constant channel size")
-    if not keep:
-        return None
-    return Carry(tuple(d + off for d in keep), ids)
+    result = Carry(tuple(d + off for d in keep), ids) if keep else None
+    if len(raw) == out.dim():
+        fixed = tf.couple_size_args(ctx, call, call.node.args[0], raw, result)
+        if keep and all(fixed[d + off] for d in keep):
+            ctx.uf.freeze(ids, f"{call.name}: expand to a constant channel size")
+    return result
 
 
 def _repeat(ctx: TraceContext, call: Call) -> Info:

@@ -7,6 +7,7 @@ whatever they cannot map exactly is frozen (never pruned), so the graph never gu
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,72 @@ from .context import Call, TraceContext
 def is_dynamic(value: Any) -> bool:
     """True when a size argument is computed in the graph (tracks pruning) or is -1 (inferred)."""
     return isinstance(value, fx.Node) or value == -1
+
+
+_ARITH = {operator.floordiv, operator.mul, operator.add, operator.sub, operator.truediv, operator.mod, operator.neg}
+
+
+def size_sources(node: Any) -> list[tuple[fx.Node, int]]:
+    """(tensor node, dim) pairs a size value is computed from (``x.size(1)``, ``x.shape[1] // 2``...)."""
+    if not isinstance(node, fx.Node):
+        return []
+    if node.op == "call_method" and node.target == "size" and len(node.args) > 1 and isinstance(node.args[1], int):
+        return [(node.args[0], node.args[1])]
+    if node.op == "call_function" and node.target is operator.getitem:
+        base, idx = node.args
+        if isinstance(base, fx.Node) and isinstance(idx, int) and (
+            (base.op == "call_function" and base.target is getattr and base.args[1] == "shape")
+            or (base.op == "call_method" and base.target == "size" and len(base.args) == 1)
+        ):
+            return [(base.args[0], idx)]
+        return []
+    if node.op == "call_function" and node.target in _ARITH:
+        return [src for a in node.args for src in size_sources(a)]
+    return []
+
+
+def _same_classes(ctx: TraceContext, a: Carry, da: int, b: Carry, db: int) -> bool:
+    """True when dim ``da`` of ``a`` and dim ``db`` of ``b`` hold the same multiset of classes (same width forever)."""
+    if len(a.dims) != 1 or len(b.dims) != 1 or a.ids.shape != b.ids.shape:
+        return False
+    find = ctx.uf.find
+    return sorted(find(int(i)) for i in a.ids) == sorted(find(int(i)) for i in b.ids)
+
+
+def couple_size_args(ctx: TraceContext, call: Call, source: Any, raw_sizes: list[Any], out: Info) -> list[bool]:
+    """Sizes taken from *another* tensor tie that tensor's dim to the output dim.
+
+    Returns ``fixed`` flags: True where an output dim's size is a constant or comes from a dim of another tensor that
+    carries no channels. Where the other tensor's dim carries channels, they are unioned with the output's channels
+    along that dim (same width after pruning), or frozen when that cannot be expressed.
+    """
+    fixed = []
+    for j, raw in enumerate(raw_sizes):
+        if not isinstance(raw, fx.Node):
+            fixed.append(raw != -1)
+            continue
+        foreign = [(n, d) for n, d in size_sources(raw) if n is not source]
+        is_fixed = False
+        for node, d in foreign:
+            info = ctx.infos.get(node)
+            ndim = ctx.ndims.get(node)
+            if ndim is None:
+                continue
+            d %= ndim
+            if not isinstance(info, Carry) or d not in info.dims:
+                is_fixed = True
+                continue
+            if isinstance(out, Carry) and j in out.dims and _same_classes(ctx, out, j, info, d):
+                continue  # e.g. a channel shuffle viewed back with the pre-shuffle width: a permutation
+            if (isinstance(out, Carry) and out.dims == (j,) and info.dims == (d,)
+                    and out.ids.shape == info.ids.shape and len(foreign) == 1 and size_sources(raw) == foreign):
+                ctx.uf.union_arrays(out.ids, info.ids)
+            else:
+                ctx.uf.freeze(info.ids, f"{call.name}: size of a channel dim reused for another tensor")
+                if isinstance(out, Carry):
+                    ctx.uf.freeze(out.ids, f"{call.name}: size of a channel dim reused for another tensor")
+        fixed.append(is_fixed)
+    return fixed
 
 
 def channel_ids(ctx: TraceContext, x: torch.Tensor, info: Info, dim: int, reason: str) -> np.ndarray:
@@ -234,8 +301,6 @@ def stack(ctx: TraceContext, call: Call, infos: Sequence[Info], dim: int) -> Inf
 
 def size_fraction(node: Any, source: Any, dim: int) -> int | None:
     """k when ``node`` is ``source.size(dim) // k`` (or ``source.shape[dim] // k``), else None."""
-    import operator
-
     if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target is operator.floordiv):
         return None
     size_node, k = node.args

@@ -152,6 +152,14 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(b, -1, h, w)
 
 
+def channel_shuffle_tv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """torchvision's form: views back with the width read from the *pre-shuffle* tensor."""
+    batchsize, num_channels, height, width = x.size()
+    x = x.view(batchsize, groups, num_channels // groups, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(batchsize, num_channels, height, width)
+
+
 class ShuffleUnit(nn.Module):
     """ShuffleNetV2 unit (torchvision layout): stride 1 splits with chunk, stride 2 has two branches."""
 
@@ -189,7 +197,7 @@ class ShuffleUnitSlice(ShuffleUnit):
             out = torch.cat((x[:, :c], self.branch2(x[:, c:])), dim=1)
         else:
             out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return channel_shuffle(out, 2)
+        return channel_shuffle_tv(out, 2)
 
 
 class ShuffleNetV2(nn.Module):

@@ -210,3 +210,37 @@ def test_reused_module_is_consistent():
     group = graph.group("stem")
     assert set(group.producers) == {"stem", "shared"}
     assert_mask_equals_prune(model, X, graph.select(model, 0.5))
+
+
+class ForeignWidth(nn.Module):
+    """MaxViT-style: the width read from ``x`` reshapes another tensor, so x's width is tied to that tensor."""
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.tied = tied
+        self.conv, self.side = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)
+        self.proj = nn.Linear(8, 8)
+        self.head, self.head2 = nn.Conv2d(8, 2, 1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        x = self.conv(inp)
+        b, c, h, w = x.shape
+        if self.tied:  # an op without a rule on a side branch; only x's *width* links x to it
+            t = torch.cumprod(self.side(inp).flatten(2).transpose(1, 2), dim=1)
+        else:
+            t = self.proj(x.flatten(2).transpose(1, 2))
+        y = t.transpose(1, 2).reshape(b, c, h, w)
+        return self.head(x) + self.head2(y)
+
+
+def test_size_read_from_another_tensor_couples_or_freezes():
+    with pytest.warns(UserWarning, match="cumprod"):
+        graph = build_channel_graph(ForeignWidth(tied=True), X)
+    assert not graph.group("conv").prunable
+    assert any("size of a channel dim reused" in r for r in graph.group("conv").frozen_reasons)
+    model = ForeignWidth(tied=False).eval()
+    graph = build_channel_graph(model, X)
+    group = graph.group("conv")
+    assert group.prunable and set(group.producers) == {"conv", "proj"}
+    pruned = assert_mask_equals_prune(model, X, graph.select(model, 0.5))
+    assert pruned.conv.out_channels == pruned.proj.out_features == 4
