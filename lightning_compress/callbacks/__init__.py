@@ -20,7 +20,8 @@ _EXPORTS = {
     "L1FilterPruning": "lightning_compress.callbacks.l1_filter",
     "NetworkSlimming": "lightning_compress.callbacks.slimming",
     "FPGMPruning": "lightning_compress.callbacks.fpgm",
-    "SensitivityAnalysis": "lightning_compress.callbacks.sensitivity",
+    "sensitivity_analysis": "lightning_compress.callbacks.sensitivity",
+    "derive_ratios": "lightning_compress.callbacks.sensitivity",
     "load_pruned_checkpoint": "lightning_compress.callbacks.checkpoint",
 }
 
