@@ -1,0 +1,54 @@
+"""Fixtures of the distillation tests: tiny ResNet/VGG students and teachers, tiny data, a quiet Trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lightning_compress.data.synthetic import SyntheticDataModule
+from lightning_compress.models.resnet_cifar import CifarResNet
+from lightning_compress.models.vgg import VGG
+
+NUM_CLASSES = 4
+OPTIM = {"name": "sgd", "lr": 0.01, "momentum": 0.9}
+SCHEDULER = {"name": "constant"}
+
+
+@pytest.fixture
+def resnet() -> Callable[[int], CifarResNet]:
+    """``resnet(depth)``: a CIFAR ResNet on 1x8x8 inputs with 4 classes."""
+    return lambda depth=8: CifarResNet(depth, num_classes=NUM_CLASSES, in_channels=1)
+
+
+@pytest.fixture
+def vgg() -> Callable[..., VGG]:
+    """``vgg(widths)``: a two-section VGG (w1, w1, M, w2, w2) on 1x8x8 inputs."""
+    return lambda w1=8, w2=16: VGG((w1, w1, "M", w2, w2), num_classes=NUM_CLASSES, in_channels=1)
+
+
+@pytest.fixture
+def data() -> SyntheticDataModule:
+    return SyntheticDataModule(num_classes=NUM_CLASSES, in_channels=1, image_size=8, train_size=64, val_size=16,
+                               test_size=16, batch_size=16, seed=0)
+
+
+@pytest.fixture
+def make_trainer(tmp_path) -> Callable[..., pl.Trainer]:
+    def _make(**kwargs: Any) -> pl.Trainer:
+        settings: dict[str, Any] = {
+            "default_root_dir": str(tmp_path), "accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": False,
+            "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+            "num_sanity_val_steps": 0, "limit_val_batches": 1,
+        }
+        settings.update(kwargs)
+        return pl.Trainer(**settings)
+
+    return _make
+
+
+def snapshot(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}

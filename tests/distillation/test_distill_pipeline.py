@@ -1,0 +1,115 @@
+"""`train.py +method=fsp` / `+method=kd` end to end on tiny synthetic data, composed through Hydra."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import lightning_compress.distillation.pipeline as distill_pipeline
+from lightning_compress.pipeline import run
+from lightning_compress.pipeline.artifacts import load_stage_model, save_stage_model
+from lightning_compress.pipeline.builders import build_net
+
+# Digits (1x8x8, the default data) with few batches per epoch. (The synthetic data cannot be made 1x8x8 through
+# the config: build_datamodule drops data.in_channels/image_size/num_classes before instantiating.)
+TINY = [
+    "data.batch_size=64", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=2", "method.teacher_fit.epochs=2", "method.stage1.epochs=1", "method.stage2.epochs=1",
+]
+SECTIONS = ("teacher", "student_alone", "final")
+
+
+def check_record(record: dict, out: Path) -> None:
+    results = json.loads((out / "results.json").read_text())
+    for section in SECTIONS:
+        entry = results[section]
+        assert 0.0 <= entry["test_acc"] <= 1.0 and entry["test_acc"] == record[section]["test_acc"]
+        assert entry["params"] > 0 and entry["flops"] == 2 * entry["macs"]
+        assert Path(entry["model_path"]).is_file()
+    info = results["distillation"]
+    assert info["gain_vs_student_alone"] == pytest.approx(results["final"]["test_acc"]
+                                                          - results["student_alone"]["test_acc"])
+
+
+def test_fsp_pipeline_then_kd_with_the_saved_teacher(compose_config, tmp_path, monkeypatch):
+    stage2_start = {}
+    original = distill_pipeline.fit_classifier
+
+    def spy(ctx, stage, net, *args, **kwargs):
+        if stage == "stage2":
+            stage2_start.update({k: v.clone() for k, v in net.state_dict().items()})
+        return original(ctx, stage, net, *args, **kwargs)
+
+    monkeypatch.setattr(distill_pipeline, "fit_classifier", spy)
+    cfg = compose_config("+method=fsp", *TINY)
+    record = run(cfg)
+    check_record(record, tmp_path)
+    info = record["distillation"]
+    assert info["module"] == "FSPDistillation" and info["epochs"]["student_alone"] == 2
+    assert [p["student_shapes"] for p in info["pairs"]][1] == [(16, 8, 8), (32, 4, 4)]
+    assert {"fsp/pair_0", "fsp/loss", "val/fsp_loss"} <= set(info["stage1_metrics"])
+    assert record["teacher"]["params"] > record["final"]["params"]  # ResNet-26 teacher, ResNet-8 student
+    stage1 = torch.load(tmp_path / "stages" / "stage1" / "last.ckpt", weights_only=True)
+    assert stage1["lightning_compress"]["teacher"]["source"] == record["teacher"]["model_path"]
+    assert not any(k.startswith("teacher") for k in stage1["state_dict"])
+    for key, value in stage1["state_dict"].items():  # stage 2 starts from the stage-1 weights
+        assert torch.equal(stage2_start[key[len("net."):]], value), key
+
+    teacher_path = record["teacher"]["model_path"]
+    kd_out = tmp_path / "kd"
+    cfg = compose_config("+method=kd", *TINY, f"method.teacher={teacher_path}", "method.stage1.epochs=2")
+    cfg.paths.output_dir = str(kd_out)
+    kd_record = run(cfg)
+    check_record(kd_record, kd_out)
+    assert kd_record["teacher"]["loaded_from"] == teacher_path
+    assert kd_record["teacher"]["test_acc"] == record["teacher"]["test_acc"]
+    assert not (kd_out / "stages" / "teacher" / "last.ckpt").exists()  # loaded, not trained
+    assert kd_record["distillation"]["module"] == "KnowledgeDistillation"
+    assert "kd/soft_loss" in kd_record["distillation"]["stage1_metrics"]
+
+
+def pruned_student(cfg, path: Path) -> Path:
+    from lightning_compress.pruning import prune, select_channels
+
+    net = build_net(cfg.model)
+    plan = select_channels(net, torch.randn(1, 1, 8, 8), pruning_ratio=0.5, importance="l1")
+    prune(net, plan)
+    return save_stage_model(path, net, cfg.model, plan)
+
+
+def test_pruned_student_needs_projection_for_fsp_and_works_with_kd(compose_config, tmp_path):
+    unpruned = ["model@method.teacher_model=resnet8"]  # the unpruned network is the teacher
+    cfg = compose_config("+method=fsp", *TINY, *unpruned)
+    student_path = pruned_student(cfg, tmp_path / "pruned.pt")
+    cfg = compose_config("+method=fsp", *TINY, *unpruned, f"method.student_weights={student_path}")
+    with pytest.raises(ValueError, match=r"equal channel counts.*student 'layer1:input' \(8, 8, 8\) vs teacher "
+                                         r"'layer1:input' \(16, 8, 8\).*HINT"):
+        run(cfg)
+    assert not (tmp_path / "stages" / "teacher").exists(), "the mismatch must fail before any training"
+
+    cfg = compose_config("+method=fsp", *TINY, *unpruned, f"method.student_weights={student_path}",
+                         "method.module.projection=true")
+    record = run(cfg)
+    check_record(record, tmp_path)
+    assert record["final"]["params"] < record["teacher"]["params"]
+    net, plan = load_stage_model(record["final"]["model_path"])
+    assert plan is not None and net.layer1[0].conv1.out_channels == 8
+    assert record["student_alone"]["params"] == record["final"]["params"]
+
+    kd_out = tmp_path / "kd"
+    cfg = compose_config("+method=kd", *TINY, *unpruned, f"method.student_weights={student_path}",
+                         f"method.teacher={record['teacher']['model_path']}")
+    cfg.paths.output_dir = str(kd_out)
+    kd_record = run(cfg)
+    check_record(kd_record, kd_out)
+    assert kd_record["final"]["params"] == record["final"]["params"]
+
+
+def test_bad_pair_names_fail_before_training(compose_config, tmp_path):
+    cfg = compose_config("+method=fsp", *TINY, "model=digits_vgg", "method.stage1.epochs=1")
+    with pytest.raises(ValueError, match=r"do not name modules of VGG; available: \['features'"):
+        run(cfg)
+    assert not (tmp_path / "stages").exists()
