@@ -18,6 +18,15 @@ OPTIM = {"name": "sgd", "lr": 0.01, "momentum": 0.9}
 SCHEDULER = {"name": "constant"}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for these tiny models: with other jobs on the 2 cores, 2 threads spin and run ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def resnet() -> Callable[[int], CifarResNet]:
     """``resnet(depth)``: a CIFAR ResNet on 1x8x8 inputs with 4 classes."""

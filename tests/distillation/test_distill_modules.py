@@ -22,7 +22,7 @@ from lightning_compress.pipeline.artifacts import load_stage_model
 
 
 def fsp_module(student, teacher, **kwargs):
-    kwargs = {"optim": OPTIM, "scheduler": SCHEDULER, **kwargs}
+    kwargs = {"optim": {"name": "adam", "lr": 1e-3}, "scheduler": SCHEDULER, **kwargs}  # SGD diverges on the sum loss
     return FSPDistillation(student, teacher, num_classes=NUM_CLASSES, **kwargs)
 
 
@@ -69,7 +69,7 @@ def test_teacher_frozen_in_eval_mode_and_unchanged_while_student_learns(kind, re
 
 def test_fsp_training_step_logs_parts_and_reduces_fsp_loss(resnet, data, make_trainer):
     torch.manual_seed(0)
-    module = fsp_module(resnet(8), resnet(8), optim={**OPTIM, "lr": 1e-3})
+    module = fsp_module(resnet(8), resnet(8))
     x = data.example_input(8).normal_()
     start = module.fsp_losses(x)[1].item()
     trainer = make_trainer(max_epochs=3)
@@ -195,7 +195,8 @@ def test_kd_works_across_widths(vgg, data, make_trainer):
     ({"distill_loss_weight": -1.0}, ValueError, "`distill_loss_weight` must be a number >= 0"),
     ({"distill_loss_weight": 0.0, "task_loss_weight": 0.0}, ValueError, "must not both be 0"),
     ({"pair_weights": [1.0]}, ValueError, "`pair_weights` must be 3 numbers"),
-    ({"pairs": [["layer1:input", "layer1:output"]]}, ValueError, "`teacher_pairs` must have as many"),
+    ({"pairs": [["layer1:input", "layer1"]], "teacher_pairs": [["layer1", "layer2"], ["layer2", "layer3"]]},
+     ValueError, "`teacher_pairs` must have as many"),
     ({"pairs": [["layer9", "layer1"]], "teacher_pairs": [["layer1", "layer1"]]}, ValueError,
      r"do not name modules.*available: \['conv1'"),
     ({"pairs": [["layer1:middle", "layer1"]]}, ValueError, "part after ':' must be one of"),
