@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import nn
 
@@ -16,14 +18,19 @@ class ChannelMask:
     (BN running stats are left alone: with gamma = beta = 0 the channel outputs 0). With ``include_inputs=True`` the
     consumers' input weights are zeroed too; then ``mask`` equals ``prune`` even after activations with f(0) != 0
     or norms without affine parameters, but a soft-pruned filter can no longer receive gradient (no SFP recovery).
+    ``slots`` restricts zeroing to these slot names (e.g. ``{"out"}``: conv/linear filters only, norms untouched, as in
+    the FPGM reference code).
     """
 
-    def __init__(self, model: nn.Module, plan: PruningPlan, include_inputs: bool = False) -> None:
+    def __init__(self, model: nn.Module, plan: PruningPlan, include_inputs: bool = False,
+                 slots: Collection[str] | None = None) -> None:
+        if slots is not None and (isinstance(slots, str) or not all(isinstance(s, str) for s in slots)):
+            raise TypeError(f"`slots` must be a collection of slot names or None, got {slots!r}.")
         self.entries: list[tuple[nn.Module, str, int, torch.Tensor]] = []
         self.names: list[str] = []
         for edit in compile_plan(model, plan):
             for slot, slices in edit.slot_slices.items():
-                if slot == "in" and not include_inputs:
+                if (slot == "in" and not include_inputs) or (slots is not None and slot not in slots):
                     continue
                 for attr, dim, idx in slices:
                     self.entries.append((edit.module, attr, dim, torch.as_tensor(idx, dtype=torch.long)))
@@ -68,9 +75,10 @@ class ChannelMask:
         return out
 
 
-def mask(model: nn.Module, plan: PruningPlan, include_inputs: bool = False) -> ChannelMask:
+def mask(model: nn.Module, plan: PruningPlan, include_inputs: bool = False,
+         slots: Collection[str] | None = None) -> ChannelMask:
     """Zero the planned channels of ``model`` in place; returns the compiled :class:`ChannelMask` for reuse."""
-    m = ChannelMask(model, plan, include_inputs)
+    m = ChannelMask(model, plan, include_inputs, slots)
     m.apply()
     return m
 

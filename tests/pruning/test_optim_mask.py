@@ -129,3 +129,14 @@ def test_functional_helpers_and_masks():
     assert "features.4.weight" in masks
     with_inputs = ChannelMask(model, plan, include_inputs=True).masks()
     assert with_inputs["features.4.weight"][:, rows].sum() == 0
+
+
+def test_mask_slots_filter_and_check():
+    model = VGG()
+    plan = select_channels(model, X, 0.5)
+    rows = plan.removed("features.0", "out")
+    mask(model, plan, slots={"out"})
+    assert model.features[0].weight[rows].abs().sum() == 0
+    assert model.features[1].weight[rows].abs().sum() > 0  # BN untouched, as in the FPGM reference
+    with pytest.raises(TypeError, match="`slots`"):
+        mask(model, plan, slots="out")
