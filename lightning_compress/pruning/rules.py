@@ -138,6 +138,61 @@ class ConvRule(ModuleRule):
         return module.weight.flatten(1)
 
 
+class ConvTransposeRule(ModuleRule):
+    """ConvTranspose1d/2d/3d with groups == 1 (weight is (in, out, *k)); grouped ones are frozen."""
+
+    def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
+        m = call.module
+        if m.groups != 1:
+            return tf.unknown(ctx, call, f"grouped {type(m).__name__} {name!r}")
+        x = call.args[0]
+        ch = x.dim() - len(m.kernel_size) - 1
+        in_ids = tf.channel_ids(ctx, x, call.info(0), ch, f"{name}: input carries channels on a spatial dim")
+        out_ids = ctx.produce(name, m, m.out_channels)
+        ctx.record(name, m, "in", in_ids)
+        ctx.record(name, m, "out", out_ids)
+        return Carry((ch,), out_ids)
+
+    def slot_sizes(self, module: nn.Module) -> dict[str, int]:
+        return {"out": module.out_channels, "in": module.in_channels}
+
+    def tensor_slices(self, module: nn.Module, slot: str, idx: np.ndarray) -> list[TensorSlice]:
+        if slot == "out":
+            return [("weight", 1, idx), ("bias", 0, idx)]
+        return [("weight", 0, idx)]
+
+    def update(self, module: nn.Module, removed: dict[str, np.ndarray]) -> None:
+        module.in_channels -= len(removed.get("in", []))
+        module.out_channels -= len(removed.get("out", []))
+
+    def out_rows(self, module: nn.Module) -> torch.Tensor:
+        return module.weight.transpose(0, 1).flatten(1)
+
+
+class EmbeddingRule(ModuleRule):
+    """nn.Embedding: the embedding dim (last output dim) is a fresh set of channels; slot "out" = weight dim 1."""
+
+    def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
+        m = call.module
+        for _, info in call.tensors():
+            ctx.freeze(info, f"{name}: embedding indices")
+        out_ids = ctx.produce(name, m, m.embedding_dim)
+        ctx.record(name, m, "out", out_ids)
+        return Carry((call.out.dim() - 1,), out_ids)
+
+    def slot_sizes(self, module: nn.Module) -> dict[str, int]:
+        return {"out": module.embedding_dim}
+
+    def tensor_slices(self, module: nn.Module, slot: str, idx: np.ndarray) -> list[TensorSlice]:
+        return [("weight", 1, idx)]
+
+    def update(self, module: nn.Module, removed: dict[str, np.ndarray]) -> None:
+        module.embedding_dim -= len(removed.get("out", []))
+
+    def out_rows(self, module: nn.Module) -> torch.Tensor:
+        return module.weight.t()
+
+
 class LinearRule(ModuleRule):
     """nn.Linear over the last dim: out features fresh, in features the input's."""
 
@@ -391,6 +446,9 @@ def _register_builtins() -> None:
     for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
         register_module_rule(t, ConvRule())
     register_module_rule(nn.Linear, LinearRule())
+    for t in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+        register_module_rule(t, ConvTransposeRule())
+    register_module_rule(nn.Embedding, EmbeddingRule())
     for t in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d):
         register_module_rule(t, _BN)

@@ -244,3 +244,47 @@ def test_size_read_from_another_tensor_couples_or_freezes():
     assert group.prunable and set(group.producers) == {"conv", "proj"}
     pruned = assert_mask_equals_prune(model, X, graph.select(model, 0.5))
     assert pruned.conv.out_channels == pruned.proj.out_features == 4
+
+
+class EncoderDecoder(nn.Module):
+    """Conv encoder + ConvTranspose decoder with a skip concat (U-Net style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.enc2 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.dec = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU())
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        d = self.up(self.enc2(e1))
+        return self.out(self.dec(torch.cat([e1, d], 1)))
+
+
+class TokenModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.norm = nn.LayerNorm(8)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.emb(tokens))
+        return self.fc2(torch.relu(self.fc1(h)).mean(1))
+
+
+def test_conv_transpose_and_embedding():
+    model = randomize_norms(EncoderDecoder()).eval()
+    graph = build_channel_graph(model, X, strict=True)
+    assert graph.group("up").prunable and graph.group("enc2.0").prunable
+    pruned = assert_mask_equals_prune(model, X, graph.select(model, 0.5, importance="l2"))
+    assert pruned.up.in_channels == 8 and pruned.up.out_channels == 4 and pruned.dec[0].in_channels == 8
+    tokens = torch.randint(0, 20, (2, 5))
+    tmodel = TokenModel().eval()
+    graph = build_channel_graph(tmodel, tokens, strict=True)
+    plan = graph.select(tmodel, 0.5)
+    pruned = prune(copy.deepcopy(tmodel), plan)
+    assert pruned.emb.weight.shape == (20, 4) and pruned.norm.normalized_shape == (4,)
+    assert pruned(tokens).shape == (2, 3)
