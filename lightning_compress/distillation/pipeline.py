@@ -71,7 +71,8 @@ def run_distillation(ctx: RunContext) -> None:
     rank_zero_info(f"[lightning-compress] stage 'stage1' ({type(module).__name__}): {epochs1} epochs")
     if epochs1 > 0:
         trainer.fit(module, datamodule=ctx.datamodule)
-    stage1_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    stage1_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                      if v.numel() == 1 and not k.endswith("_step")}
     if epochs2 > 0:
         fit_classifier(ctx, "stage2", student, epochs2, optim=_optim(method, "stage2"))
     _record(ctx, "final", student, student_cfg, plan)

@@ -113,3 +113,23 @@ def test_bad_pair_names_fail_before_training(compose_config, tmp_path):
     with pytest.raises(ValueError, match=r"do not name modules of VGG; available: \['features'"):
         run(cfg)
     assert not (tmp_path / "stages").exists()
+
+
+@pytest.mark.parametrize("overrides", [
+    ["+method=fsp"], ["+method=kd"], ["+experiment=resnet26_resnet8_cifar10_fsp"],
+    ["+experiment=resnet26_resnet26_cifar10_fsp_fast"],
+])
+def test_method_and_experiment_configs_build_their_module(compose_config, overrides):
+    import hydra
+
+    from lightning_compress.distillation.pipeline import _optim
+
+    cfg = compose_config(*overrides)
+    assert cfg.method.kind == "distill"
+    factory = hydra.utils.instantiate(cfg.method.module, _partial_=True, _convert_="all")
+    student, teacher = build_net(cfg.model), build_net(cfg.method.teacher_model)
+    module = factory(net=student, teacher=teacher, num_classes=int(cfg.data.num_classes),
+                     optim={**cfg.module.optim, **_optim(cfg.method, "stage1")})
+    if hasattr(module, "check_pairs"):
+        shape = (2, cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size)
+        assert len(module.check_pairs(torch.zeros(shape))) == 3
