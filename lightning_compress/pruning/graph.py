@@ -173,7 +173,7 @@ def _groups_from_context(ctx: TraceContext) -> ChannelGraph:
     for gi, rs in enumerate(group_roots):
         ms = sorted(members[gi], key=lambda m: (ctx.order.get(m.module, 0), m.slot))
         producers = tuple(dict.fromkeys(m.module for m in ms if m.slot == "out"))
-        first = min(origin_names[rs[0]] | set().union(*(origin_names[r] for r in rs)), key=lambda p: ctx.order[p])
+        first = min(set().union(*(origin_names[r] for r in rs)), key=lambda p: ctx.order[p])
         used[first] = used.get(first, 0) + 1
         gid = first if used[first] == 1 else f"{first}#{used[first]}"
         reasons = sorted(set().union(*(ctx.uf.frozen_reasons(r) for r in rs)))

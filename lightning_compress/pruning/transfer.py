@@ -381,9 +381,9 @@ def _has_tensor(value: Any) -> bool:
 
 
 def _map_tensors(value: Any, fn: Any) -> Any:
+    """Apply ``fn`` to every tensor of a (nested) list/tuple output; non-tensors map to None."""
     if isinstance(value, torch.Tensor):
         return fn(value)
     if isinstance(value, (list, tuple)):
-        return type(value)(_map_tensors(v, fn) for v in value) if not hasattr(value, "_fields") else tuple(
-            _map_tensors(v, fn) for v in value)
+        return tuple(_map_tensors(v, fn) for v in value)
     return None
