@@ -247,3 +247,35 @@ def test_default_pairs_for_vgg_and_unknown(vgg):
     assert default_pairs(vgg(8, 16)) == [("features.relu1", "features.relu2"), ("features.relu3", "features.relu4")]
     with pytest.raises(ValueError, match="no default FSP pairs"):
         default_pairs(torch.nn.Linear(2, 2))
+
+
+def test_fsp_under_bf16_autocast_computes_matrices_in_fp32(resnet, data, make_trainer):
+    module = fsp_module(resnet(8), resnet(14))
+    trainer = make_trainer(max_epochs=1, precision="bf16-mixed")
+    trainer.fit(module, datamodule=data)
+    assert torch.isfinite(trainer.callback_metrics["fsp/loss"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, total, _ = module.fsp_losses(torch.randn(2, 1, 8, 8))
+    assert total.dtype == torch.float32
+
+
+def test_load_teacher_from_bare_state_dict_stage_model_and_errors(resnet, tmp_path):
+    from omegaconf import OmegaConf
+
+    from lightning_compress.distillation import load_teacher
+    from lightning_compress.pipeline.artifacts import save_stage_model
+
+    cfg = OmegaConf.create({"_target_": "lightning_compress.models.resnet_cifar.CifarResNet", "depth": 14,
+                            "num_classes": NUM_CLASSES, "in_channels": 1})
+    net = resnet(14)
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    loaded = load_teacher(tmp_path / "bare.pt", cfg)
+    assert torch.equal(loaded.fc.weight, net.fc.weight)
+    save_stage_model(tmp_path / "model.pt", net, cfg)
+    assert torch.equal(load_teacher(tmp_path / "model.pt").conv1.weight, net.conv1.weight)
+    with pytest.raises(ValueError, match="needs the teacher's model config"):
+        load_teacher(tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="does not fit the teacher model config"):
+        load_teacher(tmp_path / "bare.pt", OmegaConf.merge(cfg, {"depth": 8}))
+    with pytest.raises(FileNotFoundError, match="`method.teacher`"):
+        load_teacher(tmp_path / "missing.pt", cfg)
