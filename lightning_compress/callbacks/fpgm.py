@@ -284,18 +284,21 @@ class FPGMPruning(BasePruningCallback):
                 removed[gid] = fpgm_select(vectors, n_prune, n_norm, self.distance).tolist()
         return graph.plan(removed)
 
-    def finalize(self, pl_module: pl.LightningModule | nn.Module) -> PruningPlan | None:
+    def finalize(self, pl_module: pl.LightningModule | nn.Module,
+                 example_inputs: torch.Tensor | None = None) -> PruningPlan | None:
         """Remove the channels a spawned fit left zeroed, in *this* process (see the module docstring).
 
         Rebuilds the selection from the weights: in each selected group, the positions whose conv rows and BN
-        gamma/beta are all exactly zero. Sets ``plan``/``finished`` and returns the plan.
+        gamma/beta are all exactly zero. Sets ``plan``/``finished`` and returns the plan. ``example_inputs`` (one
+        batch) is only needed when neither ``input_shape``, ``example_input_array`` nor the trainer's datamodule
+        gives one.
         """
         from lightning_compress.pruning import build_channel_graph, prune
 
         if self.finished:
             return self.plan
         net = self._require_net() if self.net is not None else _resolve(pl_module, self.submodule)
-        example = self._finalize_input(pl_module, net)
+        example = example_inputs if example_inputs is not None else self._finalize_input(pl_module, net)
         graph = build_channel_graph(net, example)
         ratios = graph.resolve_ratios(net, self.pruning_ratio, self.ignored_layers)
         removed = {gid: _zero_positions(graph.group(gid), net) for gid in ratios}
@@ -348,7 +351,11 @@ class FPGMPruning(BasePruningCallback):
         example = getattr(pl_module, "example_input_array", None)
         if isinstance(example, torch.Tensor):
             return example[:1].to(device)
-        raise ValueError("`input_shape` must be given to `finalize` a network without `example_input_array`.")
+        datamodule = getattr(getattr(pl_module, "_trainer", None), "datamodule", None)
+        if callable(getattr(datamodule, "example_input", None)):
+            return datamodule.example_input(1).to(device)
+        raise ValueError("`example_inputs` must be given to `finalize`: no `input_shape`, `example_input_array` or "
+                         "datamodule `example_input` was found.")
 
 
 # ---------------------------------------------------------------------- helpers
