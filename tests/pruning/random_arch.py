@@ -1,5 +1,6 @@
 """Random CNN architectures for property tests: convs (plain/grouped/depthwise), BN, activations, residual adds,
-concats, chunks, channel shuffles, SE and sigmoid gating, pooling, and a flatten or pooled linear head."""
+concats, chunks, half-slices, channel shuffles, SE and sigmoid gating, pooling, upsampling, channel padding,
+channels-last linear layers, and a flatten or pooled linear head."""
 
 from __future__ import annotations
 
@@ -42,6 +43,17 @@ class RandomNet(nn.Module):
                 nodes.append(F.max_pool2d(nodes[op[1]], 2))
             elif kind == "avgpool":
                 nodes.append(F.avg_pool2d(nodes[op[1]], 2))
+            elif kind == "mlp":  # channels-last linear, as in ConvNeXt
+                y = nodes[op[1]].permute(0, 2, 3, 1)
+                nodes.append(self.mods[op[2]](y).permute(0, 3, 1, 2))
+            elif kind == "upsample":
+                nodes.append(F.interpolate(nodes[op[1]], scale_factor=2.0, mode="nearest"))
+            elif kind == "half":
+                y = nodes[op[1]]
+                c = y.size(1) // 2
+                nodes.append(y[:, c:] if op[2] else y[:, :c])
+            elif kind == "pad":  # option-A shortcut: constant channels on both sides
+                nodes.append(F.pad(nodes[op[1]], (0, 0, 0, 0, op[2], op[2])))
         out = nodes[-1]
         out = torch.flatten(out, 1) if self.head_flatten else F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.fc(out)
@@ -65,7 +77,7 @@ def random_nets(draw: st.DrawFn, max_ops: int = 8) -> RandomNet:
         a = draw(st.integers(0, len(meta) - 1))
         ca, ha = meta[a]
         kind = draw(st.sampled_from(["conv", "conv", "conv", "add", "cat", "chunk", "shuffle", "se", "gate",
-                                     "maxpool", "avgpool"]))
+                                     "maxpool", "avgpool", "mlp", "upsample", "half", "pad"]))
         same_h = [i for i, (_, h) in enumerate(meta) if h == ha]
         if kind == "conv":
             style = draw(st.sampled_from(["plain", "plain", "depthwise", "grouped"]))
@@ -107,6 +119,21 @@ def random_nets(draw: st.DrawFn, max_ops: int = 8) -> RandomNet:
         elif kind in ("maxpool", "avgpool") and ha >= 2:
             ops.append((kind, a))
             meta.append((ca, ha // 2))
+        elif kind == "mlp":
+            cout = draw(st.integers(1, 8))
+            mods.append(nn.Sequential(nn.Linear(ca, cout), draw(st.sampled_from(ACTS))()))
+            ops.append(("mlp", a, len(mods) - 1))
+            meta.append((cout, ha))
+        elif kind == "upsample" and ha <= 8:
+            ops.append(("upsample", a))
+            meta.append((ca, ha * 2))
+        elif kind == "half" and ca % 2 == 0:
+            ops.append(("half", a, draw(st.integers(0, 1))))
+            meta.append((ca // 2, ha))
+        elif kind == "pad":
+            p = draw(st.integers(1, 2))
+            ops.append(("pad", a, p))
+            meta.append((ca + 2 * p, ha))
     c_last, h_last = meta[-1]
     flatten = draw(st.booleans())
     feat = c_last * h_last * h_last if flatten else c_last
