@@ -81,3 +81,22 @@ def test_bad_counts_and_distance() -> None:
         fpgm_select(torch.randn(4, 2), 1, n_norm=2)
     with pytest.raises(ValueError, match="`distance` must be one of"):
         distance_sums(torch.randn(4, 2), "l3")
+
+
+@pytest.mark.slow  # ~10-15 s each on the shared 2-core CPU (tracing + counting ResNet-56)
+@pytest.mark.parametrize(("shortcut", "low", "high"), [("A", 0.50, 0.54), ("B", 0.58, 0.64)])
+def test_resnet56_at_40_percent_cuts_about_half_the_macs(shortcut: str, low: float, high: float) -> None:
+    # Paper: -52.6% FLOPs (= MACs). Option A: the engine prunes the stage-1 residual stream and the non-padded middle
+    # of the stage-2/3 streams (51.8%); option B's projections free every stream (61.5%).
+    from lightning_compress.callbacks.fpgm import FPGMPruning
+    from lightning_compress.models.resnet_cifar import resnet56
+    from lightning_compress.modules import ImageClassifier
+    from lightning_compress.profiling import count_macs
+    from lightning_compress.pruning import prune
+
+    net, x = resnet56(shortcut=shortcut), torch.zeros(1, 3, 32, 32)
+    callback = FPGMPruning(0.4, input_shape=[3, 32, 32], verbose=False)
+    callback.setup(None, ImageClassifier(net, 10), "fit")  # input_shape given: setup needs no trainer
+    before = count_macs(net, x)
+    prune(net, callback.select())
+    assert low < 1 - count_macs(net, x) / before < high
