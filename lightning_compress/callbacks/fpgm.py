@@ -115,9 +115,10 @@ class FPGMPruning(BasePruningCallback):
         norm_ratio: FPGM-mix: fraction of each group's filters (of all ``N``, part of ``pruning_ratio``) chosen first
             by smallest L2 norm; ``0`` = FPGM-only.
         frequency: re-select every ``frequency`` epochs (epochs ``0, f, 2f, ...`` and the last one).
-        freeze_pruned: ``True``: the authors' code (zero gamma, gradients and optimizer state of the selected
-            channels every step: the selection never changes). ``False``: the paper (they regrow until the next
-            selection).
+        freeze_pruned: ``True``: the authors' code (whole channels incl. BN gamma/beta zeroed, and their gradients
+            and optimizer state before every step: the selection never changes and the removal costs nothing).
+            ``False``: the paper's Algorithm 1 (only the filters are zeroed, BN is kept, they regrow until the next
+            selection; the final whole-channel mask drops the ``ReLU(beta)`` constants, so fine-tune afterwards).
         min_channels: every group keeps at least this many channels.
         round_to: the kept width of every group is rounded up to a multiple of this.
         prune: remove the zeroed channels physically in ``on_train_end``; ``False`` leaves the soft-pruned, full-width
