@@ -118,30 +118,48 @@ class _ChannelInterpreter(fx.Interpreter):
         return Opaque(fid)
 
 
-def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, fx.GraphModule]:
-    """Trace ``model`` once on ``example_inputs`` (tensor, tuple of tensors, or dict of keyword inputs).
+def _set_mode(modes: dict[nn.Module, bool], training: bool | None) -> None:
+    for m, mode in modes.items():
+        m.training = mode if training is None else training
 
-    Runs in eval mode under ``torch.no_grad`` (BN running stats untouched) and restores each module's mode. The one
-    forward runs single-threaded: it is tiny, and on a loaded CPU intra-op threads made it ~50x slower.
+
+def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[fx.GraphModule]]:
+    """Trace ``model`` once per mode and propagate channel ids on ``example_inputs``.
+
+    ``example_inputs``: a tensor, a tuple of tensors, or a dict of keyword inputs. ``forward`` is traced in train and
+    in eval mode (branches on ``self.training``, e.g. auxiliary heads, exist in only one); when both graphs are the
+    same, one is used. Both are run in eval mode under ``torch.no_grad`` (BN running stats untouched) into one
+    context, and each module's mode is restored. The forward runs single-threaded: it is tiny, and on a loaded CPU
+    intra-op threads made it ~50x slower.
     """
-    gm = symbolic_trace(model)
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if isinstance(example_inputs, Mapping):
-        args = [example_inputs[n.target] for n in placeholders if n.target in example_inputs]
-    elif isinstance(example_inputs, (tuple, list)):
-        args = list(example_inputs)
-    else:
-        args = [example_inputs]
     modes = {m: m.training for m in model.modules()}
+    graphs: list[fx.GraphModule] = []
+    try:
+        for training in (True, False):
+            _set_mode(modes, training)
+            gm = symbolic_trace(model)
+            if not graphs or gm.code != graphs[0].code:
+                graphs.append(gm)
+    finally:
+        _set_mode(modes, None)
     ctx = TraceContext(root=model)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        model.eval()
+        _set_mode(modes, False)
         with torch.no_grad():
-            _ChannelInterpreter(gm, ctx, model).run(*args)
+            for gm in graphs:
+                placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+                if isinstance(example_inputs, Mapping):
+                    args = [example_inputs[n.target] for n in placeholders if n.target in example_inputs]
+                elif isinstance(example_inputs, (tuple, list)):
+                    args = list(example_inputs)
+                else:
+                    args = [example_inputs]
+                ctx.infos.clear()
+                ctx.ndims.clear()
+                _ChannelInterpreter(gm, ctx, model).run(*args)
     finally:
         torch.set_num_threads(threads)
-        for m, mode in modes.items():
-            m.training = mode
-    return ctx, gm
+        _set_mode(modes, None)
+    return ctx, graphs

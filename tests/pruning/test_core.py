@@ -193,3 +193,31 @@ def test_tuple_and_dict_example_inputs():
     pruned = prune(copy.deepcopy(model), plan)
     assert pruned.a.out_channels == pruned.b.out_channels == pruned.head.in_channels == 3
     pruned(*inputs)
+
+
+class AuxNet(nn.Module):
+    """An auxiliary head used only in training mode (GoogLeNet/Inception style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.aux = nn.Linear(8, 4)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        main = self.fc(self.conv2(x).mean([2, 3]))
+        if self.training:
+            return main, self.aux(x.mean([2, 3]))
+        return main
+
+
+def test_train_only_branches_are_traced_too():
+    model = AuxNet().eval()  # traced from eval mode: the aux head must still be seen
+    graph = build_channel_graph(model, X)
+    assert graph.group("conv1").member("aux", "in") is not None
+    pruned = prune(copy.deepcopy(model), graph.select(model, 0.5))
+    pruned.train()
+    main, aux = pruned(X)
+    assert main.shape == aux.shape == (2, 4) and pruned.aux.in_features == 4
