@@ -38,6 +38,9 @@ def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer 
         module = edit.module
         for attr, dims in edit.slices.items():
             old = getattr(module, attr)
+            if isinstance(old, nn.Parameter) and old in replaced:  # tied weights: one new parameter
+                setattr(module, attr, replaced[old][0])
+                continue
             keeps = {dim: _keep(old.shape[dim], torch.as_tensor(idx)) for dim, idx in dims.items()}
             with torch.no_grad():
                 new_data = _slice(old.detach(), keeps).clone()

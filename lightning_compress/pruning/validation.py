@@ -29,6 +29,7 @@ def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
         raise TypeError(f"`plan` must be a PruningPlan, got {type(plan).__name__}.")
     modules = dict(model.named_modules())
     edits: list[ModuleEdit] = []
+    shared: dict[int, tuple[str, dict[int, tuple[int, ...]]]] = {}  # tensor id -> (first user, slices)
     for name, lp in plan.layers.items():
         module = modules.get(name)
         if module is None:
@@ -73,5 +74,10 @@ def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
                 if len(idx_set) >= t.shape[dim]:
                     raise ValueError(f"`plan` would empty {name}.{attr} along dim {dim}.")
         final = {a: {d: np.asarray(sorted(s), dtype=np.int64) for d, s in dims.items()} for a, dims in slices.items()}
+        for attr, dims in final.items():  # a tensor shared by several modules (tied weights) must be cut one way
+            key = {d: tuple(v.tolist()) for d, v in dims.items()}
+            first = shared.setdefault(id(getattr(module, attr)), (f"{name}.{attr}", key))
+            if first[1] != key:
+                raise ValueError(f"`plan` slices the shared tensor {first[0]} and {name}.{attr} differently.")
         edits.append(ModuleEdit(name, module, removed, rules, final, slot_slices))
     return edits

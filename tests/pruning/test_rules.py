@@ -288,3 +288,27 @@ def test_conv_transpose_and_embedding():
     pruned = prune(copy.deepcopy(tmodel), plan)
     assert pruned.emb.weight.shape == (20, 4) and pruned.norm.normalized_shape == (4,)
     assert pruned(tokens).shape == (2, 3)
+
+
+class TiedLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(12, 8)
+        self.mix = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 12, bias=False)
+        self.out.weight = self.emb.weight  # tied
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.emb(tokens)
+        return self.out(h + torch.relu(self.mix(h)))
+
+
+def test_tied_weights_stay_tied():
+    model = TiedLM().eval()
+    tokens = torch.randint(0, 12, (2, 5))
+    graph = build_channel_graph(model, tokens, strict=True)
+    plan = graph.select(model, 0.5)
+    pruned = prune(copy.deepcopy(model), plan)
+    assert pruned.out.weight is pruned.emb.weight and pruned.emb.weight.shape == (12, 4)
+    assert len(list(pruned.parameters())) == len(list(model.parameters()))
+    assert pruned(tokens).shape == (2, 5, 12)
