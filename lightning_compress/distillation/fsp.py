@@ -99,6 +99,7 @@ class FSPDistillation(DistillationModule):
             FeatureRecorder(self.teacher.net, [n for p in self.teacher_pairs for n in p]) if self.teacher else None
         )
         self._checked = False
+        self._frozen: list[nn.Parameter] = []  # unreached by the FSP loss, frozen during a fit (see setup)
         self.save_hyperparameters({
             **self.base_hparams(num_classes), "pairs": [list(p) for p in self.pairs],
             "teacher_pairs": [list(p) for p in self.teacher_pairs], "pair_weights": weights, "pool": pool,
@@ -113,18 +114,43 @@ class FSPDistillation(DistillationModule):
         self._student_rec.attach()
         if self._teacher_rec is not None:
             self._teacher_rec.attach()
-        if stage == "fit" and not self._checked:
-            example = self._example_input()
-            if example is not None:
+        if stage != "fit":
+            return
+        example = self._example_input()
+        if example is None and self.projection:
+            raise ValueError("`input_shape` must be given with `projection=True` when the trainer has no "
+                             "datamodule with `example_input`, got None (projections are built at setup).")
+        if example is not None:
+            if not self._checked:
                 self.check_pairs(example)
-            elif self.projection:
-                raise ValueError("`input_shape` must be given with `projection=True` when the trainer has no "
-                                 "datamodule with `example_input`, got None (projections are built at setup).")
+            self._freeze_unreached(example)
 
     def teardown(self, stage: str) -> None:
         self._student_rec.detach()
         if self._teacher_rec is not None:
             self._teacher_rec.detach()
+        for param in self._frozen:
+            param.requires_grad_(True)
+        self._frozen = []
+
+    def _freeze_unreached(self, example: Tensor) -> None:
+        """With ``task_loss_weight == 0``, freeze the student parameters the FSP loss does not reach (the classifier
+        head) for this fit: DDP then needs no ``find_unused_parameters`` and weight decay leaves them alone.
+        ``teardown`` unfreezes them (stage 2 trains them)."""
+        if self.task_loss_weight > 0 or self._frozen:
+            return
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.enable_grad():
+                _, loss, _ = self.fsp_losses(example.to(next(self.net.parameters()).device))
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+        finally:
+            self.net.train(was_training)
+        self._frozen = [p for p, g in zip(params, grads) if g is None]
+        for param in self._frozen:
+            param.requires_grad_(False)
 
     def _example_input(self) -> Tensor | None:
         if self.input_shape is not None:
@@ -192,7 +218,7 @@ class FSPDistillation(DistillationModule):
         return report
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        yield from self.net.parameters()
+        yield from (p for p in self.net.parameters() if p.requires_grad)
         yield from self.projections.parameters()
 
     # -- training ------------------------------------------------------------------------------------------------

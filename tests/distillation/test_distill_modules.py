@@ -63,7 +63,10 @@ def test_teacher_frozen_in_eval_mode_and_unchanged_while_student_learns(kind, re
     optimizer = module.trainer.optimizers[0]
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert not in_optimizer & {id(p) for p in teacher.parameters()}
-    assert {id(p) for p in student.parameters()} <= in_optimizer
+    trunk = {id(p) for name, p in student.named_parameters() if not name.startswith("fc.")}
+    assert trunk <= in_optimizer
+    head = {id(p) for p in student.fc.parameters()}
+    assert head <= in_optimizer if kind == "kd" else not head & in_optimizer  # FSP loss does not reach the head
     assert not any(k.startswith("teacher") for k in module.state_dict())
 
 
@@ -106,8 +109,11 @@ def test_fsp_losses_equal_functional_on_hooked_features(resnet):
 
 def test_stage2_classifier_starts_from_stage1_weights(resnet, data, make_trainer):
     student = resnet(8)
+    head = student.fc.weight.detach().clone()
     make_trainer(max_epochs=1).fit(fsp_module(student, resnet(14)), datamodule=data)
     after_stage1 = snapshot(student)
+    assert torch.equal(student.fc.weight, head), "the head, unreached by the FSP loss, is frozen in stage 1"
+    assert all(p.requires_grad for p in student.parameters()), "teardown must unfreeze it for stage 2"
 
     class StartSpy(pl.Callback):
         def on_train_start(self, trainer, pl_module):
@@ -279,3 +285,18 @@ def test_load_teacher_from_bare_state_dict_stage_model_and_errors(resnet, tmp_pa
         load_teacher(tmp_path / "bare.pt", OmegaConf.merge(cfg, {"depth": 8}))
     with pytest.raises(FileNotFoundError, match="`method.teacher`"):
         load_teacher(tmp_path / "missing.pt", cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fsp", "kd"])
+def test_ddp_spawn_two_cpu_processes(kind, resnet, data, tmp_path):
+    """DDP needs every trained parameter in the loss: stage 1 freezes the head the FSP loss does not reach."""
+    student, teacher = resnet(8), resnet(14)
+    module = fsp_module(student, teacher) if kind == "fsp" else kd_module(student, teacher)
+    before = snapshot(student)
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=data)
+    assert any(not torch.equal(v, before[k]) for k, v in snapshot(student).items())
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
