@@ -45,6 +45,10 @@ class FSPDistillation(DistillationModule):
             trainer has no datamodule with ``example_input``.
         optim, scheduler, student_plan: see :class:`~lightning_compress.distillation.base.DistillationModule`.
 
+    With ``task_loss_weight == 0`` the student parameters the FSP loss does not reach (the classifier head) are
+    frozen during the fit (found by one backward pass at setup, unfrozen at teardown): they would get no gradient
+    anyway, and DDP then needs no ``find_unused_parameters``.
+
     Logs ``train/loss`` (total), ``fsp/loss`` (weighted FSP sum), ``fsp/pair_<i>`` (each pair, unweighted),
     ``train/ce``, ``train/acc``; ``val/fsp_loss``, ``val/loss``, ``val/acc``; ``test/acc``.
 
