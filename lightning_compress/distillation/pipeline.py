@@ -38,41 +38,28 @@ from lightning_compress.pipeline.stages import fit_classifier, measure, test_acc
 def run_distillation(ctx: RunContext) -> None:
     """Run teacher -> student_alone -> stage1 (distil) -> stage2 (CE) and record ``teacher``, ``student_alone``,
     ``final`` and ``distillation`` in ``ctx.record``."""
-    cfg, method = ctx.cfg, ctx.cfg.method
+    method = ctx.cfg.method
     factory = hydra.utils.instantiate(method.module, _partial_=True, _convert_="all")
     student, plan, student_cfg = _student(ctx)
-    teacher_cfg = method.get("teacher_model") or cfg.model
     teacher_path = method.get("teacher")
+    teacher_cfg = method.get("teacher_model") or ctx.cfg.model
     teacher = load_teacher(teacher_path, teacher_cfg) if teacher_path else build_net(teacher_cfg)
     if teacher_path:
         teacher_cfg = _saved_model_cfg(teacher_path, teacher_cfg)
     pairs = _check_config(ctx, factory, student, teacher, plan)  # fails before any training
 
-    teacher_epochs = None if teacher_path else _epochs(method, "teacher_fit", int(cfg.trainer.max_epochs))
-    if teacher_path:
-        _record(ctx, "teacher", teacher, teacher_cfg)
-        ctx.record["teacher"]["loaded_from"] = str(teacher_path)
-    else:
-        fit_classifier(ctx, "teacher", teacher, teacher_epochs, optim=_optim(method, "teacher_fit"))
-        _record(ctx, "teacher", teacher, teacher_cfg)
+    teacher_epochs = _teacher_stage(ctx, teacher, teacher_cfg, teacher_path)
     teacher_source = str(teacher_path or ctx.record["teacher"]["model_path"])
-
     epochs1, epochs2 = _epochs(method, "stage1"), _epochs(method, "stage2")
-    alone = copy.deepcopy(student)
-    alone_cfg = method.get("student_alone") or {}
-    alone_epochs = alone_cfg.get("epochs")
+    alone_epochs = (method.get("student_alone") or {}).get("epochs")
     alone_epochs = epochs1 + epochs2 if alone_epochs is None else int(alone_epochs)
+    alone = copy.deepcopy(student)  # same initial (or pruned) weights as the distilled student
     fit_classifier(ctx, "student_alone", alone, alone_epochs, optim=_optim(method, "student_alone"))
     _record(ctx, "student_alone", alone, student_cfg, plan)
 
     module = _build_module(ctx, factory, student, FrozenTeacher(teacher, source=teacher_source), plan,
                            optim=_optim(method, "stage1"))
-    trainer = build_trainer(cfg, "stage1", epochs1, checkpoint_dir=str(ctx.stage_dir("stage1")))
-    rank_zero_info(f"[lightning-compress] stage 'stage1' ({type(module).__name__}): {epochs1} epochs")
-    if epochs1 > 0:
-        trainer.fit(module, datamodule=ctx.datamodule)
-    stage1_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                      if v.numel() == 1 and not k.endswith("_step")}
+    stage1_metrics = _distill_stage(ctx, module, epochs1)
     if epochs2 > 0:
         fit_classifier(ctx, "stage2", student, epochs2, optim=_optim(method, "stage2"))
     _record(ctx, "final", student, student_cfg, plan)
@@ -86,6 +73,27 @@ def run_distillation(ctx: RunContext) -> None:
         "stage1_metrics": stage1_metrics,
         "gain_vs_student_alone": ctx.record["final"]["test_acc"] - ctx.record["student_alone"]["test_acc"],
     }
+
+
+def _teacher_stage(ctx: RunContext, teacher: nn.Module, teacher_cfg: DictConfig, path: str | None) -> int | None:
+    """Train the teacher (or keep the loaded one) and record it; returns the epochs trained (None: loaded)."""
+    epochs = None
+    if not path:
+        epochs = _epochs(ctx.cfg.method, "teacher_fit", int(ctx.cfg.trainer.max_epochs))
+        fit_classifier(ctx, "teacher", teacher, epochs, optim=_optim(ctx.cfg.method, "teacher_fit"))
+    _record(ctx, "teacher", teacher, teacher_cfg)
+    if path:
+        ctx.record["teacher"]["loaded_from"] = str(path)
+    return epochs
+
+
+def _distill_stage(ctx: RunContext, module: DistillationModule, epochs: int) -> dict[str, float]:
+    """Fit the distillation module (stage 1); returns its last epoch-level metrics."""
+    trainer = build_trainer(ctx.cfg, "stage1", epochs, checkpoint_dir=str(ctx.stage_dir("stage1")))
+    rank_zero_info(f"[lightning-compress] stage 'stage1' ({type(module).__name__}): {epochs} epochs")
+    if epochs > 0:
+        trainer.fit(module, datamodule=ctx.datamodule)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and not k.endswith("_step")}
 
 
 def _student(ctx: RunContext) -> tuple[nn.Module, Any, DictConfig]:
