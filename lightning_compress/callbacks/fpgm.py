@@ -217,13 +217,7 @@ class FPGMPruning(BasePruningCallback):
             return
         if self.selection is None:
             self._select(trainer, epoch=-1)
-            return
-        # Resumed: the masks came back with the callback state. A checkpoint saved at validation end (before this
-        # hook's selection of that epoch) missed one selection: make it now, on the same weights.
-        last = trainer.current_epoch - 1
-        if last >= 0 and self.should_select(last, trainer.max_epochs) and last not in self.selection_epochs:
-            self._select(trainer, last)
-        else:
+        else:  # resumed: the masks came back with the callback state and the (already zeroed) weights
             self._apply()
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,

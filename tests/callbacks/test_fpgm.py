@@ -237,32 +237,45 @@ class Crash(pl.Callback):
             raise RuntimeError("simulated crash")
 
 
-def _resume_fit(tmp_path, callbacks, ckpt_path=None, freeze=False) -> tuple[FPGMPruning, torch.nn.Module]:
+def _resume_fit(tmp_path, callbacks, ckpt_path=None, frequency: int = 2, validate: bool = False
+                ) -> tuple[FPGMPruning, torch.nn.Module]:
     torch.manual_seed(0)
     images, labels = torch.randn(48, 1, 8, 8), torch.randint(0, 4, (48,))
     loader = DataLoader(TensorDataset(images, labels), batch_size=16, shuffle=False)
-    callback = FPGMPruning(pruning_ratio=0.4, frequency=2, freeze_pruned=freeze)
+    callback = FPGMPruning(pruning_ratio=0.4, frequency=frequency, freeze_pruned=False)
+    # validate: check_val_every_n_epoch=2 makes ModelCheckpoint save at validation end, i.e. *before* this epoch's
+    # selection in on_train_epoch_end; Lightning then resumes inside that epoch's end and the selection still runs.
+    val = {"val_dataloaders": loader} if validate else {}
     trainer = pl.Trainer(default_root_dir=str(tmp_path), accelerator="cpu", max_epochs=4, logger=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_val_batches=0, deterministic=True,
+                         limit_val_batches=1 if validate else 0, check_val_every_n_epoch=2 if validate else 1,
+                         deterministic=True,
                          callbacks=[callback, ModelCheckpoint(dirpath=str(tmp_path), save_last=True), *callbacks])
     module = tiny_module(lr=0.05, weight_decay=5e-4)
     if callbacks:
         with pytest.raises(RuntimeError, match="simulated crash"):
-            trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path, **val)
     else:
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path, **val)
     return callback, module.net
 
 
-def test_resume_after_a_crash_reaches_the_uninterrupted_weights(tmp_path) -> None:
-    reference, reference_net = _resume_fit(tmp_path / "a", [])
-    crashed, _ = _resume_fit(tmp_path / "b", [Crash()])
-    assert not crashed.finished and crashed.selection_epochs == [-1, 0]
+@pytest.mark.parametrize(("frequency", "validate", "crashed_epochs", "epochs"), [
+    (2, False, [-1, 0], [-1, 0, 2, 3]),        # checkpoint after the epoch's (skipped) selection
+    (1, True, [-1, 0, 1], [-1, 0, 1, 2, 3]),   # checkpoint before epoch 1's selection: still made on resume
+])
+def test_resume_after_a_crash_reaches_the_uninterrupted_weights(tmp_path, frequency, validate, crashed_epochs,
+                                                                 epochs) -> None:
+    reference, reference_net = _resume_fit(tmp_path / "a", [], frequency=frequency, validate=validate)
+    crashed, _ = _resume_fit(tmp_path / "b", [Crash()], frequency=frequency, validate=validate)
+    assert not crashed.finished and crashed.selection_epochs == crashed_epochs
     checkpoint = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 1
-    resumed, resumed_net = _resume_fit(tmp_path / "b", [], ckpt_path=str(tmp_path / "b" / "last.ckpt"))
-    assert resumed.selection_epochs == reference.selection_epochs == [-1, 0, 2, 3]
+    state = next(v for k, v in checkpoint["callbacks"].items() if k.startswith("FPGMPruning"))
+    assert state["selection_epochs"] == [-1, 0] and state["plan"] is None  # saved soft-pruned, before removal
+    resumed, resumed_net = _resume_fit(tmp_path / "b", [], ckpt_path=str(tmp_path / "b" / "last.ckpt"),
+                                       frequency=frequency, validate=validate)
+    assert resumed.selection_epochs == reference.selection_epochs == epochs
     assert resumed.plan.to_dict() == reference.plan.to_dict()
     for (name, a), b in zip(reference_net.state_dict().items(), resumed_net.state_dict().values()):
         assert torch.equal(a, b), name
