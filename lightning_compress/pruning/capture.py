@@ -94,6 +94,9 @@ class _ChannelInterpreter(fx.Interpreter):
         else:
             fn = function_rule(n.target) if n.op == "call_function" else METHOD_RULES.get(n.target)
             apply = (lambda: fn(ctx, call)) if fn is not None else None
+        if apply is None and n.op == "call_function" and isinstance(n.target, type) and issubclass(n.target, tuple):
+            fields = getattr(n.target, "_fields", ())  # a (named)tuple of outputs: carry each element's info
+            return tuple(call.infos) + tuple(call.kwinfos.get(f) for f in fields[len(call.infos):])
         if apply is None:
             if not call.tensors() and not tf._has_tensor(out):
                 return None

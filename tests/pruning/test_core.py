@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import io
 import json
+import warnings
+from collections import namedtuple
 
 import pytest
 import torch
@@ -221,3 +223,19 @@ def test_train_only_branches_are_traced_too():
     pruned.train()
     main, aux = pruned(X)
     assert main.shape == aux.shape == (2, 4) and pruned.aux.in_features == 4
+
+
+Outputs = namedtuple("Outputs", ["logits", "aux"])
+
+
+class NamedOutputs(AuxNet):
+    def forward(self, x: torch.Tensor):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        return Outputs(self.fc(self.conv2(x).mean([2, 3])), aux=self.aux(x.mean([2, 3])))
+
+
+def test_namedtuple_outputs_are_not_unknown_ops():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graph = build_channel_graph(NamedOutputs(), X)
+    assert graph.group("conv1").prunable and not graph.group("fc").prunable
