@@ -146,7 +146,8 @@ class FPGMPruning(BasePruningCallback):
         if not isinstance(distance, str) or distance not in DISTANCES:
             raise ValueError(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
         _check_fraction("norm_ratio", norm_ratio)
-        if norm_ratio > min(ratios.values() if isinstance(ratios, dict) else [ratios]):
+        active = [r for r in (ratios.values() if isinstance(ratios, dict) else [ratios]) if r > 0]
+        if active and norm_ratio > min(active):
             raise ValueError(f"`norm_ratio` must be <= `pruning_ratio` (it is the part removed by the norm criterion),"
                              f" got {norm_ratio!r} > {pruning_ratio!r}.")
         for name, value in (("frequency", frequency), ("min_channels", min_channels), ("round_to", round_to)):

@@ -199,6 +199,14 @@ def test_prune_false_then_engine_prune_and_finalize_give_the_same_network(make_t
     assert all(torch.equal(a, b) for a, b in zip(by_engine.state_dict().values(), module.net.state_dict().values()))
 
 
+def test_glob_ratios_prune_only_the_matching_groups(make_trainer) -> None:
+    callback = FPGMPruning(pruning_ratio={"features.conv3": 0.5, "features.conv1": 0.0}, norm_ratio=0.25)
+    module = tiny_module()
+    make_trainer(max_epochs=1, limit_train_batches=1, callbacks=[callback]).fit(module, datamodule=tiny_data())
+    widths = [m.out_channels for m in module.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [8, 8, 8, 16]
+
+
 def test_fpgm_mix_takes_the_smallest_norm_filters_first(make_trainer) -> None:
     callback = FPGMPruning(pruning_ratio=0.5, norm_ratio=0.25, prune=False, freeze_pruned=True)
     module = tiny_module()
