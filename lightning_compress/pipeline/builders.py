@@ -15,8 +15,8 @@ from lightning_compress.modules import ImageClassifier
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """The data module of ``cfg.data`` (its ``num_classes``/``in_channels``/``image_size`` keys are not arguments)."""
-    return hydra.utils.instantiate(_without(cfg.data, ("num_classes", "in_channels", "image_size")))
+    """The data module of ``cfg.data``; its shape keys (``num_classes``, ...) are arguments the module checks."""
+    return hydra.utils.instantiate(cfg.data)
 
 
 def build_net(model_cfg: DictConfig) -> nn.Module:
@@ -52,10 +52,3 @@ def build_trainer(cfg: DictConfig, stage: str, max_epochs: int, callbacks: Seque
         cfg.trainer, max_epochs=max_epochs, callbacks=all_callbacks, logger=loggers or False,
         default_root_dir=cfg.paths.output_dir, enable_checkpointing=enable_checkpointing,
     )
-
-
-def _without(node: DictConfig, keys: tuple[str, ...]) -> DictConfig:
-    data = OmegaConf.to_container(node, resolve=True)
-    for key in keys:
-        data.pop(key, None)
-    return OmegaConf.create(data)

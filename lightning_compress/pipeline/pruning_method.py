@@ -9,7 +9,9 @@
   replaces baseline training; ``compressed``: a saved compressed model that skips baseline and compression.
 * ``baseline.epochs``; ``compress.epochs``, ``compress.optim`` (overrides of ``module.optim``) and
   ``compress.from_scratch`` (the compress fit starts from fresh weights, as Network Slimming's sparsity training
-  does, instead of from the baseline); ``finetune.epochs`` and ``finetune.optim``.
+  does, instead of from the baseline), ``compress.scheduler`` (overrides of ``module.scheduler``, e.g.
+  ``{name: constant}`` for Li et al.'s constant-lr retraining); ``finetune.epochs``, ``finetune.optim`` and
+  ``finetune.scheduler``.
 """
 
 from __future__ import annotations
@@ -38,12 +40,24 @@ def run_pruning_method(ctx: RunContext) -> None:
         compress = method.get("compress") or {}
         start = build_net(ctx.cfg.model) if compress.get("from_scratch", False) else net
         module, _ = fit_classifier(ctx, "compress", start, int(compress.get("epochs", 0)), [callback],
-                                   optim=compress.get("optim"))
-        net, plan = start, getattr(callback, "plan", None)
+                                   optim=compress.get("optim"), scheduler=compress.get("scheduler"))
+        net, plan = start, _final_plan(ctx, callback, module)
         record_stage(ctx, "compressed", module, net, plan)
     finetune = method.get("finetune") or {}
-    module, _ = fit_classifier(ctx, "finetune", net, int(finetune.get("epochs", 0)), optim=finetune.get("optim"))
+    # A finished callback rides along (it only writes the pruning plan into every fine-tune checkpoint).
+    riders = [callback] if getattr(callback, "finished", False) else []
+    module, _ = fit_classifier(ctx, "finetune", net, int(finetune.get("epochs", 0)), riders,
+                               optim=finetune.get("optim"), scheduler=finetune.get("scheduler"))
     record_stage(ctx, "final", module, net, plan)
+
+
+def _final_plan(ctx: RunContext, callback: Callback, module) -> object:
+    """The callback's plan; a callback that could only mask (e.g. FPGM under ``ddp_spawn``) is finalised here."""
+    plan = getattr(callback, "plan", None)
+    if plan is None and getattr(callback, "prune", False) and hasattr(callback, "finalize"):
+        callback.finalize(module, ctx.datamodule.example_input(1))
+        plan = getattr(callback, "plan", None)
+    return plan
 
 
 def _baseline(ctx: RunContext, method: DictConfig):

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
@@ -18,9 +19,10 @@ from lightning_compress.profiling import profile_model
 
 
 def fit_classifier(ctx: RunContext, stage: str, net: nn.Module, epochs: int, callbacks: Sequence[Callback] = (),
-                   optim: Mapping[str, Any] | None = None) -> tuple[pl.LightningModule, pl.Trainer]:
-    """Train ``net`` (in place) for ``epochs`` with ``cfg.module`` settings updated by ``optim``."""
-    module = build_classifier(ctx.cfg, net, optim_overrides=optim)
+                   optim: Mapping[str, Any] | None = None,
+                   scheduler: Mapping[str, Any] | None = None) -> tuple[pl.LightningModule, pl.Trainer]:
+    """Train ``net`` (in place) for ``epochs`` with ``cfg.module`` settings updated by ``optim``/``scheduler``."""
+    module = build_classifier(ctx.cfg, net, optim_overrides=optim, scheduler_overrides=scheduler)
     trainer = build_trainer(ctx.cfg, stage, epochs, callbacks, checkpoint_dir=str(ctx.stage_dir(stage)))
     rank_zero_info(f"[lightning-compress] stage {stage!r}: {epochs} epochs")
     if epochs > 0:
@@ -46,11 +48,12 @@ def measure(ctx: RunContext, net: nn.Module) -> dict[str, Any]:
 
 
 def record_stage(ctx: RunContext, section: str, module: pl.LightningModule, net: nn.Module, plan: Any = None,
-                 test_acc: float | None = None) -> dict[str, Any]:
-    """Test, measure and save ``net``; store the numbers as ``ctx.record[section]`` and return them."""
+                 test_acc: float | None = None, model_cfg: DictConfig | None = None) -> dict[str, Any]:
+    """Test, measure and save ``net`` (built from ``model_cfg``, default ``cfg.model``) as ``ctx.record[section]``."""
     acc = test_accuracy(ctx, module, section) if test_acc is None else test_acc
     entry = {"test_acc": acc, **measure(ctx, net)}
-    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, ctx.cfg.model, plan))
+    model_cfg = ctx.cfg.model if model_cfg is None else model_cfg
+    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan))
     ctx.record[section] = entry
     return entry
 
