@@ -46,6 +46,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lightning_compress.callbacks.base import BasePruningCallback
+from lightning_compress.pruning.errors import check_fraction, check_ratio
 
 if TYPE_CHECKING:
     from lightning_compress.pruning import ChannelGraph, ChannelMask, PruningPlan
@@ -142,10 +143,10 @@ class FPGMPruning(BasePruningCallback):
                  round_to: int = 1, prune: bool = True, submodule: str | None = None,
                  ignored_layers: Sequence[str] = (), input_shape: Sequence[int] | None = None,
                  verbose: bool = True) -> None:
-        ratios = _check_ratio(pruning_ratio)
+        ratios = check_ratio(pruning_ratio)
         if not isinstance(distance, str) or distance not in DISTANCES:
             raise ValueError(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
-        _check_fraction("norm_ratio", norm_ratio)
+        check_fraction("norm_ratio", norm_ratio)
         active = [r for r in (ratios.values() if isinstance(ratios, dict) else [ratios]) if r > 0]
         if active and norm_ratio > min(active):
             raise ValueError(f"`norm_ratio` must be <= `pruning_ratio` (it is the part removed by the norm criterion),"
@@ -355,25 +356,6 @@ class FPGMPruning(BasePruningCallback):
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a float in [0, 1), got {value!r}.")
-    if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise ValueError(f"`{name}` must be a float in [0, 1), got {value!r}.")
-    return float(value)
-
-
-def _check_ratio(value: Any) -> float | dict[str, float]:
-    if isinstance(value, Mapping):
-        if not value:
-            raise ValueError(f"`pruning_ratio` must be a float or a non-empty dict of globs, got {value!r}.")
-        for key in value:
-            if not isinstance(key, str) or not key:
-                raise TypeError(f"`pruning_ratio` keys must be module-name globs (str), got {key!r}.")
-        return {str(k): _check_fraction(f"pruning_ratio[{k!r}]", v) for k, v in value.items()}
-    return _check_fraction("pruning_ratio", value)
-
-
 def _changed(before: PruningPlan | None, after: PruningPlan) -> int:
     """Selected group positions of ``after`` that ``before`` did not select."""
     old = {g.id: set(g.removed) for g in before.groups} if before is not None else {}
