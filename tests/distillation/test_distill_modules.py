@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import NUM_CLASSES, OPTIM, SCHEDULER, snapshot
 
 from lightning_compress.distillation import (
     FeatureRecorder,
@@ -19,6 +18,7 @@ from lightning_compress.distillation import (
 )
 from lightning_compress.modules import ImageClassifier
 from lightning_compress.pipeline.artifacts import load_stage_model
+from tests.distillation.conftest import NUM_CLASSES, OPTIM, SCHEDULER, snapshot
 
 
 def fsp_module(student, teacher, **kwargs):
