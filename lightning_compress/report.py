@@ -44,10 +44,11 @@ def load_runs(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def varying_config_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
-    """Dotted config keys whose values differ between runs (what a sweep varied); ``paths.*`` left out."""
+    """Dotted config keys whose values differ between runs (what a sweep varied); folders and paths left out."""
     flat = [_flatten(c) for c in configs]
     keys = sorted(set().union(*flat)) if flat else []
-    return [k for k in keys if not k.startswith(("paths.", "hydra.")) and len({repr(f.get(k)) for f in flat}) > 1]
+    return [k for k in keys if not k.startswith(("paths.", "hydra.")) and not k.endswith(("dir", "path"))
+            and len({repr(f.get(k)) for f in flat}) > 1]
 
 
 def build_rows(runs: list[tuple[Path, dict[str, Any]]], root: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -87,7 +88,7 @@ def write_report(folder: Path) -> dict[str, Path]:
 
 def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(row.get(c), c) for c in columns) + " |" for row in rows]
     note = "\nMACs: multiply-accumulates of conv + linear layers per image (FLOPs = 2 x MACs).\n"
     return "\n".join(lines) + "\n" + note
 
@@ -137,9 +138,11 @@ def _diff_pt(before: Any, after: Any) -> float | None:
     return round(100 * (after - before), 2) if before is not None and after is not None else None
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str = "") -> str:
     if value is None:
         return "-"
+    if isinstance(value, float) and column.endswith(("_pt", "_pct", "_ms", "_s")):
+        return f"{value:.2f}"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
     return str(value)
