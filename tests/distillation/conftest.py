@@ -12,6 +12,7 @@ import torch
 from lightning_compress.data.synthetic import SyntheticDataModule
 from lightning_compress.models.resnet_cifar import CifarResNet
 from lightning_compress.models.vgg import VGG
+from tests.callbacks.conftest import quiet_trainer
 
 NUM_CLASSES = 4
 OPTIM = {"name": "sgd", "lr": 0.01, "momentum": 0.9}
@@ -48,13 +49,7 @@ def data() -> SyntheticDataModule:
 @pytest.fixture
 def make_trainer(tmp_path) -> Callable[..., pl.Trainer]:
     def _make(**kwargs: Any) -> pl.Trainer:
-        settings: dict[str, Any] = {
-            "default_root_dir": str(tmp_path), "accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": False,
-            "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
-            "num_sanity_val_steps": 0, "limit_val_batches": 1,
-        }
-        settings.update(kwargs)
-        return pl.Trainer(**settings)
+        return quiet_trainer(tmp_path, **kwargs)
 
     return _make
 
