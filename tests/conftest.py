@@ -33,7 +33,8 @@ def compose_config(tmp_path: Path) -> Callable[..., DictConfig]:
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=[*(QUIET if config_name == "train" else []), *overrides], return_hydra_config=True)
+            quiet = QUIET if config_name == "train" else []
+            cfg = compose(config_name=config_name, overrides=[*quiet, *overrides], return_hydra_config=True)
         HydraConfig().set_config(cfg)
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path)
