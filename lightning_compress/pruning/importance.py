@@ -12,7 +12,8 @@ Conventions (a group is scored as a whole):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,17 +25,22 @@ from .rules import get_module_rule
 Importance = Callable[[ChannelGroup, nn.Module], torch.Tensor | None]
 
 
-def _out_members(group: ChannelGroup, model: nn.Module) -> list[tuple[Member, torch.Tensor]]:
-    out = []
+def _rule_tensors(
+    group: ChannelGroup, model: nn.Module, slot: str, read: Callable[[Any, nn.Module], torch.Tensor | None]
+) -> Iterator[tuple[Member, nn.Module, torch.Tensor]]:
+    """``(member, module, tensor)`` for the ``slot`` members whose module rule yields a tensor through ``read``."""
     for m in group.members:
-        if m.slot != "out":
+        if m.slot != slot:
             continue
         module = model.get_submodule(m.module)
         rule = get_module_rule(module)
-        rows = rule.out_rows(module) if rule is not None else None
-        if rows is not None:
-            out.append((m, rows.detach()))
-    return out
+        tensor = read(rule, module) if rule is not None else None
+        if tensor is not None:
+            yield m, module, tensor
+
+
+def _out_members(group: ChannelGroup, model: nn.Module) -> list[tuple[Member, torch.Tensor]]:
+    return [(m, rows.detach()) for m, _, rows in _rule_tensors(group, model, "out", lambda r, mod: r.out_rows(mod))]
 
 
 def magnitude(group: ChannelGroup, model: nn.Module, p: int = 1) -> torch.Tensor:
@@ -88,13 +94,8 @@ def bn_scale(group: ChannelGroup, model: nn.Module) -> torch.Tensor | None:
     """Mean |gamma| over the group's BN-like layers; None when the group has none (then it is not pruned)."""
     total = torch.zeros(group.size)
     count = torch.zeros(group.size)
-    for m in group.members:
-        if m.slot != "channels":
-            continue
-        module = model.get_submodule(m.module)
-        rule = get_module_rule(module)
-        gamma = rule.scale(module) if rule is not None else None
-        if gamma is None or not isinstance(module, nn.modules.batchnorm._NormBase):
+    for m, module, gamma in _rule_tensors(group, model, "channels", lambda r, mod: r.scale(mod)):
+        if not isinstance(module, nn.modules.batchnorm._NormBase):
             continue
         vals = gamma.detach().abs().float().cpu()[torch.as_tensor(m.indices)]
         total.index_add_(0, torch.as_tensor(m.positions), vals)
