@@ -7,6 +7,8 @@ He et al. and Torch-Pruning, whose "FLOPs" are these MACs. We report **FLOPs = 2
 
 from __future__ import annotations
 
+import math
+import os
 import platform
 import statistics
 import time
@@ -33,7 +35,7 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 def _layer_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
     batch = output.shape[0] if output.dim() > 1 else 1
     if isinstance(module, _CONV_TYPES):
-        kernel = int(torch.tensor(module.kernel_size).prod())
+        kernel = math.prod(module.kernel_size)
         if isinstance(module, nn.modules.conv._ConvTransposeNd):
             # Every input element is scattered through the kernel to out_channels / groups outputs.
             per_image = inputs[0][0].numel() * (module.out_channels // module.groups) * kernel
@@ -170,8 +172,6 @@ def hardware_summary() -> dict:
 
 
 def _cpu_count() -> int:
-    import os
-
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:

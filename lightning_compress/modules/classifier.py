@@ -73,7 +73,7 @@ class ImageClassifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.net.parameters(), **self.optim_config)
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        steps = max(1, int(self.trainer.estimated_stepping_batches // max_epochs)) if self.trainer else 1
+        steps = max(1, int(self.trainer.estimated_stepping_batches // max_epochs))
         scheduler = build_scheduler(optimizer, max_epochs, steps, **self.scheduler_config)
         if scheduler is None:
             return optimizer

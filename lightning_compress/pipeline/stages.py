@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
@@ -59,6 +58,5 @@ def record_stage(ctx: RunContext, section: str, module: pl.LightningModule, net:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (and make cuDNN pick its algorithms deterministically where asked)."""
+    """Seed Python, NumPy and torch, and the DataLoader workers."""
     pl.seed_everything(seed, workers=True, verbose=False)
-    torch.manual_seed(seed)
