@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="derive per-layer ratios that keep the metric within this drop (e.g. 0.01)")
     parser.add_argument("--split", default="val", choices=("val", "test"))
     parser.add_argument("--max-batches", type=int, default=None)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     from hydra import compose, initialize_config_dir
 
