@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lightning_compress.pruning import build_channel_graph, prune
+from lightning_compress.pruning.selection import select_on_graph
 
 from .resnet50 import ResNet50
 
@@ -53,13 +54,13 @@ def bench_ours(build: Callable[[], nn.Module], shape: tuple[int, ...], ratio: fl
     for _ in range(repeats):
         model = build().eval()
         t_graph, graph = _time(lambda m=model: build_channel_graph(m, x))
-        t_select, plan = _time(lambda m=model, g=graph: g.select(m, ratio, importance="l1"))
+        t_select, plan = _time(lambda m=model, g=graph: select_on_graph(g, m, ratio, importance="l1"))
         t_prune, _ = _time(lambda m=model, p=plan: prune(m, p))
         for key, value in (("graph", t_graph), ("select", t_select), ("prune", t_prune),
                            ("total", t_graph + t_select + t_prune)):
             rows[key].append(value)
         fresh = build().eval()
-        rows["wall"].append(_wall(lambda m=fresh: prune(m, build_channel_graph(m, x).select(m, ratio))))
+        rows["wall"].append(_wall(lambda m=fresh: prune(m, select_on_graph(build_channel_graph(m, x), m, ratio))))
         info = {"groups": len(graph.groups), "prunable": len(graph.prunable_groups), "model": model}
     return {k: statistics.median(v) for k, v in rows.items()} | info
 

@@ -134,10 +134,10 @@ def main() -> None:
     for name in args.models:
         for threads in args.threads:
             torch.set_num_threads(threads)
-            settings = {"compute": lambda: time_compute(name, args.steps, bf16, False),
-                        "loop": lambda: time_loop(name, args.steps, bf16, args.root, args.cache)}
+            settings = {"compute": lambda n=name: time_compute(n, args.steps, bf16, False),
+                        "loop": lambda n=name: time_loop(n, args.steps, bf16, args.root, args.cache)}
             if not args.no_compile:
-                settings["compile"] = lambda: time_compute(name, args.steps, bf16, True)
+                settings["compile"] = lambda n=name: time_compute(n, args.steps, bf16, True)
             for setting, fn in settings.items():
                 try:
                     times = fn()
@@ -152,7 +152,8 @@ def main() -> None:
                              "max_ms": round(1000 * spread[1], 1),
                              "train_epoch_s": round(step * STEPS_PER_EPOCH, 1)})
                 print(json.dumps(rows[-1]), flush=True)
-            rows.append({"model": name, "threads": threads, "setting": "eval_5k", "seconds": round(time_eval(name, bf16), 1)})
+            rows.append({"model": name, "threads": threads, "setting": "eval_5k",
+                         "seconds": round(time_eval(name, bf16), 1)})
             print(json.dumps(rows[-1]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -14,6 +14,8 @@ import warnings
 
 import torch
 
+from lightning_compress.pruning.selection import select_on_graph
+
 
 def _stub_torchvision_ops() -> None:
     import torch.library as library
@@ -54,7 +56,7 @@ def main() -> None:
                 warnings.simplefilter("always")
                 graph = build_channel_graph(model, x)
             frozen_ops = [str(w.message) for w in caught if "pruning rule" in str(w.message)]
-            pruned = prune(copy.deepcopy(model), graph.select(model, args.ratio))
+            pruned = prune(copy.deepcopy(model), select_on_graph(graph, model, args.ratio))
             with torch.no_grad():
                 same = pruned(x).shape == model(x).shape
             before = sum(p.numel() for p in model.parameters())

@@ -8,27 +8,35 @@ Pure PyTorch (no Lightning/Hydra). Typical use::
     # later: prune(fresh_model, PruningPlan.from_dict(ckpt["plan"])); fresh_model.load_state_dict(ckpt["state_dict"])
 """
 
+from lightning_compress.functional.pruning import keep_count
+
 from .errors import TraceError, UnsupportedOpError
-from .graph import ChannelGraph, ChannelGroup, Member, build_channel_graph
-from .importance import IMPORTANCES
+from .graph import Boundary, ChannelGraph, ChannelGroup, Member, build_channel_graph
+from .importance import IMPORTANCES, BNScale, GeometricMedian, Importance, Magnitude, Random
 from .masking import ChannelMask, mask, zero_masked_grads, zero_masked_optimizer_state
 from .plan import GroupPlan, LayerPlan, PruningPlan, SlotPlan
 from .rules import ChannelwiseRule, ElementwiseRule, ModuleRule, register_module_rule
-from .selection import keep_count, select_channels
+from .selection import select_channels, select_on_graph
 from .surgery import prune
 
 __all__ = [
     "IMPORTANCES",
+    "BNScale",
+    "Boundary",
     "ChannelGraph",
     "ChannelGroup",
     "ChannelMask",
     "ChannelwiseRule",
     "ElementwiseRule",
+    "GeometricMedian",
     "GroupPlan",
+    "Importance",
     "LayerPlan",
+    "Magnitude",
     "Member",
     "ModuleRule",
     "PruningPlan",
+    "Random",
     "SlotPlan",
     "TraceError",
     "UnsupportedOpError",
@@ -38,6 +46,7 @@ __all__ = [
     "prune",
     "register_module_rule",
     "select_channels",
+    "select_on_graph",
     "zero_masked_grads",
     "zero_masked_optimizer_state",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import IMPORTANCES, build_channel_graph, prune
+from . import IMPORTANCES, build_channel_graph, prune, select_on_graph
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     x = torch.randn(*args.input_shape)
     before = count_params(model), count_macs(model, x)
     graph = build_channel_graph(model, x)
-    plan = graph.select(model, args.ratio, importance=args.importance, global_pruning=args.global_pruning)
+    plan = select_on_graph(graph, model, args.ratio, importance=args.importance, global_pruning=args.global_pruning)
     prune(model, plan)
     after = count_params(model), count_macs(model, x)
     print(f"{args.model}: {len(graph.groups)} channel groups ({len(graph.prunable_groups)} prunable), "

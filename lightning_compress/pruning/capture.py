@@ -17,11 +17,13 @@ import torch
 from torch import fx, nn
 
 from . import transfer as tf
+from .boundaries import has_boundary_hooks
 from .channels import Carry, Opaque
 from .context import Call, TraceContext
 from .errors import TraceError
 from .ops import METHOD_RULES, function_rule
 from .rules import get_module_rule
+from .streams import Link, boundary_module, stream_values, writes_stream
 
 
 class _Tracer(fx.Tracer):
@@ -63,12 +65,17 @@ class _ChannelInterpreter(fx.Interpreter):
         self.ctx = ctx
         self.root = root  # fx copies parents of get_attr targets as plain Modules; names resolve on the real model
         self.infos: dict[fx.Node, Any] = ctx.infos
+        self.stream = stream_values(gm)  # residual / dense-concat values: their channels get linked ids
+        self._reads: dict[tuple[fx.Node, fx.Node], Any] = {}
 
     def run_node(self, n: fx.Node) -> Any:
         with self._set_current_node(n):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             out = getattr(self, n.op)(n.target, args, kwargs)
-        self.infos[n] = self._transfer(n, args, kwargs, out)
+        info = self._transfer(n, args, kwargs, out)
+        if writes_stream(n, self.stream, self.module):
+            info = self._link("write", info, boundary_module(n, self.module), n)
+        self.infos[n] = info
         if isinstance(out, torch.Tensor):
             self.ctx.ndims[n] = out.dim()
         return out
@@ -83,12 +90,14 @@ class _ChannelInterpreter(fx.Interpreter):
             return None
         if n.op == "get_attr":
             return self._get_attr(n, out)
-        infos = fx.node.map_arg(n.args, lambda a: self.infos.get(a))
-        kwinfos = fx.node.map_arg(n.kwargs, lambda a: self.infos.get(a))
+        infos = fx.node.map_arg(n.args, lambda a: self._seen_by(a, n))
+        kwinfos = fx.node.map_arg(n.kwargs, lambda a: self._seen_by(a, n))
         short, description = _op_name(n, self.module)
         call = Call(n, short, args, kwargs, tuple(infos), dict(kwinfos), out)
         if n.op == "call_module":
             call.module = self.module.get_submodule(n.target)
+            if has_boundary_hooks(call.module):
+                return tf.unknown(ctx, call, f"{description}, already pruned with residual='select'")
             rule = get_module_rule(call.module)
             apply = (lambda: rule.trace(ctx, call, n.target)) if rule is not None else None
         else:
@@ -105,6 +114,25 @@ class _ChannelInterpreter(fx.Interpreter):
             return apply()
         except Exception as exc:  # a rule that cannot handle an unusual call freezes it instead of guessing
             return tf.unknown(ctx, call, f"{description} (rule failed: {exc})")
+
+    def _seen_by(self, arg: fx.Node, user: fx.Node) -> Any:
+        """The info of ``arg`` as ``user`` sees it: a stream value read outside the stream gets linked ids."""
+        info = self.infos.get(arg)
+        if arg not in self.stream or user in self.stream or user.op == "output":
+            return info
+        key = (arg, user)
+        if key not in self._reads:
+            self._reads[key] = self._link("read", info, boundary_module(user, self.module), user)
+        return self._reads[key]
+
+    def _link(self, kind: str, info: Any, module: str | None, node: fx.Node) -> Any:
+        """Fresh ids for the channels of ``info`` across a stream boundary, linked to the old ones (see streams)."""
+        if not isinstance(info, Carry):
+            return info
+        fresh = self.ctx.uf.new(info.ids.size).reshape(info.ids.shape)
+        dim = info.dims[0] if len(info.dims) == 1 else None
+        self.ctx.links.append(Link(kind, info.ids.ravel(), fresh.ravel(), module, dim, _op_name(node, self.module)[1]))
+        return Carry(info.dims, fresh)
 
     def _get_attr(self, n: fx.Node, value: Any) -> Any:
         if not isinstance(value, torch.Tensor):

@@ -75,6 +75,7 @@ class TraceContext:
     root: nn.Module | None = None
     infos: dict[fx.Node, Any] = field(default_factory=dict)  # info of every traced node so far
     ndims: dict[fx.Node, int] = field(default_factory=dict)  # ndim of every tensor-valued node
+    links: list[Any] = field(default_factory=list)  # streams.Link: channels crossing a stream boundary
 
     def frozen_id(self, reason: str) -> int:
         return int(self.uf.new(1, reason)[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from .capture import capture
 from .context import TraceContext
 from .errors import UnsupportedOpError
 from .rules import slot_rule
+from .streams import check_residual
 
 if TYPE_CHECKING:
     from .plan import PruningPlan
@@ -35,13 +37,27 @@ class Member:
         return self.indices[np.isin(self.positions, np.asarray(list(positions), dtype=np.int64))]
 
 
+@dataclass(frozen=True)
+class Boundary:
+    """Where a group meets a shared stream under ``residual="select"``: ``module``'s ``slot`` along tensor dim ``dim``.
+
+    A writer's output is re-expanded to the stream's width after pruning; a reader's input is narrowed to its kept
+    channels before it.
+    """
+
+    module: str
+    slot: str
+    dim: int
+
+
 @dataclass(frozen=True, eq=False)
 class ChannelGroup:
     """A set of coupled channels: removing group position k removes every member's indices at position k.
 
-    ``producers`` are the conv/linear modules whose output side is in the group (ratio globs match these);
-    ``prunable`` is False when some channel touches a model input/output or an op without a rule
-    (``frozen_reasons`` says which).
+    ``producers`` are the conv/linear modules whose output side is in the group (ratio globs match these, and the
+    group's norms when it has no producer); ``prunable`` is False when some channel touches a model input/output or an
+    op without a rule (``frozen_reasons`` says which). ``writers``/``readers``: the group's stream boundaries
+    (``residual="select"`` only).
     """
 
     id: str
@@ -50,6 +66,15 @@ class ChannelGroup:
     producers: tuple[str, ...]
     prunable: bool
     frozen_reasons: tuple[str, ...]
+    writers: tuple[Boundary, ...] = ()
+    readers: tuple[Boundary, ...] = ()
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """The modules a ratio glob is matched against: the producers, else the output-side members (norms)."""
+        if self.producers:
+            return self.producers
+        return tuple(dict.fromkeys(m.module for m in self.members if m.slot != "in"))
 
     def member(self, module: str, slot: str) -> Member | None:
         for m in self.members:
@@ -66,7 +91,8 @@ class ChannelGraph:
     """All coupled channel groups of one architecture; reusable until the model is pruned."""
 
     def __init__(self, groups: list[ChannelGroup], slot_sizes: dict[tuple[str, str], int],
-                 module_types: dict[str, str], unsupported: dict[str, str]) -> None:
+                 module_types: dict[str, str], unsupported: dict[str, str], residual: str = "couple") -> None:
+        self.residual = residual
         self.groups = groups
         self.slot_sizes = slot_sizes
         self.module_types = module_types
@@ -101,30 +127,21 @@ class ChannelGraph:
 
         return plan_from_groups(self, removed)
 
-    def select(self, model: nn.Module, pruning_ratio: Any, importance: Any = "l1", ignored_layers: Any = (),
-               global_pruning: bool = False, min_channels: int = 1, round_to: int = 1) -> PruningPlan:
-        """Choose channels to remove on this graph (cheap; no retrace). See :func:`select_channels`."""
-        from .selection import select_on_graph
-
-        return select_on_graph(self, model, pruning_ratio, importance, ignored_layers, global_pruning,
-                               min_channels, round_to)
-
-    def resolve_ratios(self, model: nn.Module, pruning_ratio: Any, ignored_layers: Any = ()) -> dict[str, float]:
-        """The ratio each prunable group gets (groups left untouched are absent)."""
-        from .selection import group_ratios
-
-        return group_ratios(self, model, pruning_ratio, ignored_layers)
-
     def __repr__(self) -> str:
-        return f"ChannelGraph({len(self.groups)} groups, {len(self.prunable_groups)} prunable)"
+        return (f"ChannelGraph({len(self.groups)} groups, {len(self.prunable_groups)} prunable, "
+                f"residual={self.residual!r})")
 
 
-def build_channel_graph(model: nn.Module, example_inputs: Any, strict: bool = False) -> ChannelGraph:
+def build_channel_graph(model: nn.Module, example_inputs: Any, strict: bool = False,
+                        residual: str = "couple") -> ChannelGraph:
     """Trace ``model`` and return its coupled channel groups.
 
     Ops without a rule freeze the channels they touch and are reported in one warning (``strict=True``: raise
-    :class:`UnsupportedOpError`). Model inputs and outputs are never prunable.
+    :class:`UnsupportedOpError`). Model inputs and outputs are never prunable. ``residual``: ``"couple"`` prunes a
+    residual / dense-concat stream together with every layer that writes or reads it (one group); ``"select"`` keeps
+    the stream's width and lets each writer and reader keep its own channels (see :mod:`.streams`).
     """
+    check_residual(residual)
     ctx, _ = capture(model, example_inputs)
     if ctx.unknown:
         listing = "; ".join(ctx.unknown.values())
@@ -132,18 +149,72 @@ def build_channel_graph(model: nn.Module, example_inputs: Any, strict: bool = Fa
         if strict:
             raise UnsupportedOpError(message)
         warnings.warn(message, stacklevel=2)
-    return _groups_from_context(ctx)
+    return _groups_from_context(ctx, residual)
 
 
-def _groups_from_context(ctx: TraceContext) -> ChannelGraph:
-    roots = ctx.uf.roots()
+READER_SUFFIX = ":input"  # a reader group's id: the channels selected at the input of this module
+
+
+def _resolve_links(ctx: TraceContext, residual: str) -> tuple[Any, dict[int, tuple[str, int]], dict[str, int]]:
+    """The union-find of ``residual``'s mode, the origin of every id and the graph order of every origin.
+
+    Origins are the producing modules; in select mode also ``<reader module>:input`` for reader groups.
+    ``couple`` unions both sides of every stream link (one group per stream, as if there were no boundary).
+    ``select`` keeps them apart, freezes the streams themselves and the sides whose boundary is not a module (no place
+    for a re-expansion or a selection).
+    """
+    uf = copy.deepcopy(ctx.uf)
+    origins = dict(ctx.origin_of)
+    order = dict(ctx.order)
+    for link in ctx.links:
+        if residual == "couple":
+            uf.union_arrays(link.source, link.target)
+            continue
+        stream, side = (link.target, link.source) if link.kind == "write" else (link.source, link.target)
+        uf.freeze(stream, "residual='select' keeps this shared stream at full width")
+        if link.module is None or link.dim is None:
+            verb = "enter" if link.kind == "write" else "leave"
+            uf.freeze(side, f"residual='select': channels {verb} a stream through {link.op}, not a prunable module")
+        elif link.kind == "read":
+            name = link.module + READER_SUFFIX
+            order.setdefault(name, ctx.order.get(link.module, 0))
+            for i, x in enumerate(link.target.tolist()):
+                origins.setdefault(x, (name, i))
+    return uf, origins, order
+
+
+def _boundaries(ctx: TraceContext, roots: Any, group_of: Any, members: list[list[Member]]
+                ) -> tuple[dict[int, set[Boundary]], dict[int, set[Boundary]], dict[int, set[str]]]:
+    """Per group index: writer and reader boundaries, and reasons a boundary cannot be realised."""
+    writers: dict[int, set[Boundary]] = {}
+    readers: dict[int, set[Boundary]] = {}
+    problems: dict[int, set[str]] = {}
+    for link in ctx.links:
+        if link.module is None or link.dim is None:
+            continue
+        side = link.source if link.kind == "write" else link.target
+        for gi in {int(g) for g in group_of[roots[side]] if g >= 0}:
+            other_side = "in" if link.kind == "write" else "out"
+            slots = [m.slot for m in members[gi] if m.module == link.module and m.slot != other_side]
+            if len(slots) != 1:
+                problems.setdefault(gi, set()).add(f"residual='select': {link.module!r} has no single channel slot at "
+                                                   "its stream boundary")
+                continue
+            target = writers if link.kind == "write" else readers
+            target.setdefault(gi, set()).add(Boundary(link.module, slots[0], link.dim))
+    return writers, readers, problems
+
+
+def _groups_from_context(ctx: TraceContext, residual: str = "couple") -> ChannelGraph:
+    uf, origin_of, origin_order = _resolve_links(ctx, residual)
+    roots = uf.roots()
     n = len(roots)
     origin_names: dict[int, set[str]] = {}
     sort_key: dict[int, tuple[int, int]] = {}
-    for x, (producer, index) in ctx.origin_of.items():
+    for x, (producer, index) in origin_of.items():
         r = int(roots[x])
         origin_names.setdefault(r, set()).add(producer)
-        key = (ctx.order[producer], index)
+        key = (origin_order[producer], index)
         if r not in sort_key or key < sort_key[r]:
             sort_key[r] = key
     by_key: dict[frozenset[str], list[int]] = {}
@@ -168,14 +239,20 @@ def _groups_from_context(ctx: TraceContext) -> ChannelGraph:
         for gi in np.unique(g[g >= 0]).tolist():
             idx = np.nonzero(g == gi)[0]
             members[gi].append(Member(name, slot, ctx.module_types.get(name, ""), len(ids), idx, pos_of[r[idx]]))
+    writers, readers, problems = _boundaries(ctx, roots, group_of, members) if residual == "select" else ({}, {}, {})
     groups: list[ChannelGroup] = []
     used: dict[str, int] = {}
     for gi, rs in enumerate(group_roots):
         ms = sorted(members[gi], key=lambda m: (ctx.order.get(m.module, 0), m.slot))
         producers = tuple(dict.fromkeys(m.module for m in ms if m.slot == "out"))
-        first = min(set().union(*(origin_names[r] for r in rs)), key=lambda p: ctx.order[p])
+        first = min(set().union(*(origin_names[r] for r in rs)), key=lambda p: origin_order[p])
         used[first] = used.get(first, 0) + 1
         gid = first if used[first] == 1 else f"{first}#{used[first]}"
-        reasons = sorted(set().union(*(ctx.uf.frozen_reasons(r) for r in rs)))
-        groups.append(ChannelGroup(gid, len(rs), tuple(ms), producers, not reasons, tuple(reasons)))
-    return ChannelGraph(groups, slot_sizes, dict(ctx.module_types), dict(ctx.unknown))
+        reasons = set().union(*(uf.frozen_reasons(r) for r in rs)) | problems.get(gi, set())
+        if residual == "select" and all(m.slot == "in" for m in ms):
+            reasons.add("residual='select': only input channels of a stream reader (nothing scores or masks them)")
+        order = lambda b: (ctx.order.get(b.module, 0), b.slot)  # noqa: E731
+        groups.append(ChannelGroup(gid, len(rs), tuple(ms), producers, not reasons, tuple(sorted(reasons)),
+                                   tuple(sorted(writers.get(gi, ()), key=order)),
+                                   tuple(sorted(readers.get(gi, ()), key=order))))
+    return ChannelGraph(groups, slot_sizes, dict(ctx.module_types), dict(ctx.unknown), residual)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .graph import ChannelGraph
 
 FORMAT = "lightning_compress.PruningPlan"
-VERSION = 1
+VERSION = 2  # 2 added the stream boundaries of residual="select"; version 1 dicts still load
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,13 @@ class SlotPlan:
 
 @dataclass(frozen=True)
 class LayerPlan:
+    """The slots of one module to cut; ``reexpand``/``select``: slot -> tensor dim of a stream boundary (see
+    :mod:`.boundaries`): the pruned output is re-expanded to the slot's full size / the input is narrowed to it."""
+
     type: str
     slots: dict[str, SlotPlan]
+    reexpand: dict[str, int] = field(default_factory=dict)
+    select: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,9 @@ class PruningPlan:
             "version": VERSION,
             "layers": {
                 name: {"type": lp.type,
-                       "slots": {k: {"size": s.size, "removed": list(s.removed)} for k, s in lp.slots.items()}}
+                       "slots": {k: {"size": s.size, "removed": list(s.removed)} for k, s in lp.slots.items()},
+                       **({"reexpand": dict(lp.reexpand)} if lp.reexpand else {}),
+                       **({"select": dict(lp.select)} if lp.select else {})}
                 for name, lp in self.layers.items()
             },
             "groups": [{"id": g.id, "size": g.size, "removed": list(g.removed), "producers": list(g.producers)}
@@ -117,8 +124,8 @@ class PruningPlan:
         """Inverse of :meth:`to_dict`; raises ValueError/TypeError on malformed input."""
         if not isinstance(data, Mapping):
             raise TypeError(f"`data` must be a dict from PruningPlan.to_dict(), got {type(data).__name__}.")
-        if data.get("format") != FORMAT or data.get("version") != VERSION:
-            raise ValueError(f"`data` must have format {FORMAT!r} version {VERSION}, got "
+        if data.get("format") != FORMAT or data.get("version") not in (1, VERSION):
+            raise ValueError(f"`data` must have format {FORMAT!r} version 1 or {VERSION}, got "
                              f"{data.get('format')!r} version {data.get('version')!r}.")
         layers: dict[str, LayerPlan] = {}
         for name, lp in dict(data.get("layers", {})).items():
@@ -128,7 +135,15 @@ class PruningPlan:
                 if not isinstance(size, int) or not all(isinstance(i, int) for i in removed):
                     raise TypeError(f"`data['layers'][{name!r}]` sizes and indices must be ints, got {s!r}.")
                 slots[str(slot)] = SlotPlan(size, tuple(sorted(set(removed))))
-            layers[str(name)] = LayerPlan(str(lp["type"]), slots)
+            boundaries = {}
+            for key in ("reexpand", "select"):
+                entry = dict(lp.get(key) or {})
+                if not all(k in slots and isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                           for k, d in entry.items()):
+                    raise ValueError(f"`data['layers'][{name!r}][{key!r}]` must map slots of the layer to dims "
+                                     f"(ints >= 0), got {entry!r}.")
+                boundaries[key] = {str(k): int(d) for k, d in entry.items()}
+            layers[str(name)] = LayerPlan(str(lp["type"]), slots, **boundaries)
         groups = [GroupPlan(str(g["id"]), int(g["size"]), tuple(int(i) for i in g["removed"]),
                             tuple(g.get("producers", ()))) for g in data.get("groups", [])]
         return cls(layers, groups)
@@ -136,7 +151,8 @@ class PruningPlan:
     # ----- composition ---------------------------------------------------------------------------------------
     def then(self, later: PruningPlan) -> PruningPlan:
         """One plan equal to applying ``self`` and then ``later`` (made on the already-pruned model)."""
-        layers = {name: LayerPlan(lp.type, dict(lp.slots)) for name, lp in self.layers.items()}
+        layers = {name: LayerPlan(lp.type, dict(lp.slots), dict(lp.reexpand), dict(lp.select))
+                  for name, lp in self.layers.items()}
         for name, lp in later.layers.items():
             base = layers.get(name)
             for slot, s in lp.slots.items():
@@ -152,6 +168,9 @@ class PruningPlan:
                 if base is None:
                     base = layers[name] = LayerPlan(lp.type, {})
                 base.slots[slot] = merged
+            if base is not None:
+                base.reexpand.update(lp.reexpand)
+                base.select.update(lp.select)
         groups = {g.id: g for g in self.groups}
         for g in later.groups:
             first = groups.get(g.id)
@@ -168,6 +187,7 @@ class PruningPlan:
 def plan_from_groups(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) -> PruningPlan:
     """Build a plan removing ``removed[group_id]`` positions of each group of ``graph``."""
     per_slot: dict[tuple[str, str], set[int]] = {}
+    boundaries: dict[str, dict[str, dict[str, int]]] = {}  # module -> "reexpand"/"select" -> slot -> dim
     group_plans: list[GroupPlan] = []
     for gid, positions in removed.items():
         group = graph.group(gid)
@@ -185,10 +205,13 @@ def plan_from_groups(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) 
             idx = m.indices_at(pos_arr)
             if len(idx):
                 per_slot.setdefault((m.module, m.slot), set()).update(idx.tolist())
+        for kind, ends in (("reexpand", group.writers), ("select", group.readers)):
+            for b in ends:
+                boundaries.setdefault(b.module, {}).setdefault(kind, {})[b.slot] = b.dim
         group_plans.append(GroupPlan(gid, group.size, tuple(pos), group.producers))
     layers: dict[str, LayerPlan] = {}
     order = {name: i for i, name in enumerate(graph.module_types)}
     for (name, slot), idx in sorted(per_slot.items(), key=lambda kv: (order.get(kv[0][0], -1), kv[0][1])):
-        lp = layers.setdefault(name, LayerPlan(graph.module_types.get(name, ""), {}))
+        lp = layers.setdefault(name, LayerPlan(graph.module_types.get(name, ""), {}, **boundaries.get(name, {})))
         lp.slots[slot] = SlotPlan(graph.slot_sizes[(name, slot)], tuple(sorted(idx)))
     return PruningPlan(layers, group_plans)

@@ -1,35 +1,36 @@
-"""Choosing channels to remove: per-group ratios, importance ranking (local or global), floors and rounding."""
+"""Choosing channels to remove: per-group ratios, an importance, and the count (per group or one global threshold).
+
+The counts and the threshold are :mod:`lightning_compress.functional.pruning`'s; the scores are the importance's
+(:mod:`.importance`). ``select_channels`` and every pruning callback go through :func:`select_on_graph`, so a callback's
+plan is the plan ``select_channels`` gives with the same arguments.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+import copy
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-import torch
 from torch import nn
 
+from lightning_compress.functional.pruning import ROUNDINGS, THRESHOLD_RULES, global_threshold, keep_count
+
 from .errors import check_positive_int, check_ratio
-from .graph import ChannelGraph, ChannelGroup, build_channel_graph
-from .importance import IMPORTANCES
+from .graph import ChannelGraph, build_channel_graph
+from .importance import BNScale, GeometricMedian, group_scores, remove_lowest, resolve_importance
+from .masking import ChannelMask
 from .plan import PruningPlan
+from .streams import check_residual
+
+STRATEGIES = ("independent", "greedy")
 
 
-def _check_importance(importance: Any) -> Callable:
-    if isinstance(importance, str):
-        if importance not in IMPORTANCES:
-            raise ValueError(f"`importance` must be one of {sorted(IMPORTANCES)} or a callable, got {importance!r}.")
-        return IMPORTANCES[importance]
-    if callable(importance):
-        return importance
-    raise TypeError(f"`importance` must be one of {sorted(IMPORTANCES)} or a callable, got {importance!r}.")
-
-
-def _ignored_names(model: nn.Module, ignored_layers: Any) -> set[str]:
+def ignored_names(model: nn.Module, ignored_layers: Any) -> set[str]:
+    """Module names of ``model`` matched by ``ignored_layers`` (names, globs or modules); every entry must match."""
     if isinstance(ignored_layers, (str, nn.Module)):
         ignored_layers = [ignored_layers]
-    if not isinstance(ignored_layers, (Sequence, set, frozenset)):
+    if not isinstance(ignored_layers, (list, tuple, set, frozenset)):
         raise TypeError(
             f"`ignored_layers` must be a sequence of module names/globs or modules, got {ignored_layers!r}.")
     named = list(model.named_modules())
@@ -43,7 +44,8 @@ def _ignored_names(model: nn.Module, ignored_layers: Any) -> set[str]:
         elif isinstance(item, str):
             hits = {n for n, _ in named if fnmatchcase(n, item)}
             if not hits:
-                raise ValueError(f"`ignored_layers` glob {item!r} matches no module of the model.")
+                raise ValueError(f"`ignored_layers` glob {item!r} matches no module of the model. Available: "
+                                 f"{_short([n for n, _ in named if n])}.")
             names |= hits
         else:
             raise TypeError(f"`ignored_layers` entries must be str or nn.Module, got {item!r}.")
@@ -52,21 +54,23 @@ def _ignored_names(model: nn.Module, ignored_layers: Any) -> set[str]:
 
 def group_ratios(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, ignored_layers: Any = ()
                  ) -> dict[str, float]:
-    """Ratio per prunable group. With a dict of globs, a group takes the first glob (in dict order) that matches
-    one of its producers; groups matched by none, ignored groups and ratio-0 groups are left out."""
+    """Ratio per prunable group, in graph order. With a dict of globs, a group takes the first glob (in dict order)
+    that matches one of its owners (producers, else norms); groups matched by none, ignored groups and ratio-0 groups
+    are left out."""
     ratio = check_ratio(pruning_ratio)
-    ignored = _ignored_names(model, ignored_layers)
-    names = [n for n, _ in model.named_modules()]
+    ignored = ignored_names(model, ignored_layers)
     if isinstance(ratio, dict):
+        names = [n for n, _ in model.named_modules() if n]
         for glob in ratio:
             if not any(fnmatchcase(n, glob) for n in names):
-                raise ValueError(f"`pruning_ratio` glob {glob!r} matches no module of the model.")
+                raise ValueError(f"`pruning_ratio` glob {glob!r} matches no module of the model. Available: "
+                                 f"{_short(names)}.")
     out: dict[str, float] = {}
     for g in graph.prunable_groups:
         if any(m.module in ignored and m.slot != "in" for m in g.members):
             continue
         if isinstance(ratio, dict):
-            r = next((v for glob, v in ratio.items() if any(fnmatchcase(p, glob) for p in g.producers)), None)
+            r = next((v for glob, v in ratio.items() if any(fnmatchcase(p, glob) for p in g.owners)), None)
         else:
             r = ratio
         if r:
@@ -74,128 +78,106 @@ def group_ratios(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, igno
     return out
 
 
-def _group_scopes(graph: ChannelGraph, pruning_ratio: Any, ratios: dict[str, float]) -> dict[Any, list[str]]:
+def _scopes(graph: ChannelGraph, pruning_ratio: Any, ratios: dict[str, float]) -> list[list[str]]:
     """Global ranking scopes: one for a float ratio, one per glob for a dict."""
     if not isinstance(pruning_ratio, Mapping):
-        return {None: list(ratios)}
-    scopes: dict[Any, list[str]] = {}
+        return [list(ratios)]
+    scopes: dict[str, list[str]] = {}
     for gid in ratios:
-        producers = graph.group(gid).producers
-        glob = next(gl for gl in pruning_ratio if any(fnmatchcase(p, gl) for p in producers))
+        owners = graph.group(gid).owners
+        glob = next(gl for gl in pruning_ratio if any(fnmatchcase(p, gl) for p in owners))
         scopes.setdefault(glob, []).append(gid)
-    return scopes
+    return list(scopes.values())
 
 
-def keep_count(size: int, ratio: float, min_channels: int, round_to: int) -> int:
-    """Channels kept by one group: floor(size * (1 - ratio)), rounded up to ``round_to``, at least ``min_channels``."""
-    keep = math.floor(size * (1.0 - ratio) + 1e-9)
-    if round_to > 1:
-        keep = math.ceil(keep / round_to) * round_to
-    return min(size, max(keep, min_channels, 1))
-
-
-def _scores(group: ChannelGroup, model: nn.Module, fn: Callable) -> torch.Tensor | None:
-    scores = fn(group, model)
-    if scores is None:
-        return None
-    scores = torch.as_tensor(scores).detach().float().flatten().cpu()
-    if scores.numel() != group.size:
-        raise ValueError(f"`importance` must return {group.size} scores for group {group.id!r}, got "
-                         f"{scores.numel()}.")
-    return scores
+def check_selection_args(min_channels: Any, round_to: Any, rounding: Any, strategy: Any, threshold: Any,
+                         global_pruning: Any) -> None:
+    """The shared argument checks of ``select_channels`` and the callbacks (raised before anything happens)."""
+    check_positive_int("min_channels", min_channels)
+    check_positive_int("round_to", round_to)
+    for name, value, allowed in (("rounding", rounding, ROUNDINGS), ("strategy", strategy, STRATEGIES),
+                                 ("threshold", threshold, THRESHOLD_RULES)):
+        if value not in allowed:
+            raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+    if not isinstance(global_pruning, bool):
+        raise TypeError(f"`global_pruning` must be a bool, got {global_pruning!r}.")
 
 
 def select_on_graph(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, importance: Any = "l1",
                     ignored_layers: Any = (), global_pruning: bool = False, min_channels: int = 1,
-                    round_to: int = 1) -> PruningPlan:
-    fn = _check_importance(importance)
-    check_positive_int("min_channels", min_channels)
-    check_positive_int("round_to", round_to)
-    if not isinstance(global_pruning, bool):
-        raise TypeError(f"`global_pruning` must be a bool, got {global_pruning!r}.")
+                    round_to: int = 1, rounding: str = "keep", strategy: str = "independent",
+                    threshold: str = "count") -> PruningPlan:
+    """The plan of :func:`select_channels` on an existing graph (see there)."""
+    scorer = resolve_importance(importance)
+    check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning)
+    if global_pruning and isinstance(scorer, GeometricMedian) and scorer.norm_ratio > 0:
+        raise ValueError("`global_pruning` ranks scores across groups; FPGM-mix (`norm_ratio` > 0) is a per-group "
+                         "two-step choice. HINT: use global_pruning=False.")
+    if global_pruning and strategy == "greedy":
+        raise ValueError("`strategy='greedy'` scores layers one after the other; it needs global_pruning=False.")
     ratios = group_ratios(graph, model, pruning_ratio, ignored_layers)
     graph.check(model)
-    scores = {gid: _scores(graph.group(gid), model, fn) for gid in ratios}
-    scores = {gid: s for gid, s in scores.items() if s is not None}
     removed: dict[str, list[int]] = {}
-    if not global_pruning:
-        for gid, s in scores.items():
-            size = graph.group(gid).size
-            n_remove = size - keep_count(size, ratios[gid], min_channels, round_to)
-            if n_remove > 0:
-                removed[gid] = torch.argsort(s, stable=True)[:n_remove].tolist()
-    else:
-        paper = importance == "bn_scale"
-        for scope in _group_scopes(graph, pruning_ratio, ratios).values():
-            gids = [g for g in scope if g in scores]
-            if gids:
-                ratio = ratios[gids[0]]
-                removed.update(_global(graph, gids, scores, ratio, min_channels, round_to, paper))
+    if global_pruning:
+        normalize = not isinstance(scorer, BNScale)  # BN scales share one scale: the paper's raw threshold
+        for scope in _scopes(graph, pruning_ratio, ratios):
+            scores = {gid: s for gid in scope if (s := group_scores(scorer, graph.group(gid), model)) is not None}
+            if scores:
+                removed.update(global_threshold(scores, ratios[next(iter(scores))], min_channels, round_to,
+                                                threshold, normalize))
+        return graph.plan(removed)
+    scoring = copy.deepcopy(model) if strategy == "greedy" else model
+    for gid, ratio in ratios.items():
+        group = graph.group(gid)
+        n = group.size - keep_count(group.size, ratio, min_channels, round_to, rounding)
+        picks = remove_lowest(scorer, group, scoring, n) if n > 0 else None
+        if not picks:
+            continue
+        removed[gid] = sorted(int(p) for p in picks)
+        if strategy == "greedy":  # Li et al. 3.3: later layers are scored without the kernels of removed maps
+            ChannelMask(scoring, graph.plan({gid: picks}), include_inputs=True, slots={"in"}).apply()
     return graph.plan(removed)
 
 
-def _global(graph: ChannelGraph, gids: list[str], scores: dict[str, torch.Tensor], ratio: float,
-            min_channels: int, round_to: int, raw_threshold: bool) -> dict[str, list[int]]:
-    """One ranking over several groups.
-
-    Default: scores are divided by their group's mean (so groups of different fan-in compete on a relative scale)
-    and the ``floor(N * ratio)`` lowest are removed. ``raw_threshold`` (bn_scale): Network Slimming's rule on raw
-    scores, ``thre = sorted(all)[int(N * ratio)]`` and every channel with score <= thre is removed.
-    Then every group keeps at least ``min_channels`` (its best ones) and is rounded up to ``round_to``.
-    """
-    flat, owner, pos = [], [], []
-    for gid in gids:
-        s = scores[gid]
-        if not raw_threshold:
-            mean = s.mean()
-            s = s / mean if mean > 0 else s
-        flat.append(s)
-        owner += [gid] * len(s)
-        pos += list(range(len(s)))
-    allv = torch.cat(flat)
-    n = len(allv)
-    chosen: dict[str, list[int]] = {gid: [] for gid in gids}
-    if ratio <= 0:
-        return {}
-    if raw_threshold:
-        thre = torch.sort(allv).values[int(n * ratio)]
-        picks = torch.nonzero(allv <= thre).flatten().tolist()
-    else:
-        picks = torch.argsort(allv, stable=True)[: math.floor(n * ratio + 1e-9)].tolist()
-    for i in picks:
-        chosen[owner[i]].append(pos[i])
-    out: dict[str, list[int]] = {}
-    for gid, rem in chosen.items():
-        size = graph.group(gid).size
-        s = scores[gid]
-        keep = size - len(rem)
-        target = max(keep, min_channels, 1)
-        if round_to > 1:
-            target = math.ceil(target / round_to) * round_to
-        target = min(size, target)
-        if target > keep:  # give back the best-scored removed channels
-            rem = sorted(rem, key=lambda p: float(s[p]))[: size - target]
-        if rem:
-            out[gid] = sorted(rem)
-    return out
-
-
 def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float | Mapping[str, float],
-                    importance: str | Callable = "l1", ignored_layers: Any = (), global_pruning: bool = False,
+                    importance: Any = "l1", ignored_layers: Any = (), global_pruning: bool = False,
                     min_channels: int = 1, round_to: int = 1, strict: bool = False,
-                    graph: ChannelGraph | None = None) -> PruningPlan:
+                    graph: ChannelGraph | None = None, residual: str = "couple", rounding: str = "keep",
+                    strategy: str = "independent", threshold: str = "count") -> PruningPlan:
     """Choose channels to remove; changes nothing.
 
-    ``pruning_ratio``: float in [0, 1) (fraction of each group's channels, or of all channels with
-    ``global_pruning``) or {module-name glob: float}: a group is pruned only if one of its producers (conv/linear
-    output side) matches a glob; the first matching glob wins. ``importance``: "l1", "l2", "fpgm", "bn_scale",
-    "random" or ``callable(group, model) -> scores`` (higher = keep). ``ignored_layers``: names, globs or modules
-    whose output width must not change. Pass ``graph`` (from :func:`build_channel_graph`) to skip tracing.
+    Args:
+        pruning_ratio: float in [0, 1) (of each group's channels, or of all channels with ``global_pruning``), or
+            ``{module-name glob: float}``: a group is pruned only if one of its producers (else its norms) matches a
+            glob; the first matching glob wins.
+        importance: ``"l1"``, ``"l2"``, ``"fpgm"``, ``"bn_scale"``, ``"random"``, an importance object
+            (:class:`~.importance.Magnitude`, ``GeometricMedian``, ``BNScale``, ``Random``) or
+            ``callable(group, model) -> scores`` (higher = keep).
+        ignored_layers: names, globs or modules whose output width must not change.
+        global_pruning: one threshold over all groups' scores (Network Slimming) instead of a count per group.
+        min_channels, round_to: every group keeps at least ``min_channels``, rounded up to a multiple of ``round_to``.
+        residual: ``"couple"`` (a residual stream and its writers/readers are one group) or ``"select"`` (each
+            layer on its own; the stream keeps its width). See :func:`build_channel_graph`.
+        rounding: ``"keep"`` keeps ``floor(n * (1 - ratio))`` (Li et al.'s code), ``"remove"`` removes
+            ``floor(n * ratio)`` (the FPGM authors' code).
+        strategy: ``"independent"`` or ``"greedy"`` (Li et al. 3.3: a layer is scored without the kernels of the
+            feature maps already removed upstream).
+        threshold: with ``global_pruning``: ``"count"`` (exactly ``floor(N * ratio)``) or ``"authors_code"``
+            (Network Slimming's ``<= sorted[int(N * ratio)]``).
+        graph: a graph from :func:`build_channel_graph` to skip tracing (its ``residual`` must match).
     """
     check_ratio(pruning_ratio)
-    _check_importance(importance)
-    check_positive_int("min_channels", min_channels)
-    check_positive_int("round_to", round_to)
+    resolve_importance(importance)
+    check_residual(residual)
+    check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning)
     if graph is None:
-        graph = build_channel_graph(model, example_inputs, strict=strict)
-    return graph.select(model, pruning_ratio, importance, ignored_layers, global_pruning, min_channels, round_to)
+        graph = build_channel_graph(model, example_inputs, strict=strict, residual=residual)
+    elif graph.residual != residual:
+        raise ValueError(f"`graph` was built with residual={graph.residual!r}, got residual={residual!r}.")
+    return select_on_graph(graph, model, pruning_ratio, importance, ignored_layers, global_pruning, min_channels,
+                           round_to, rounding, strategy, threshold)
+
+
+def _short(names: list[str], limit: int = 30) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .boundaries import attach_reexpand, attach_select
 from .plan import PruningPlan
 from .validation import compile_plan
 
@@ -54,6 +55,11 @@ def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer 
                 setattr(module, attr, new_data)
         for rule in {id(r): r for r in edit.rules.values()}.values():
             rule.update(module, edit.removed)
+        layer = plan.layers[edit.name]
+        for slot, dim in layer.reexpand.items():
+            attach_reexpand(module, dim, layer.slots[slot].kept_indices(), layer.slots[slot].size)
+        for slot, dim in layer.select.items():
+            attach_select(module, dim, layer.slots[slot].kept_indices())
     if optimizer is not None:
         _remap_optimizer(optimizer, replaced)
     return model

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from .boundaries import has_boundary_hooks
 from .plan import PruningPlan
 from .rules import ModuleRule, slot_rule
 
@@ -34,6 +35,9 @@ def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
         module = modules.get(name)
         if module is None:
             raise ValueError(f"`plan` does not fit the model: module {name!r} not found.")
+        if has_boundary_hooks(module) and (lp.reexpand or lp.select or any(sp.removed for sp in lp.slots.values())):
+            raise ValueError(f"`plan` does not fit the model: {name!r} was already pruned with residual='select' (its "
+                             "output is re-expanded or its input selected); its channels cannot be cut again.")
         if lp.type and type(module).__name__ != lp.type:
             raise ValueError(f"`plan` does not fit the model: {name!r} is a {type(module).__name__}, the plan "
                              f"expects {lp.type}.")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lightning_compress.pruning import PruningPlan, build_channel_graph, mask, prune
+from lightning_compress.pruning.selection import select_on_graph
 
 
 def randomize_norms(model: nn.Module) -> nn.Module:
@@ -26,7 +27,7 @@ def randomize_norms(model: nn.Module) -> nn.Module:
 
 def random_plan(model: nn.Module, x: torch.Tensor, ratio: float = 0.4, **kwargs) -> PruningPlan:
     graph = build_channel_graph(model, x)
-    return graph.select(model, ratio, importance="random", **kwargs)
+    return select_on_graph(graph, model, ratio, importance="random", **kwargs)
 
 
 def assert_mask_equals_prune(model: nn.Module, x: torch.Tensor, plan: PruningPlan, include_inputs: bool = False,

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lightning_compress.pruning import PruningPlan, build_channel_graph, mask, prune, select_channels
+from lightning_compress.pruning.selection import select_on_graph
 
 from .helpers import assert_mask_equals_prune, n_params, randomize_norms
 
@@ -219,7 +220,7 @@ def test_train_only_branches_are_traced_too():
     model = AuxNet().eval()  # traced from eval mode: the aux head must still be seen
     graph = build_channel_graph(model, X)
     assert graph.group("conv1").member("aux", "in") is not None
-    pruned = prune(copy.deepcopy(model), graph.select(model, 0.5))
+    pruned = prune(copy.deepcopy(model), select_on_graph(graph, model, 0.5))
     pruned.train()
     main, aux = pruned(X)
     assert main.shape == aux.shape == (2, 4) and pruned.aux.in_features == 4

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lightning_compress.pruning import build_channel_graph, prune
+from lightning_compress.pruning.selection import select_on_graph
 
 from .archs import ARCHS, ConvNeXt, MobileNet, ShuffleNetV2, resnext
 from .helpers import assert_mask_equals_prune, n_params, randomize_norms
@@ -25,7 +26,7 @@ def test_architecture_prunes(name, ratio):
         warnings.simplefilter("error")  # no op of these architectures may lack a rule
         graph = build_channel_graph(model, x)
     for importance in ("random", "l1"):
-        plan = graph.select(model, ratio, importance=importance)
+        plan = select_on_graph(graph, model, ratio, importance=importance)
         assert plan.num_removed > 0
         if separable:
             pruned = assert_mask_equals_prune(model, x, plan)
@@ -47,7 +48,7 @@ def test_shufflenet_split_and_shuffle_are_coupled_not_frozen():
     # the pass-through half of a chunk and the branch output are tied by the shuffle: one group, prunable
     stream = next(g for g in groups.values() if "stage2.1.branch2.5" in g.producers)
     assert "stage2.0.branch1.2" in stream.producers or "stage2.0.branch2.5" in stream.producers
-    plan = graph.select(model, 0.5)
+    plan = select_on_graph(graph, model, 0.5)
     pruned = prune(copy.deepcopy(model), plan)
     widths = [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)]
     assert widths != [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -55,7 +56,7 @@ def test_shufflenet_split_and_shuffle_are_coupled_not_frozen():
 
 def test_depthwise_conv_groups_shrink_with_channels():
     model = MobileNet()
-    plan = build_channel_graph(model, torch.randn(1, 3, 8, 8)).select(model, 0.5)
+    plan = select_on_graph(build_channel_graph(model, torch.randn(1, 3, 8, 8)), model, 0.5)
     pruned = prune(copy.deepcopy(model), plan)
     for m in pruned.modules():
         if isinstance(m, nn.Conv2d) and m.groups > 1:
@@ -64,7 +65,7 @@ def test_depthwise_conv_groups_shrink_with_channels():
 
 def test_resnext_keeps_cardinality():
     model = resnext()
-    plan = build_channel_graph(model, torch.randn(1, 3, 8, 8)).select(model, 0.5)
+    plan = select_on_graph(build_channel_graph(model, torch.randn(1, 3, 8, 8)), model, 0.5)
     pruned = prune(copy.deepcopy(model), plan)
     grouped = [m for m in pruned.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert grouped and all(m.groups == 4 and m.in_channels % 4 == 0 and m.out_channels % 4 == 0 for m in grouped)
@@ -74,7 +75,7 @@ def test_resnext_keeps_cardinality():
 def test_convnext_layer_scale_and_layernorm_are_sliced():
     model = ConvNeXt()
     x = torch.randn(1, 3, 16, 16)
-    plan = build_channel_graph(model, x).select(model, 0.5)
+    plan = select_on_graph(build_channel_graph(model, x), model, 0.5)
     pruned = prune(copy.deepcopy(model), plan)
     block = pruned.stage1[0]
     assert block.gamma.shape[0] == block.norm.normalized_shape[0] == block.dwconv.out_channels
@@ -97,7 +98,7 @@ def _tv_check(models, name: str, exact: bool) -> None:
     size = 299 if "inception" in name else 224 if any(k in name for k in ("vit", "swin", "maxvit")) else 96
     model = randomize_norms(models.get_model(name, weights=None, num_classes=10)).eval()
     x = torch.randn(1, 3, size, size)
-    plan = build_channel_graph(model, x).select(model, 0.3)
+    plan = select_on_graph(build_channel_graph(model, x), model, 0.3)
     if exact and "convnext" not in name:
         pruned = assert_mask_equals_prune(model, x, plan)
     else:

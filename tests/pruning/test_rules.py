@@ -20,6 +20,7 @@ from lightning_compress.pruning import (
     register_module_rule,
 )
 from lightning_compress.pruning.rules import _MODULE_RULES
+from lightning_compress.pruning.selection import select_on_graph
 
 from .helpers import assert_mask_equals_prune, randomize_norms
 
@@ -51,7 +52,7 @@ def test_unknown_op_freezes_its_channels_and_warns_once():
     by_producer = {g.producers[0]: g for g in graph.groups}
     assert not by_producer["a"].prunable and any("matmul" in r for r in by_producer["a"].frozen_reasons)
     assert by_producer["b"].prunable and by_producer["c"].prunable
-    plan = graph.select(model, 0.5)
+    plan = select_on_graph(graph, model, 0.5)
     assert plan.removed("a", "out") == [] and plan.removed("b", "out")
     assert_mask_equals_prune(model, X, plan)
     with pytest.raises(ValueError, match="frozen group"):
@@ -136,7 +137,7 @@ def test_registered_rules_make_custom_modules_prunable(custom_rules):
         graph = build_channel_graph(model, X)
     group = graph.group("conv1")
     assert group.prunable and group.member("scale", "channels") is not None
-    plan = graph.select(model, 0.5)
+    plan = select_on_graph(graph, model, 0.5)
     pruned = assert_mask_equals_prune(model, X, plan)
     assert pruned.scale.channels == pruned.scale.scale.shape[0] == 4
 
@@ -168,7 +169,7 @@ def test_constant_view_freezes_channels_without_warning():
         warnings.simplefilter("error")
         graph = build_channel_graph(model, X)
     assert not graph.group("conv2").prunable and graph.group("conv1").prunable
-    pruned = prune(copy.deepcopy(model), graph.select(model, 0.5))
+    pruned = prune(copy.deepcopy(model), select_on_graph(graph, model, 0.5))
     assert pruned(X).shape == (2, 3)
 
 
@@ -209,7 +210,7 @@ def test_reused_module_is_consistent():
     graph = build_channel_graph(model, X)
     group = graph.group("stem")
     assert set(group.producers) == {"stem", "shared"}
-    assert_mask_equals_prune(model, X, graph.select(model, 0.5))
+    assert_mask_equals_prune(model, X, select_on_graph(graph, model, 0.5))
 
 
 class ForeignWidth(nn.Module):
@@ -242,7 +243,7 @@ def test_size_read_from_another_tensor_couples_or_freezes():
     graph = build_channel_graph(model, X)
     group = graph.group("conv")
     assert group.prunable and set(group.producers) == {"conv", "proj"}
-    pruned = assert_mask_equals_prune(model, X, graph.select(model, 0.5))
+    pruned = assert_mask_equals_prune(model, X, select_on_graph(graph, model, 0.5))
     assert pruned.conv.out_channels == pruned.proj.out_features == 4
 
 
@@ -279,12 +280,12 @@ def test_conv_transpose_and_embedding():
     model = randomize_norms(EncoderDecoder()).eval()
     graph = build_channel_graph(model, X, strict=True)
     assert graph.group("up").prunable and graph.group("enc2.0").prunable
-    pruned = assert_mask_equals_prune(model, X, graph.select(model, 0.5, importance="l2"))
+    pruned = assert_mask_equals_prune(model, X, select_on_graph(graph, model, 0.5, importance="l2"))
     assert pruned.up.in_channels == 8 and pruned.up.out_channels == 4 and pruned.dec[0].in_channels == 8
     tokens = torch.randint(0, 20, (2, 5))
     tmodel = TokenModel().eval()
     graph = build_channel_graph(tmodel, tokens, strict=True)
-    plan = graph.select(tmodel, 0.5)
+    plan = select_on_graph(graph, tmodel, 0.5)
     pruned = prune(copy.deepcopy(tmodel), plan)
     assert pruned.emb.weight.shape == (20, 4) and pruned.norm.normalized_shape == (4,)
     assert pruned(tokens).shape == (2, 3)
@@ -307,7 +308,7 @@ def test_tied_weights_stay_tied():
     model = TiedLM().eval()
     tokens = torch.randint(0, 12, (2, 5))
     graph = build_channel_graph(model, tokens, strict=True)
-    plan = graph.select(model, 0.5)
+    plan = select_on_graph(graph, model, 0.5)
     pruned = prune(copy.deepcopy(model), plan)
     assert pruned.out.weight is pruned.emb.weight and pruned.emb.weight.shape == (12, 4)
     assert len(list(pruned.parameters())) == len(list(model.parameters()))

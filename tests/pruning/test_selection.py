@@ -15,6 +15,7 @@ from lightning_compress.pruning import (
     prune,
     select_channels,
 )
+from lightning_compress.pruning.selection import group_ratios, select_on_graph
 
 from .archs import VGG, BottleneckResNet
 from .helpers import randomize_norms
@@ -66,11 +67,11 @@ def test_callable_importance_sees_groups():
 def test_ratio_dict_first_matching_glob_wins_and_others_untouched():
     model = BottleneckResNet()
     graph = build_channel_graph(model, X)
-    ratios = graph.resolve_ratios(model, {"layers.0.*": 0.5, "layers.*": 0.25})
+    ratios = group_ratios(graph, model, {"layers.0.*": 0.5, "layers.*": 0.25})
     assert ratios["layers.0.conv1"] == 0.5 and ratios["layers.2.conv1"] == 0.25
     # the stem's residual stream is also produced by layers.0.conv3: a glob on any producer selects the group
     assert "layers.0.conv3" in graph.group("stem.0").producers and ratios["stem.0"] == 0.5
-    plan = graph.select(model, {"layers.2.conv2": 0.5})
+    plan = select_on_graph(graph, model, {"layers.2.conv2": 0.5})
     touched = {n for n, lp in plan.layers.items() if any(s.removed for s in lp.slots.values())}
     assert touched == {"layers.2.conv2", "layers.2.bn2", "layers.2.conv3"}
 
@@ -86,21 +87,29 @@ def test_global_ranking_counts_and_floor():
     model = VGG()
     graph = build_channel_graph(model, X)
     total = sum(g.size for g in graph.prunable_groups)
-    plan = graph.select(model, 0.3, importance="l1", global_pruning=True)
+    plan = select_on_graph(graph, model, 0.3, importance="l1", global_pruning=True)
     assert plan.num_removed == int(total * 0.3)
-    plan = graph.select(model, 0.9, importance="l1", global_pruning=True, min_channels=2)
+    plan = select_on_graph(graph, model, 0.9, importance="l1", global_pruning=True, min_channels=2)
     kept = {g.id: g.size - len(g.removed) for g in plan.groups}
     assert all(k >= 2 for k in kept.values())
 
 
-def test_bn_scale_global_is_network_slimming_threshold():
+def test_bn_scale_global_count_removes_exactly_the_ratio():
+    model = randomize_norms(VGG())
+    total = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    for ratio in (0.3, 0.5, 0.7):
+        plan = select_channels(model, X, ratio, importance="bn_scale", global_pruning=True)
+        assert plan.num_removed == int(total * ratio)
+
+
+def test_bn_scale_global_authors_code_is_network_slimming_threshold():
     model = randomize_norms(VGG())
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for ratio in (0.3, 0.5, 0.7):
-        # the paper's code: sort |gamma| of all BN layers, thre = y[int(total * percent)], keep |gamma| > thre
+        # the authors' code: sort |gamma| of all BN layers, thre = y[int(total * percent)], keep |gamma| > thre
         y, _ = torch.sort(torch.cat([bn.weight.detach().abs() for bn in bns]))
         thre = y[int(len(y) * ratio)]
-        plan = select_channels(model, X, ratio, importance="bn_scale", global_pruning=True)
+        plan = select_channels(model, X, ratio, importance="bn_scale", global_pruning=True, threshold="authors_code")
         for name, module in model.named_modules():
             if isinstance(module, nn.BatchNorm2d):
                 expected = torch.nonzero(module.weight.detach().abs() <= thre).flatten().tolist()
@@ -120,7 +129,7 @@ def test_graph_ids_are_stable_and_reusable():
     model = BottleneckResNet()
     a, b = build_channel_graph(model, X), build_channel_graph(copy.deepcopy(model), X)
     assert [g.id for g in a.groups] == [g.id for g in b.groups]
-    assert a.select(model, 0.5).to_dict() == b.select(model, 0.5).to_dict()
+    assert select_on_graph(a, model, 0.5).to_dict() == select_on_graph(b, model, 0.5).to_dict()
 
 
 def test_sequential_plans_compose():

@@ -1,0 +1,157 @@
+"""The pruning papers' decisions as pure tensor functions: scores, counts and the global threshold.
+
+Everything that decides *which* and *how many* channels go lives here once; the engine's importance classes
+(:mod:`lightning_compress.pruning.importance`) and through them ``select_channels`` and the three callbacks call these
+functions. No model, no Lightning: rows are ``(N, D)`` tensors (one flattened filter per row), scores are ``(N,)``
+tensors where a higher score means "keep".
+
+Where a paper and its authors' code differ, the choice is stated at the function:
+
+* :func:`keep_count` ``rounding="keep"`` is Li et al.'s reference count (``int(n * (1 - p))`` filters kept);
+  ``rounding="remove"`` is the FPGM authors' count (``int(n * p)`` filters removed). 16 filters at 0.4 keep 9 and 10.
+* :func:`global_threshold` ``rule="count"`` removes exactly ``floor(N * p)`` channels (the paper's "prune p of the
+  channels"); ``rule="authors_code"`` is Network Slimming's ``resprune.py``/``vggprune.py``: ``thre =
+  sorted(|gamma|)[int(N * p)]`` and every channel with ``|gamma| <= thre`` goes (one more, plus ties).
+* :func:`fpgm_remove` follows the FPGM paper's text for FPGM-mix ("30% of the filters selected by FPGM, 10% by the
+  norm criterion"): the norm criterion takes ``n_norm`` first, the geometric median the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DISTANCES = ("l2", "l1", "cos")
+ROUNDINGS = ("keep", "remove")
+THRESHOLD_RULES = ("count", "authors_code")
+
+
+def filter_norms(rows: Tensor, p: int = 1) -> Tensor:
+    """Lp norm of every row of ``rows`` (``N x D``): ``p=1`` is Li et al.'s sum of absolute kernel weights."""
+    if p not in (1, 2):
+        raise ValueError(f"`p` must be 1 or 2, got {p!r}.")
+    flat = rows.detach().flatten(1).float()
+    return flat.abs().sum(1) if p == 1 else flat.pow(2).sum(1).sqrt()
+
+
+def distance_sums(rows: Tensor, distance: str = "l2") -> Tensor:
+    """Summed distance of each row to every row: small = near the geometric median = redundant (He et al.).
+
+    ``l2``/``l1`` are Minkowski distances (``torch.cdist``), ``cos`` is ``1 - cosine similarity``. fp32, on the rows'
+    device.
+    """
+    flat = rows.detach().flatten(1).float()
+    if distance == "cos":
+        unit = F.normalize(flat, dim=1)
+        pairwise = (1.0 - unit @ unit.T).clamp_min(0.0)
+    elif distance in ("l2", "l1"):
+        pairwise = torch.cdist(flat, flat, p=2.0 if distance == "l2" else 1.0)
+    else:
+        raise ValueError(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
+    return pairwise.sum(1)
+
+
+def fpgm_remove(rows: Tensor, n_remove: int, n_norm: int = 0, distance: str = "l2") -> Tensor:
+    """Sorted indices (CPU int64) of the ``n_remove`` rows FPGM removes.
+
+    First the ``n_norm`` rows of smallest L2 norm (FPGM-mix's norm part), then, among the others, the
+    ``n_remove - n_norm`` rows of smallest :func:`distance_sums` (nearest the geometric median). Ties go to the lower
+    index.
+    """
+    if not 0 <= n_norm <= n_remove <= rows.shape[0]:
+        raise ValueError(f"need 0 <= n_norm <= n_remove <= {rows.shape[0]}, got n_norm={n_norm}, n_remove={n_remove}.")
+    flat = rows.detach().flatten(1).float()
+    chosen = torch.argsort(flat.norm(dim=1), stable=True)[:n_norm]
+    rest = torch.ones(flat.shape[0], dtype=torch.bool, device=flat.device)
+    rest[chosen] = False
+    candidates = torch.nonzero(rest).flatten()
+    n_gm = n_remove - n_norm
+    if n_gm:
+        sums = distance_sums(flat[candidates], distance)
+        chosen = torch.cat([chosen, candidates[torch.argsort(sums, stable=True)[:n_gm]]])
+    return torch.sort(chosen.cpu()).values
+
+
+def random_scores(size: int, seed: int, key: str = "") -> Tensor:
+    """Uniform scores, the same for the same ``(seed, key)`` on every process and every run (a control criterion)."""
+    generator = torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (2**63 - 1))
+    return torch.rand(size, generator=generator)
+
+
+def round_up(kept: int, size: int, min_channels: int = 1, round_to: int = 1) -> int:
+    """``kept`` raised to ``min_channels`` (and 1), rounded up to a multiple of ``round_to``, capped at ``size``."""
+    kept = max(kept, min_channels, 1)
+    if round_to > 1:
+        kept = math.ceil(kept / round_to) * round_to
+    return min(size, kept)
+
+
+def keep_count(size: int, ratio: float, min_channels: int = 1, round_to: int = 1, rounding: str = "keep") -> int:
+    """Channels a group of ``size`` keeps at ``ratio``.
+
+    ``rounding="keep"``: ``floor(size * (1 - ratio))`` kept (Li et al.'s reference code); ``"remove"``:
+    ``floor(size * ratio)`` removed (the FPGM authors' code). Then :func:`round_up`.
+    """
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"`rounding` must be one of {ROUNDINGS}, got {rounding!r}.")
+    if rounding == "keep":
+        kept = math.floor(size * (1.0 - ratio) + 1e-9)
+    else:
+        kept = size - math.floor(size * ratio + 1e-9)
+    return round_up(kept, size, min_channels, round_to)
+
+
+def norm_count(size: int, n_remove: int, norm_ratio: float) -> int:
+    """FPGM-mix: how many of the ``n_remove`` channels the norm criterion takes, ``min(n_remove, floor(size * r))``."""
+    return min(n_remove, math.floor(size * norm_ratio + 1e-9))
+
+
+def global_threshold(scores: Mapping[str, Tensor], ratio: float, min_channels: int = 1, round_to: int = 1,
+                     rule: str = "count", normalize: bool = False) -> dict[str, list[int]]:
+    """Removed positions per group from ONE threshold over the channels of all groups.
+
+    ``rule="count"`` removes the ``floor(N * ratio)`` lowest scores over all ``N`` channels (ties by position);
+    ``rule="authors_code"`` removes every score ``<= sorted(all)[int(N * ratio)]`` (Network Slimming's code).
+    ``normalize`` divides each group's scores by their mean first, so groups of different fan-in compete on a relative
+    scale (a generic global ranking; not the paper's). Then every group keeps at least ``min_channels`` (its
+    highest-scoring removed channels are given back) and its kept width is rounded up to ``round_to``, so with the
+    floor active fewer than ``ratio`` of the channels go.
+
+    Returns:
+        group -> sorted removed positions (groups losing nothing are left out).
+    """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"`rule` must be one of {THRESHOLD_RULES}, got {rule!r}.")
+    names = list(scores)
+    if not names or ratio <= 0:
+        return {}
+    values = []
+    for name in names:
+        s = scores[name].detach().float().flatten().cpu()
+        if normalize and s.numel() and float(s.mean()) > 0:
+            s = s / s.mean()
+        values.append(s)
+    flat = torch.cat(values)
+    owner = torch.cat([torch.full((v.numel(),), i, dtype=torch.long) for i, v in enumerate(values)])
+    position = torch.cat([torch.arange(v.numel()) for v in values])
+    if rule == "count":
+        picks = torch.argsort(flat, stable=True)[: math.floor(flat.numel() * ratio + 1e-9)]
+    else:
+        threshold = torch.sort(flat).values[min(int(flat.numel() * ratio), flat.numel() - 1)]
+        picks = torch.nonzero(flat <= threshold).flatten()
+    removed: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        mine = position[picks[owner[picks] == i]]
+        size = values[i].numel()
+        target = size - round_up(size - mine.numel(), size, min_channels, round_to)
+        if target < mine.numel():  # the floor gives back the best-scored of the removed channels
+            order = torch.argsort(values[i][mine], stable=True)
+            mine = mine[order[:target]]
+        if mine.numel():
+            removed[name] = sorted(mine.tolist())
+    return removed
