@@ -31,8 +31,8 @@ def test_default_run_trains_digits_and_writes_results(compose_config, tmp_path):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_config_builds_for_digits_and_cifar(compose_config, model):
-    # VGG-16/19 pool five times: they need CIFAR's 32x32, not the 8x8 digits.
-    for data in ("cifar10",) if model in ("vgg16", "vgg19") else ("digits", "cifar10"):
+    # VGG-16/19 pool five times, VGG-11 four: they need CIFAR's 32x32, not the 8x8 digits.
+    for data in ("cifar10",) if model in ("vgg11_half", "vgg16", "vgg19") else ("digits", "cifar10"):
         cfg = compose_config(f"model={model}", f"data={data}")
         net = instantiate(cfg.model).eval()
         shape = (2, cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size)

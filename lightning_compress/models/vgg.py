@@ -4,6 +4,8 @@
   Linear(512, classes). 313M MACs and 15.0M parameters on 32x32 inputs.
 * ``vgg19``: Network Slimming (ICCV 2017) — 16 conv + BN, 2x2 average pool, Linear(512, classes).
   398M MACs (the paper's "7.97e8 FLOPs" counts 2 FLOPs per MAC) and 20.04M parameters.
+* ``vgg11``: the 8-conv VGG-11 configuration of Network Slimming's code with its one-linear head; ``width=0.5``
+  halves every layer (``model=vgg11_half``, a network small enough for CPU runs of Network Slimming).
 * ``digits_vgg``: a small VGG for the 8x8 digits data set.
 
 Layers are named ``features.conv<i>``/``features.bn<i>`` (1-based, counting convolutions only) so that pruning
@@ -20,6 +22,7 @@ from torch import nn
 
 VGGConfig = Sequence["int | str"]
 
+VGG11_CONFIG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512)
 VGG16_CONFIG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
 )
@@ -27,6 +30,16 @@ VGG19_CONFIG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512,
 )
 DIGITS_VGG_CONFIG: tuple[int | str, ...] = (32, 32, "M", 64, 64, "M", 128)
+
+
+def scale_config(config: VGGConfig, width: float) -> list[int | str]:
+    """``config`` with every positive channel count multiplied by ``width`` (rounded, at least 1).
+
+    Other entries (``"M"``, and invalid ones for :func:`make_vgg_features` to reject) are kept as they are.
+    """
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(f"`width` must be a positive number, got {width!r}.")
+    return [max(1, round(item * width)) if isinstance(item, int) and item > 0 else item for item in config]
 
 
 def make_vgg_features(config: VGGConfig, in_channels: int) -> nn.Sequential:
@@ -50,7 +63,10 @@ def make_vgg_features(config: VGGConfig, in_channels: int) -> nn.Sequential:
 
 
 class VGG(nn.Module):
-    """A VGG with BN built from a cfg list; the head is ``"slimming"`` (one linear) or ``"li"`` (two linears + BN)."""
+    """A VGG with BN built from a cfg list; the head is ``"slimming"`` (one linear) or ``"li"`` (two linears + BN).
+
+    ``width`` multiplies every convolution's channel count of ``config`` (see :func:`scale_config`).
+    """
 
     def __init__(
         self,
@@ -59,10 +75,12 @@ class VGG(nn.Module):
         in_channels: int = 3,
         head: str = "slimming",
         hidden_features: int = 512,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
         if head not in ("slimming", "li"):
             raise ValueError(f"`head` must be one of ('slimming', 'li'), got {head!r}.")
+        config = scale_config(config, width)
         ints = [c for c in config if c != "M"]
         if not ints:
             raise ValueError(f"`config` needs at least one convolution, got {list(config)!r}.")
@@ -98,6 +116,11 @@ def _init_weights(model: nn.Module) -> None:
         elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, 0, 0.01)
             nn.init.zeros_(module.bias)
+
+
+def vgg11(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> VGG:
+    """VGG-11 (8 conv + BN, one linear) for CIFAR; ``width`` scales every layer (0.5: ``model=vgg11_half``)."""
+    return VGG(VGG11_CONFIG, num_classes, in_channels, head="slimming", width=width)
 
 
 def vgg16(num_classes: int = 10, in_channels: int = 3) -> VGG:
