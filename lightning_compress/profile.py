@@ -31,7 +31,7 @@ def profile_from_config(cfg: DictConfig) -> dict[str, Any]:
 
     shape = (1, int(cfg.data.in_channels), int(cfg.data.image_size), int(cfg.data.image_size))
     example = torch.randn(shape)
-    net = load_stage_model(cfg.weights, cfg.model)[0] if cfg.get("weights") else build_net(cfg.model)
+    net = load_stage_model(cfg.weights, cfg.model, key="weights")[0] if cfg.get("weights") else build_net(cfg.model)
     batch = int(cfg.latency.batch_size)
     repeats = int(cfg.latency.repeats)
     before = profile_model(net, example, latency_batch_size=batch or None, repeats=repeats).as_dict()

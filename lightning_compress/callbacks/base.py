@@ -1,86 +1,81 @@
-"""Shared base of every pruning callback: network resolution, layer globs, plans in checkpoints, logging, DDP.
+"""What the three pruning callbacks share: arguments, the network they prune, its plan, state and logging.
 
-Public API (subclasses: ``L1FilterPruning``, ``NetworkSlimming``, ``FPGMPruning``)
----------------------------------------------------------------------------------
-``BasePruningCallback(submodule=None, ignored_layers=(), input_shape=None, verbose=True)``
+Each callback (``L1FilterPruning``, ``NetworkSlimming``, ``FPGMPruning``) decides *when* to prune and with which of the
+engine's criteria; the choice of channels is always ``lightning_compress.pruning.select_on_graph`` (the same as
+``select_channels`` with the same arguments) and the removal ``prune``. The roles around it live in their own modules:
+:mod:`.network` (which network, an example input), :mod:`.checkpointing` (plans in checkpoints, re-pruning on resume),
+:mod:`.distributed` (rank 0 decides; ``ddp_spawn`` hand-back) and :mod:`._compat` (private Lightning APIs).
 
-Attributes (read them, do not assign):
-    ``plan``: the cumulative :class:`~lightning_compress.pruning.PruningPlan` relative to the *unpruned* network once
-        the callback has pruned it physically, else ``None``. CONTRACT with the pipeline: after ``fit``, ``plan`` is
-        set and the network is physically smaller.
-    ``finished``: True once the callback has done its one structural change (later fits leave the net alone but still
-        write the plan into every checkpoint).
-    ``net``: the resolved network (``submodule``, else ``pl_module.net``, ``pl_module.model``, ``pl_module``).
-    ``net_path``: its attribute path inside the LightningModule (``""`` = the module itself).
-    ``example_inputs``: a batch of one input on the net's device (for graph tracing and MACs).
-    ``profile``: ``{"before": {"params", "macs"}, "after": {...}}`` of the last structural change.
-
-Hooks the base implements (call ``super()`` when overriding): ``setup`` (resolves ``net``/``example_inputs``, arms
-checkpoint re-pruning), ``on_fit_start`` (drops the unpruned copy), ``teardown``, ``on_save_checkpoint``,
-``state_dict``/``load_state_dict``.
-
-Helpers for subclasses:
-    ``select_layers(patterns, types)`` -> module names matching globs minus ``ignored_layers`` (ValueError listing
-        the available names when a glob matches nothing); ``is_ignored(name)``.
-    ``apply_plan(trainer, plan, optimizer=None, keep_unpruned=False)`` -> broadcasts ``plan`` from rank 0, prunes
-        ``net`` physically, sets ``plan``/``finished``/``profile`` and logs before/after + kept channels on rank 0.
-    ``broadcast(trainer, obj)`` -> rank 0's ``obj`` on every rank.
-    ``extra_state()`` / ``load_extra_state(state)`` -> subclass counters saved beside the base state.
-
-Checkpoints: after pruning, ``checkpoint["lightning_compress"] = {"plan": plan.to_dict(), "method": <class name>,
-"net_path": ...}``. On ``trainer.fit(ckpt_path=...)`` Lightning restores the model weights *before* callback states
-(``_restore_modules_and_callbacks``: ``restore_model`` -> ``restore_callbacks``) and only after every ``setup`` hook,
-so ``trainer.ckpt_path`` is not yet known in ``setup``. The base therefore wraps ``pl_module.on_load_checkpoint`` (an
-instance attribute set in ``setup``, removed in ``teardown``): it prunes the network to the checkpoint's plan just
-before Lightning loads the pruned ``state_dict``. See ``callbacks.checkpoint.load_pruned_checkpoint`` for loading a
-pruned checkpoint into a fresh module outside a Trainer.
+The pipeline's contract with a compression callback is :class:`CompressionCallback`: after the fit, ``plan`` is the
+cumulative plan relative to the unpruned network and the network is physically smaller; ``finalize`` completes a
+removal the fit could not do in this process (FPGM under ``ddp_spawn``).
 """
 
 from __future__ import annotations
 
 import copy
 import fnmatch
-import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
+from lightning_compress.callbacks._compat import is_spawn_worker
+from lightning_compress.callbacks.checkpointing import PlanRestorer, write_plan
+from lightning_compress.callbacks.distributed import broadcast_plan, hand_back_unpruned_only
+from lightning_compress.callbacks.network import example_input, format_width_table, layer_widths, resolve_net
 from lightning_compress.profiling import count_macs, count_params
+from lightning_compress.pruning import ChannelGraph, PruningPlan, build_channel_graph, prune
+from lightning_compress.pruning.errors import check_positive_int
+from lightning_compress.pruning.selection import ignored_names
+from lightning_compress.pruning.streams import check_residual
 
-if TYPE_CHECKING:
-    from lightning_compress.pruning import PruningPlan
 
-log = logging.getLogger(__name__)
+@runtime_checkable
+class CompressionCallback(Protocol):
+    """What the pipeline needs from a compression callback (see the module docstring)."""
 
-CHECKPOINT_KEY = "lightning_compress"
-_NET_ATTRIBUTES = ("net", "model")
-_WIDTH_ATTRIBUTES = ("out_channels", "num_features", "out_features")
+    plan: PruningPlan | None
+    finished: bool
+
+    def finalize(self, pl_module: pl.LightningModule, example_inputs: torch.Tensor | None = None
+                 ) -> PruningPlan | None: ...
 
 
 class BasePruningCallback(pl.Callback):
-    """Common ground of the pruning callbacks (see the module docstring for the full API).
+    """Common ground of the pruning callbacks.
 
     Args:
         submodule: attribute path of the network inside the LightningModule (``"net"``, ``"backbone.body"``);
             ``None`` = ``pl_module.net``, else ``pl_module.model``, else the LightningModule itself.
-        ignored_layers: module-name globs (relative to the network) never pruned, e.g. ``["fc", "layer3.*"]``.
-        input_shape: shape of one input *without* the batch dimension, e.g. ``[3, 32, 32]``; only needed when neither
-            ``trainer.datamodule.example_input`` nor ``pl_module.example_input_array`` nor a train batch is available.
-        verbose: log the before/after profile and the per-layer table of kept channels (rank 0).
+        ignored_layers: module-name globs (relative to the network) whose output width never changes.
+        input_shape: one input's shape without the batch dimension, e.g. ``[3, 32, 32]``; only needed when neither
+            ``trainer.datamodule.example_input`` nor ``pl_module.example_input_array`` nor a train batch exists.
+        residual: ``"couple"`` (a residual / dense-concat stream is pruned jointly with all its writers and readers)
+            or ``"select"`` (each layer on its own, the stream keeps its width; see ``pruning.streams``).
+        min_channels: channels every group keeps at least.
+        round_to: kept widths are rounded up to a multiple of this (e.g. 8 for vector units).
+        verbose: log params/MACs before and after and the per-layer table of kept channels (rank 0).
+
+    Attributes:
+        plan: the cumulative plan relative to the unpruned network once pruned physically, else ``None``.
+        finished: True once the callback has made its one structural change.
+        net, net_path: the resolved network and its attribute path in the LightningModule.
+        example_inputs: a batch of one input on the network's device (for tracing and MACs).
+        profile: ``{"before": {"params", "macs"}, "after": {...}}`` of the structural change.
 
     Raises:
-        TypeError: if ``submodule`` is not a str/None, ``ignored_layers`` not a sequence of str, ``input_shape`` not a
-            sequence of positive ints or ``verbose`` not a bool.
-        ValueError: (in ``setup``) if ``submodule`` names no attribute of the LightningModule, or it is not an
-            ``nn.Module``, or a glob of ``ignored_layers`` matches no layer.
+        TypeError: an argument of the wrong type.
+        ValueError: ``residual`` unknown, ``min_channels``/``round_to`` < 1; in ``setup``: ``submodule`` names no
+            module, or a glob of ``ignored_layers`` matches no layer.
     """
 
     def __init__(self, submodule: str | None = None, ignored_layers: Sequence[str] = (),
-                 input_shape: Sequence[int] | None = None, verbose: bool = True) -> None:
+                 input_shape: Sequence[int] | None = None, residual: str = "couple", min_channels: int = 1,
+                 round_to: int = 1, verbose: bool = True) -> None:
         if submodule is not None and not isinstance(submodule, str):
             raise TypeError(f"`submodule` must be a str or None, got {submodule!r}.")
         if isinstance(ignored_layers, str) or not all(isinstance(p, str) for p in _as_list(ignored_layers)):
@@ -88,11 +83,16 @@ class BasePruningCallback(pl.Callback):
         if input_shape is not None and (isinstance(input_shape, str) or not all(
                 isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in _as_list(input_shape))):
             raise TypeError(f"`input_shape` must be a list of positive ints or None, got {input_shape!r}.")
-        if not isinstance(verbose, bool):
-            raise TypeError(f"`verbose` must be a bool, got {verbose!r}.")
+        check_residual(residual)
+        check_positive_int("min_channels", min_channels)
+        check_positive_int("round_to", round_to)
+        check_bool("verbose", verbose)
         self.submodule = submodule
         self.ignored_layers = tuple(_as_list(ignored_layers))
         self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.residual = residual
+        self.min_channels = min_channels
+        self.round_to = round_to
         self.verbose = verbose
         self.plan: PruningPlan | None = None
         self.finished = False
@@ -100,8 +100,7 @@ class BasePruningCallback(pl.Callback):
         self.net_path = ""
         self.example_inputs: torch.Tensor | None = None
         self.profile: dict[str, dict[str, int]] = {}
-        self._unpruned: nn.Module | None = None
-        self._wrapped: tuple[pl.LightningModule, Callable[[dict], None], Callable[[dict], None] | None] | None = None
+        self._restorer = PlanRestorer(self)
 
     # ------------------------------------------------------------------ identity and state
     @property
@@ -115,8 +114,6 @@ class BasePruningCallback(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         plan = state_dict.get("plan")
         if plan is not None and self.plan is None:
-            from lightning_compress.pruning import PruningPlan
-
             self.plan = PruningPlan.from_dict(plan)
         self.finished = bool(state_dict.get("finished", self.finished))
         self.profile = dict(state_dict.get("profile", self.profile))
@@ -129,281 +126,115 @@ class BasePruningCallback(pl.Callback):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` saved; use ``state.get(key, default)`` for old checkpoints."""
 
+    def soft_selection(self) -> PruningPlan | None:
+        """A selection that is zeroed but not yet removed (FPGM during its fit); ``None`` for one-shot callbacks."""
+        return None
+
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.net, self.net_path = resolve_net(pl_module, self.submodule)
         if self.ignored_layers:
-            self.select_layers(self.ignored_layers, check_ignored=False, argument="ignored_layers")
+            ignored_names(self.net, list(self.ignored_layers))  # every glob must match (lists the names)
         if stage == "fit":
-            self.example_inputs = self._example_inputs(trainer, pl_module)
-        self._arm_checkpoint_loading(pl_module)
+            self.example_inputs = example_input(trainer, pl_module, self.net, self.input_shape)
+        self._restorer.arm(pl_module)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._unpruned = None  # checkpoint restore is over: the unpruned copy is no longer needed
+        self._restorer.release()  # checkpoint restore is over: the unpruned copy is no longer needed
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._unpruned = None
-        if stage == "fit" and self.plan is not None and _spawned(trainer):
-            _hand_back_unpruned_shapes_only(self, trainer, pl_module)
-        if self._wrapped is not None:
-            module, wrapper, own_original = self._wrapped
-            if module.__dict__.get("on_load_checkpoint") is wrapper:
-                if own_original is None:
-                    del module.__dict__["on_load_checkpoint"]
-                else:
-                    module.on_load_checkpoint = own_original
-            self._wrapped = None
+        if stage == "fit" and self.plan is not None and is_spawn_worker(trainer):
+            hand_back_unpruned_only(pl_module, self.net_path, self.plan, type(self).__name__)
+        self._restorer.disarm()
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        if self.plan is not None:
-            checkpoint[CHECKPOINT_KEY] = {"plan": self.plan.to_dict(), "method": type(self).__name__,
-                                          "net_path": self.net_path}
+        write_plan(checkpoint, self.plan, self.net_path, type(self).__name__, self.soft_selection())
+
+    # ------------------------------------------------------------------ the contract with the pipeline
+    def finalize(self, pl_module: pl.LightningModule, example_inputs: torch.Tensor | None = None
+                 ) -> PruningPlan | None:
+        """The plan after the fit (``None`` if the callback did not prune); subclasses complete a pending removal."""
+        return self.plan
 
     # ------------------------------------------------------------------ helpers for subclasses
-    def select_layers(self, patterns: Iterable[str], types: tuple[type[nn.Module], ...] = (nn.Module,),
-                      check_ignored: bool = True, argument: str = "pruning_ratio") -> list[str]:
-        """Names of ``net`` modules of ``types`` matching any glob in ``patterns`` (minus ignored layers).
+    def build_graph(self) -> ChannelGraph:
+        """The channel graph of ``net`` in this callback's ``residual`` mode (traced on ``example_inputs``)."""
+        net = self.require_net()
+        if self.example_inputs is None:
+            raise ValueError(f"`input_shape` must be given: {type(self).__name__} found no example input (no "
+                             "datamodule with `example_input`, no `example_input_array`, no train batch).")
+        was_training = net.training
+        try:
+            return build_channel_graph(net, self.example_inputs, residual=self.residual)
+        finally:
+            net.train(was_training)
 
-        Raises:
-            ValueError: if a glob matches no module of ``types``; the message lists the available names.
+    def selection_args(self) -> dict[str, Any]:
+        """The ``select_on_graph`` arguments every callback passes through unchanged."""
+        return {"ignored_layers": list(self.ignored_layers), "min_channels": self.min_channels,
+                "round_to": self.round_to}
+
+    def apply_plan(self, trainer: pl.Trainer, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None,
+                   keep_unpruned: bool = False) -> None:
+        """Prune ``net`` physically by rank 0's ``plan``; record ``plan``/``finished``/``profile`` and log them.
+
+        ``keep_unpruned`` keeps a CPU copy of the unpruned net until ``on_fit_start`` (when pruning in ``setup``, so a
+        resumed checkpoint with a different plan can still be applied).
         """
-        names = [name for name, module in self._require_net().named_modules() if name and isinstance(module, types)]
-        selected: list[str] = []
-        for pattern in patterns:
-            matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-            if not matched:
-                raise ValueError(f"`{argument}` glob {pattern!r} matches no layer of the network. Available: "
-                                 f"{_short_list(names)}.")
-            selected.extend(n for n in matched if n not in selected)
-        return [n for n in selected if not (check_ignored and self.is_ignored(n))]
+        plan = broadcast_plan(trainer, plan)
+        net = self.require_net()
+        if keep_unpruned:
+            self._restorer.keep_unpruned(net)
+        widths_before, before = layer_widths(net), self._measure(net)
+        prune(net, plan, optimizer=optimizer)
+        self.plan, self.finished = plan, True
+        self.profile = {"before": before, "after": self._measure(net)}
+        if self.verbose:
+            self._log_change(trainer, widths_before, layer_widths(net))
+
+    def require_net(self) -> nn.Module:
+        if self.net is None:
+            raise RuntimeError(f"{type(self).__name__} has no network yet: it is resolved in `setup`.")
+        return self.net
 
     def is_ignored(self, name: str) -> bool:
         """Whether ``name`` matches a glob of ``ignored_layers``."""
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.ignored_layers)
 
-    def broadcast(self, trainer: pl.Trainer, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank (identity on a single process)."""
-        if trainer.world_size <= 1:
-            return obj
-        return trainer.strategy.broadcast(obj, src=0)
-
-    def apply_plan(self, trainer: pl.Trainer, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None,
-                   keep_unpruned: bool = False) -> None:
-        """Prune ``net`` physically by rank 0's ``plan`` and record/log it.
-
-        ``keep_unpruned`` keeps a CPU copy of the unpruned net until ``on_fit_start`` (use it when pruning in
-        ``setup``, so a resumed checkpoint with a different plan can still be applied).
-        """
-        from lightning_compress.pruning import PruningPlan, prune
-
-        plan = PruningPlan.from_dict(self.broadcast(trainer, plan.to_dict()))
-        net = self._require_net()
-        if keep_unpruned:
-            self._unpruned = copy.deepcopy(net).cpu()
-        widths_before = layer_widths(net)
-        before = self._measure(net)
-        prune(net, plan, optimizer=optimizer)
-        after = self._measure(net)
-        self.plan, self.finished = plan, True
-        self.profile = {"before": before, "after": after}
-        if self.verbose:
-            self._log_change(trainer, widths_before, layer_widths(net))
-
     # ------------------------------------------------------------------ internals
-    def _require_net(self) -> nn.Module:
-        if self.net is None:
-            raise RuntimeError(f"{type(self).__name__} has no network yet: it is resolved in `setup`.")
-        return self.net
-
     def _measure(self, net: nn.Module) -> dict[str, int]:
         out = {"params": count_params(net)}
         if self.example_inputs is not None:
             out["macs"] = count_macs(net, self.example_inputs)
         return out
 
-    def _example_inputs(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> torch.Tensor | None:
-        device = _device_of(self._require_net())
-        if self.input_shape is not None:
-            return torch.zeros(1, *self.input_shape, device=device)
-        datamodule = getattr(trainer, "datamodule", None)
-        if datamodule is not None and callable(getattr(datamodule, "example_input", None)):
-            return datamodule.example_input(1).to(device)
-        example = getattr(pl_module, "example_input_array", None)
-        if isinstance(example, torch.Tensor):
-            return example[:1].to(device)
-        batch = _first_train_batch(trainer)
-        if batch is not None:
-            return batch[:1].to(device)
-        return None
-
-    def _arm_checkpoint_loading(self, pl_module: pl.LightningModule) -> None:
-        """Wrap ``pl_module.on_load_checkpoint`` so a checkpoint's plan is applied before its weights are loaded."""
-        if self._wrapped is not None and self._wrapped[0] is pl_module:
-            return
-        original = pl_module.on_load_checkpoint
-        own_original = pl_module.__dict__.get("on_load_checkpoint")  # an instance-level override (another wrapper)
-
-        def on_load_checkpoint(checkpoint: dict) -> None:
-            self._restore_plan(checkpoint)
-            original(checkpoint)
-
-        pl_module.on_load_checkpoint = on_load_checkpoint  # type: ignore[method-assign]
-        self._wrapped = (pl_module, on_load_checkpoint, own_original)
-
-    def _restore_plan(self, checkpoint: dict) -> None:
-        entry = checkpoint.get(CHECKPOINT_KEY)
-        if not entry or entry.get("plan") is None or entry.get("net_path", self.net_path) != self.net_path:
-            return
-        from lightning_compress.pruning import PruningPlan, prune
-
-        target = PruningPlan.from_dict(entry["plan"])
-        if self.plan is not None and self.plan.to_dict() == target.to_dict():
-            return
-        net = self._require_net()
-        if self.plan is not None:
-            if self._unpruned is None:
-                raise RuntimeError(
-                    f"{type(self).__name__}: the checkpoint was pruned by a different plan than the one applied in "
-                    "this run, and the unpruned network is no longer available to re-prune it. HINT: resume with the "
-                    "same pretrained weights and arguments, or load it with `load_pruned_checkpoint`.")
-            _restore_modules(net, self._unpruned)
-        rank_zero_info(f"[{type(self).__name__}] re-applying the checkpoint's pruning plan before loading its weights")
-        prune(net, target)
-        self.plan, self.finished = target, True
-
     def _log_change(self, trainer: pl.Trainer, before: dict[str, int], after: dict[str, int]) -> None:
         name = type(self).__name__
-        lines = [f"[{name}] params {self.profile['before']['params']:,} -> {self.profile['after']['params']:,}"]
-        if "macs" in self.profile["before"]:
-            b, a = self.profile["before"]["macs"], self.profile["after"]["macs"]
-            lines[0] += f", MACs {b:,} -> {a:,} ({100.0 * (1 - a / max(b, 1)):.1f}% fewer)"
-        lines.append(format_width_table(before, after))
-        rank_zero_info("\n".join(lines))
+        b, a = self.profile["before"], self.profile["after"]
+        line = f"[{name}] params {b['params']:,} -> {a['params']:,} ({_fewer(b['params'], a['params'])})"
+        if "macs" in b:
+            line += f", MACs {b['macs']:,} -> {a['macs']:,} ({_fewer(b['macs'], a['macs'])})"
+        rank_zero_info(line + "\n" + format_width_table(before, after))
         if trainer.is_global_zero:
             metrics = {f"compress/{k}_{when}": float(v) for when, d in self.profile.items() for k, v in d.items()}
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
 
 
-# ---------------------------------------------------------------------- module-level helpers
-def resolve_net(pl_module: pl.LightningModule, submodule: str | None) -> tuple[nn.Module, str]:
-    """The network inside ``pl_module`` and its attribute path (``""`` = ``pl_module`` itself).
-
-    Raises:
-        ValueError: if ``submodule`` does not name an ``nn.Module`` attribute of ``pl_module``.
-    """
-    if submodule is None:
-        for attribute in _NET_ATTRIBUTES:
-            candidate = getattr(pl_module, attribute, None)
-            if isinstance(candidate, nn.Module):
-                return candidate, attribute
-        return pl_module, ""
-    if submodule == "":
-        return pl_module, ""
-    try:
-        candidate = pl_module.get_submodule(submodule)
-    except AttributeError:
-        children = [n for n, _ in pl_module.named_children()]
-        raise ValueError(f"`submodule` must name a submodule of {type(pl_module).__name__}, got {submodule!r}. "
-                         f"Available: {children}.") from None
-    return candidate, submodule
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool, got {value!r}.")
+    return value
 
 
-def layer_widths(net: nn.Module) -> dict[str, int]:
-    """Output width (``out_channels``/``num_features``/``out_features``) of every conv, BN and linear layer."""
-    widths = {}
-    for name, module in net.named_modules():
-        for attribute in _WIDTH_ATTRIBUTES:
-            value = getattr(module, attribute, None)
-            if isinstance(value, int) and name:
-                widths[name] = value
-                break
-    return widths
+def check_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, got {value!r}.")
+    return float(value)
 
 
-def format_width_table(before: dict[str, int], after: dict[str, int]) -> str:
-    """A text table of the layers whose width changed: ``layer  kept/total  (pct)``."""
-    rows = [(name, after.get(name, 0), total) for name, total in before.items() if after.get(name, total) != total]
-    if not rows:
-        return "  (no layer changed width)"
-    width = max(len(r[0]) for r in rows)
-    out = [f"  {'layer'.ljust(width)}  kept/total"]
-    out += [f"  {name.ljust(width)}  {kept}/{total} ({100.0 * kept / total:.0f}%)" for name, kept, total in rows]
-    return "\n".join(out)
-
-
-def _spawned(trainer: pl.Trainer) -> bool:
-    """True in the worker of a spawn-based launcher (``ddp_spawn``): its results are copied into another process."""
-    from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
-
-    return trainer.world_size > 1 and isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
-
-
-def _hand_back_unpruned_shapes_only(callback: BasePruningCallback, trainer: pl.Trainer,
-                                    pl_module: pl.LightningModule) -> None:
-    """ddp_spawn: after ``fit`` Lightning loads rank 0's ``state_dict`` into the *main* process's module, which was
-    never pruned (pruning happened in the workers), so every pruned tensor would be a size mismatch. Leave the pruned
-    modules' tensors out of what is sent back (Lightning loads it with ``strict=False``) and say how to get the
-    pruned model: every checkpoint saved by the workers carries the plan."""
-    plan = callback.plan
-    assert plan is not None
-    base = f"{callback.net_path}." if callback.net_path else ""
-    prefixes = tuple(f"{base}{name}." for name in plan.layers)
-
-    def drop_pruned(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-        if prefix:
-            return
-        for key in [k for k in state_dict if k.startswith(prefixes)]:
-            del state_dict[key]
-
-    pl_module._register_state_dict_hook(drop_pruned)
-    from pytorch_lightning.utilities import rank_zero_warn
-
-    rank_zero_warn(
-        f"{type(callback).__name__} pruned the network inside `ddp_spawn` workers; the main process's module is NOT "
-        "pruned and only its unpruned layers receive the trained weights. Load the pruned result with "
-        "`load_pruned_checkpoint(module, trainer.checkpoint_callback.best_model_path)`, or use strategy='ddp'.")
-
-
-def _restore_modules(net: nn.Module, unpruned: nn.Module) -> None:
-    """Put back every leaf module of ``unpruned`` whose parameter shapes differ in ``net`` (on ``net``'s device)."""
-    device = _device_of(net)
-    for name, original in unpruned.named_modules():
-        if not name or list(original.children()):
-            continue
-        current = net.get_submodule(name)
-        shapes = {k: v.shape for k, v in current.state_dict().items()}
-        if shapes != {k: v.shape for k, v in original.state_dict().items()}:
-            parent_name, _, child = name.rpartition(".")
-            setattr(net.get_submodule(parent_name) if parent_name else net, child,
-                    copy.deepcopy(original).to(device))
-
-
-def _first_train_batch(trainer: pl.Trainer) -> torch.Tensor | None:
-    """The input tensor of the first training batch, if a train dataloader can be built without side effects."""
-    loader = None
-    datamodule = getattr(trainer, "datamodule", None)
-    try:
-        if datamodule is not None:
-            loader = datamodule.train_dataloader()
-        else:
-            source = trainer.fit_loop._data_source  # Lightning keeps fit(train_dataloaders=...) here
-            if source.is_defined():
-                loader = source.dataloader()
-        batch = next(iter(loader)) if loader is not None else None
-    except Exception as err:  # noqa: BLE001 - any data error just means "no example input"
-        log.debug("no example input from the train dataloader: %s", err)
-        return None
-    while isinstance(batch, (list, tuple)) and batch:
-        batch = batch[0]
-    if isinstance(batch, dict):
-        batch = next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
-    return batch if isinstance(batch, torch.Tensor) else None
-
-
-def _device_of(net: nn.Module) -> torch.device:
-    tensor = next(iter(net.parameters()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
+def _fewer(before: int, after: int) -> str:
+    return f"{100.0 * (1 - after / max(before, 1)):.1f}% fewer"
 
 
 def _as_list(value: Any) -> list:
@@ -413,8 +244,3 @@ def _as_list(value: Any) -> list:
         return list(value)
     except TypeError:
         return [value]
-
-
-def _short_list(names: list[str], limit: int = 30) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")

@@ -2,28 +2,35 @@
 
 * :mod:`.functional`: ``fsp_matrix``, ``fsp_loss``, ``soft_target_loss``, ``kd_loss`` (pure functions).
 * :mod:`.features`: ``FeatureRecorder`` (forward hooks by module name), ``default_pairs``.
-* :mod:`.teacher`: ``FrozenTeacher``, ``load_teacher``, ``freeze``.
-* :mod:`.fsp` / :mod:`.kd`: ``FSPDistillation``, ``KnowledgeDistillation``.
-* :mod:`.pipeline`: ``run_distillation(ctx)``, the ``+method=fsp`` / ``+method=kd`` stages of ``train.py``.
+* :mod:`.teacher`: ``FrozenTeacher``, ``freeze``.
+* :mod:`.fsp` / :mod:`.kd`: ``FSPDistillation``, ``KnowledgeDistillation`` (the LightningModules).
+
+The pure parts import eagerly; the LightningModules load Lightning on first use, so ``import
+lightning_compress.distillation.functional`` stays light. The ``+method=fsp`` / ``+method=kd`` stages of
+``train.py`` are ``lightning_compress.pipeline.distillation_method``.
 """
 
-from lightning_compress.distillation.features import FeatureRecorder, FeatureSpec, default_pairs
-from lightning_compress.distillation.fsp import FSPDistillation
-from lightning_compress.distillation.functional import fsp_loss, fsp_matrix, kd_loss, soft_target_loss
-from lightning_compress.distillation.kd import KnowledgeDistillation
-from lightning_compress.distillation.teacher import FrozenTeacher, freeze, load_teacher
+from __future__ import annotations
 
-__all__ = [
-    "FSPDistillation",
-    "FeatureRecorder",
-    "FeatureSpec",
-    "FrozenTeacher",
-    "KnowledgeDistillation",
-    "default_pairs",
-    "freeze",
-    "fsp_loss",
-    "fsp_matrix",
-    "kd_loss",
-    "load_teacher",
-    "soft_target_loss",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lightning_compress.distillation.features import FeatureRecorder, FeatureSpec, default_pairs
+from lightning_compress.distillation.functional import fsp_loss, fsp_matrix, kd_loss, soft_target_loss
+from lightning_compress.distillation.teacher import FrozenTeacher, freeze
+
+if TYPE_CHECKING:
+    from lightning_compress.distillation.fsp import FSPDistillation
+    from lightning_compress.distillation.kd import KnowledgeDistillation
+
+_LIGHTNING = {"FSPDistillation": "lightning_compress.distillation.fsp",
+              "KnowledgeDistillation": "lightning_compress.distillation.kd"}
+
+__all__ = ["FSPDistillation", "FeatureRecorder", "FeatureSpec", "FrozenTeacher", "KnowledgeDistillation",
+           "default_pairs", "freeze", "fsp_loss", "fsp_matrix", "kd_loss", "soft_target_loss"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LIGHTNING:
+        return getattr(importlib.import_module(_LIGHTNING[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

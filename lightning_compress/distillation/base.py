@@ -13,10 +13,11 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_compress.distillation.teacher import FrozenTeacher
-from lightning_compress.modules.optim import build_optimizer, build_scheduler, validate_optim_config
+from lightning_compress.modules.optim import configure_optimization, validate_optim_config
+from lightning_compress.pruning import PruningPlan
+from lightning_compress.pruning.saving import KEY, pruned_payload, read_payload
 
 Batch = tuple[Tensor, Tensor]
-CHECKPOINT_KEY = "lightning_compress"
 
 
 class DistillationModule(pl.LightningModule):
@@ -97,27 +98,22 @@ class DistillationModule(pl.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.trainable_parameters(), **self.optim_config)
-        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        steps = max(1, int(self.trainer.estimated_stepping_batches // max_epochs))
-        scheduler = build_scheduler(optimizer, max_epochs, steps, **self.scheduler_config)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimization(self.trainer, self.trainable_parameters(), self.optim_config,
+                                      self.scheduler_config)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the student's plan and where the teacher came from (the teacher's weights are never saved)."""
-        meta = checkpoint.setdefault(CHECKPOINT_KEY, {})
-        meta["plan"] = self.student_plan
-        meta["teacher"] = None if self.teacher is None else {
-            "source": self.teacher.source, "class": type(self.teacher.net).__name__,
-        }
+        """Record the student's plan and where the teacher came from (the teacher's weights are never saved), in the
+        pruned-network format of :mod:`lightning_compress.pruning.saving` (the student is ``net``)."""
+        plan = PruningPlan.from_dict(self.student_plan) if self.student_plan else None
+        teacher = None if self.teacher is None else {"source": self.teacher.source,
+                                                     "class": type(self.teacher.net).__name__}
+        checkpoint[KEY] = pruned_payload(plan, "net", method=type(self).__name__, teacher=teacher)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = checkpoint.get(CHECKPOINT_KEY) or {}
-        if meta.get("plan") and self.student_plan is None:
-            self.student_plan = meta["plan"]
+        entry = read_payload(checkpoint, "checkpoint") or {}
+        if entry.get("plan") and self.student_plan is None:
+            self.student_plan = dict(entry["plan"])
 
 
 def total_loss(parts: Mapping[str, tuple[float, Tensor]], device: torch.device) -> Tensor:

@@ -1,9 +1,21 @@
-"""Pure tensor math behind the callbacks (no Lightning, no model traversal): easy to test against references."""
+"""Pure tensor math behind the pruning engine and the callbacks (no Lightning, no model traversal).
 
-from lightning_compress.functional.slimming import (
-    add_l1_subgradient,
-    gamma_summary,
-    global_threshold_keep,
+* :mod:`.pruning`: the papers' decisions: filter norms, geometric-median distances, FPGM-mix, random scores, keep
+  counts and rounding, the global threshold.
+* :mod:`.slimming`: Network Slimming's L1 sub-gradient on BN scales and the gamma summary.
+"""
+
+from lightning_compress.functional.pruning import (
+    distance_sums,
+    filter_norms,
+    fpgm_remove,
+    global_threshold,
+    keep_count,
+    norm_count,
+    random_scores,
+    round_up,
 )
+from lightning_compress.functional.slimming import add_l1_subgradient, gamma_summary
 
-__all__ = ["add_l1_subgradient", "gamma_summary", "global_threshold_keep"]
+__all__ = ["add_l1_subgradient", "distance_sums", "filter_norms", "fpgm_remove", "gamma_summary", "global_threshold",
+           "keep_count", "norm_count", "random_scores", "round_up"]

@@ -1,8 +1,11 @@
-"""Network Slimming math (Liu et al., ICCV 2017): the L1 sub-gradient on BN scales and the global threshold."""
+"""Network Slimming math (Liu et al., ICCV 2017): the L1 sub-gradient on BN scales and the gamma summary.
+
+The global threshold is :func:`lightning_compress.functional.pruning.global_threshold`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -22,49 +25,6 @@ def add_l1_subgradient(params: Iterable[Tensor], sparsity_lambda: float) -> int:
         param.grad.add_(torch.sign(param.detach()).to(param.grad.dtype), alpha=sparsity_lambda)
         changed += 1
     return changed
-
-
-def global_threshold_keep(scores: Mapping[str, Tensor], pruning_ratio: float,
-                          min_channels: int | Mapping[str, int] = 1) -> dict[str, Tensor]:
-    """Keep-masks from ONE threshold over all channels' scores, with a per-group floor.
-
-    The ``floor(total * pruning_ratio)`` channels with the smallest scores over all groups are removed (ties broken by
-    position, so the result is deterministic), then each group keeps at least ``min_channels`` channels (its
-    highest-scoring ones; never more than it has), so no layer is emptied. With the floor active, fewer than
-    ``pruning_ratio`` of the channels are removed.
-
-    Args:
-        scores: group name -> 1-D tensor of non-negative channel scores (e.g. ``|gamma|``).
-        pruning_ratio: fraction in ``[0, 1)`` of all channels to remove.
-        min_channels: channels each group keeps at least (an int, or a per-group mapping).
-
-    Returns:
-        group name -> bool tensor (True = keep), on the scores' devices.
-    """
-    if not 0.0 <= pruning_ratio < 1.0:
-        raise ValueError(f"`pruning_ratio` must be in [0, 1), got {pruning_ratio!r}.")
-    names = list(scores)
-    if not names:
-        return {}
-    flat = torch.cat([scores[n].detach().float().flatten().cpu() for n in names])
-    owner = torch.cat([torch.full((scores[n].numel(),), i, dtype=torch.long) for i, n in enumerate(names)])
-    n_remove = int(flat.numel() * pruning_ratio)
-    keep = torch.ones(flat.numel(), dtype=torch.bool)
-    if n_remove:
-        order = torch.sort(flat, stable=True).indices
-        keep[order[:n_remove]] = False
-    result: dict[str, Tensor] = {}
-    for i, name in enumerate(names):
-        group_keep = keep[owner == i]
-        group_scores = flat[owner == i]
-        floor = min_channels[name] if isinstance(min_channels, Mapping) else min_channels
-        floor = min(int(floor), group_keep.numel())
-        if int(group_keep.sum()) < floor:
-            top = torch.sort(group_scores, descending=True, stable=True).indices[:floor]
-            group_keep = group_keep.clone()
-            group_keep[top] = True
-        result[name] = group_keep.to(scores[name].device)
-    return result
 
 
 def gamma_summary(values: Tensor, small: float = 1e-2) -> dict[str, float]:

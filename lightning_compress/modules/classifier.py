@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_compress.modules.optim import build_optimizer, build_scheduler, validate_optim_config
+from lightning_compress.modules.optim import configure_optimization, validate_optim_config
 
 
 class ImageClassifier(pl.LightningModule):
@@ -71,10 +71,4 @@ class ImageClassifier(pl.LightningModule):
         self._step(batch, "test", self.test_acc)
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.net.parameters(), **self.optim_config)
-        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        steps = max(1, int(self.trainer.estimated_stepping_batches // max_epochs))
-        scheduler = build_scheduler(optimizer, max_epochs, steps, **self.scheduler_config)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimization(self.trainer, self.net.parameters(), self.optim_config, self.scheduler_config)

@@ -54,6 +54,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, max_epochs: int, steps_per
     return {"scheduler": sched, "interval": "step"}
 
 
+def configure_optimization(trainer: Any, params: Iterable[torch.nn.Parameter], optim: Mapping[str, Any],
+                           scheduler: Mapping[str, Any]) -> Any:
+    """What a LightningModule's ``configure_optimizers`` returns for ``params`` under ``optim``/``scheduler``."""
+    optimizer = build_optimizer(params, **optim)
+    max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+    steps = max(1, int(trainer.estimated_stepping_batches // max_epochs))
+    lr_scheduler = build_scheduler(optimizer, max_epochs, steps, **scheduler)
+    if lr_scheduler is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
+
+
 def validate_optim_config(optim: Mapping[str, Any], scheduler: Mapping[str, Any]) -> None:
     """Fail early (at construction) on unknown names or keys instead of at the first ``configure_optimizers``."""
     _check_keys("optim", optim, {"name", "lr", "momentum", "nesterov", "weight_decay"})

@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         run_pruning_method(ctx)
     elif kind == "distill":
-        from lightning_compress.distillation.pipeline import run_distillation
+        from lightning_compress.pipeline.distillation_method import run_distillation
 
         run_distillation(ctx)
     else:

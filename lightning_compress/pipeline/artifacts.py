@@ -1,12 +1,14 @@
-"""Saving and loading stage models: weights + the pruning plan + the model config, never a pickled module.
+"""Saved networks of the app: stage models (``stages/<stage>/model.pt``), Lightning checkpoints, bare state dicts.
 
-A file holds ``{"format", "model" (the conf/model entry), "plan" (PruningPlan.to_dict() or None),
-"state_dict"}``; it loads with ``torch.load(weights_only=True)`` and is rebuilt by pruning a fresh network with the
-plan, then loading the weights.
+A stage model is the format of :mod:`lightning_compress.pruning.saving` with the network's model config (the
+``conf/model`` entry) in its payload, so it rebuilds itself: build the network from the config, prune it with the
+plan, load the weights. Every file goes through :func:`lightning_compress.loading.load_file` (``weights_only=True``;
+errors name the file and the config key it came from).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,58 +16,69 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from lightning_compress.loading import LoadError, load_file
 from lightning_compress.pipeline.builders import build_net
+from lightning_compress.pruning import PruningPlan
+from lightning_compress.pruning.saving import network_state, plan_of, read_payload, restore, save_pruned
 
-FORMAT = "lightning_compress.stage_model/1"
+
+@dataclass
+class SavedNetwork:
+    """A network rebuilt from a file: the (pruned) ``net``, its ``plan`` and the model config it was built from."""
+
+    net: nn.Module
+    plan: PruningPlan | None
+    model_cfg: DictConfig
 
 
-def save_stage_model(path: Path, net: nn.Module, model_cfg: DictConfig, plan: Any = None) -> Path:
-    """Write ``net``'s weights (on CPU), its architecture config and its pruning plan (if pruned) to ``path``."""
-    payload = {
-        "format": FORMAT,
-        "model": OmegaConf.to_container(model_cfg, resolve=True),
-        "plan": plan.to_dict() if plan is not None else None,
-        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-    }
-    torch.save(payload, path)
+def save_stage_model(path: Path, net: nn.Module, model_cfg: DictConfig, plan: PruningPlan | None = None) -> Path:
+    """Write ``net``'s weights (on CPU), its model config and its pruning plan (if pruned) to ``path``."""
+    save_pruned(path, net, plan, model=OmegaConf.to_container(model_cfg, resolve=True))
     return path
 
 
-def load_stage_model(path: str | Path, model_cfg: DictConfig | None = None) -> tuple[nn.Module, Any]:
-    """Rebuild a saved network; returns ``(net, plan)``. Lightning ``.ckpt`` files (``net.*`` keys) work too.
+def load_network(path: str | Path, model_cfg: DictConfig | None = None, key: str = "method.pretrained"
+                 ) -> SavedNetwork:
+    """Rebuild the network saved at ``path``: a stage model, a Lightning checkpoint of an ``ImageClassifier`` or a
+    distillation module (``net.*`` keys, needs ``model_cfg``), or a bare state dict (needs ``model_cfg``).
+
+    Args:
+        path: the file; ``key``: the config key it came from (named in every error).
+        model_cfg: the architecture for files that do not carry one (a stage model's own config wins).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is neither a stage model nor a Lightning checkpoint of an ``ImageClassifier``.
+        FileNotFoundError: ``path`` does not exist (a :class:`~lightning_compress.loading.LoadError`).
+        ValueError: the file is none of the above, or its plan or weights do not fit the architecture; the network
+            passed in is never left half-loaded.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"`method.pretrained`/model file {str(path)!r} does not exist.")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        cfg = OmegaConf.create(payload["model"])
-        return _rebuild(cfg, payload.get("plan"), payload["state_dict"], path)
-    if isinstance(payload, dict) and "state_dict" in payload:
-        if model_cfg is None:
-            raise ValueError(f"{str(path)!r} is a Lightning checkpoint; loading it needs the `model` config.")
-        state = {k[len("net."):]: v for k, v in payload["state_dict"].items() if k.startswith("net.")}
-        if not state:
-            raise ValueError(f"{str(path)!r} has no `net.*` weights: expected a checkpoint of an ImageClassifier.")
-        plan = (payload.get("lightning_compress") or {}).get("plan")
-        return _rebuild(model_cfg, plan, state, path)
-    raise ValueError(f"{str(path)!r} is not a model saved by lightning_compress (no {FORMAT!r} format key).")
+    data = load_file(path, key)
+    source = f"`{key}`={str(path)!r}"
+    if not isinstance(data, dict):
+        raise LoadError(f"{source} holds a {type(data).__name__}; expected a saved model (a dict).", path, key)
+    entry = read_payload(data, source)
+    if entry is not None and entry.get("model") is not None:
+        cfg = OmegaConf.create(entry["model"])
+        net_path = entry.get("net_path") or ""
+    elif "state_dict" in data:  # a Lightning checkpoint of a module holding the network as `net`
+        cfg, net_path = _need_cfg(model_cfg, source, path, key), "net"
+    elif data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        cfg, net_path = _need_cfg(model_cfg, source, path, key), ""
+        data = {"state_dict": data}
+    else:
+        raise LoadError(f"{source} is not a model saved by lightning_compress (keys {sorted(data)[:8]}).", path, key)
+    plan = plan_of(entry, source)
+    net = restore(build_net(cfg), plan, network_state(data, net_path, source), source)
+    return SavedNetwork(net, plan, cfg)
 
 
-def _rebuild(model_cfg: DictConfig, plan_dict: dict | None, state_dict: dict, path: Path) -> tuple[nn.Module, Any]:
-    net = build_net(model_cfg)
-    plan = None
-    if plan_dict:
-        from lightning_compress.pruning import PruningPlan, prune
+def load_stage_model(path: str | Path, model_cfg: DictConfig | None = None,
+                     key: str = "method.pretrained") -> tuple[nn.Module, Any]:
+    """``(net, plan)`` of :func:`load_network`."""
+    saved = load_network(path, model_cfg, key)
+    return saved.net, saved.plan
 
-        plan = PruningPlan.from_dict(plan_dict)
-        prune(net, plan)
-    try:
-        net.load_state_dict(state_dict)
-    except RuntimeError as err:
-        raise ValueError(f"weights in {str(path)!r} do not fit the model config: {err}") from err
-    return net, plan
+
+def _need_cfg(model_cfg: DictConfig | None, source: str, path: Any, key: str) -> DictConfig:
+    if model_cfg is None:
+        raise LoadError(f"{source} carries no model config; loading it needs one (the run's `model`).", path, key)
+    return model_cfg

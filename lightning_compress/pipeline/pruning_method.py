@@ -2,9 +2,9 @@
 
 ``cfg.method`` (from ``conf/method/<name>.yaml``) holds:
 
-* ``callback``: the compression callback (``_target_`` + arguments). After its fit the callback exposes ``plan``
-  (the :class:`~lightning_compress.pruning.PruningPlan` relative to the unpruned network) and the network is
-  physically smaller.
+* ``callback``: the compression callback (``_target_`` + arguments), a
+  :class:`~lightning_compress.callbacks.CompressionCallback`: after its fit ``finalize`` gives the plan (relative to
+  the unpruned network) and the network is physically smaller.
 * ``pretrained``: a saved model (``stages/baseline/model.pt`` of an earlier run, or a Lightning checkpoint) that
   replaces baseline training; ``compressed``: a saved compressed model that skips baseline and compression.
 * ``baseline.epochs``; ``compress.epochs``, ``compress.optim`` (overrides of ``module.optim``) and
@@ -20,6 +20,7 @@ import hydra
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
+from lightning_compress.callbacks.base import CompressionCallback
 from lightning_compress.pipeline.artifacts import load_stage_model
 from lightning_compress.pipeline.builders import build_classifier, build_net
 from lightning_compress.pipeline.context import RunContext
@@ -30,10 +31,11 @@ def run_pruning_method(ctx: RunContext) -> None:
     """Run every stage of ``cfg.method`` and fill ``baseline``, ``compressed`` and ``final`` in the record."""
     method = ctx.cfg.method
     callback = hydra.utils.instantiate(method.callback)  # validates its arguments before any training
-    if not isinstance(callback, Callback):
-        raise TypeError(f"`method.callback` must build a Lightning Callback, got {type(callback).__name__}.")
+    if not isinstance(callback, Callback) or not isinstance(callback, CompressionCallback):
+        raise TypeError(f"`method.callback` must build a Lightning Callback with the CompressionCallback interface "
+                        f"(plan, finished, finalize), got {type(callback).__name__}.")
     if method.get("compressed"):
-        net, plan = load_stage_model(method.compressed, ctx.cfg.model)
+        net, plan = load_stage_model(method.compressed, ctx.cfg.model, key="method.compressed")
         ctx.record["loaded_compressed"] = str(method.compressed)
     else:
         net = _baseline(ctx, method)
@@ -41,29 +43,20 @@ def run_pruning_method(ctx: RunContext) -> None:
         start = build_net(ctx.cfg.model) if compress.get("from_scratch", False) else net
         module, _ = fit_classifier(ctx, "compress", start, int(compress.get("epochs", 0)), [callback],
                                    optim=compress.get("optim"), scheduler=compress.get("scheduler"))
-        net, plan = start, _final_plan(ctx, callback, module)
+        net, plan = start, callback.finalize(module, ctx.datamodule.example_input(1))
         record_stage(ctx, "compressed", module, net, plan)
     finetune = method.get("finetune") or {}
     # A finished callback rides along (it only writes the pruning plan into every fine-tune checkpoint).
-    riders = [callback] if getattr(callback, "finished", False) else []
+    riders = [callback] if callback.finished else []
     module, _ = fit_classifier(ctx, "finetune", net, int(finetune.get("epochs", 0)), riders,
                                optim=finetune.get("optim"), scheduler=finetune.get("scheduler"))
     record_stage(ctx, "final", module, net, plan)
 
 
-def _final_plan(ctx: RunContext, callback: Callback, module) -> object:
-    """The callback's plan; a callback that could only mask (e.g. FPGM under ``ddp_spawn``) is finalised here."""
-    plan = getattr(callback, "plan", None)
-    if plan is None and getattr(callback, "prune", False) and hasattr(callback, "finalize"):
-        callback.finalize(module, ctx.datamodule.example_input(1))
-        plan = getattr(callback, "plan", None)
-    return plan
-
-
 def _baseline(ctx: RunContext, method: DictConfig):
     """Train the baseline network, or load ``method.pretrained``; record its numbers as ``baseline``."""
     if method.get("pretrained"):
-        net, _ = load_stage_model(method.pretrained, ctx.cfg.model)
+        net, _ = load_stage_model(method.pretrained, ctx.cfg.model, key="method.pretrained")
         record_stage(ctx, "baseline", build_classifier(ctx.cfg, net), net)
         ctx.record["baseline"]["loaded_from"] = str(method.pretrained)
         return net

@@ -6,7 +6,7 @@ import copy
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -14,11 +14,9 @@ from torch import nn
 from .capture import capture
 from .context import TraceContext
 from .errors import UnsupportedOpError
+from .plan import GroupPlan, LayerPlan, PruningPlan, SlotPlan
 from .rules import slot_rule
 from .streams import check_residual
-
-if TYPE_CHECKING:
-    from .plan import PruningPlan
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,8 +121,6 @@ class ChannelGraph:
 
     def plan(self, removed: Mapping[str, Iterable[int]]) -> PruningPlan:
         """A plan removing the given positions of each group (``{group_id: positions}``)."""
-        from .plan import plan_from_groups
-
         return plan_from_groups(self, removed)
 
     def __repr__(self) -> str:
@@ -256,3 +252,36 @@ def _groups_from_context(ctx: TraceContext, residual: str = "couple") -> Channel
                                    tuple(sorted(writers.get(gi, ()), key=order)),
                                    tuple(sorted(readers.get(gi, ()), key=order))))
     return ChannelGraph(groups, slot_sizes, dict(ctx.module_types), dict(ctx.unknown), residual)
+
+
+def plan_from_groups(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) -> PruningPlan:
+    """Build a plan removing ``removed[group_id]`` positions of each group of ``graph``."""
+    per_slot: dict[tuple[str, str], set[int]] = {}
+    boundaries: dict[str, dict[str, dict[str, int]]] = {}  # module -> "reexpand"/"select" -> slot -> dim
+    group_plans: list[GroupPlan] = []
+    for gid, positions in removed.items():
+        group = graph.group(gid)
+        pos = sorted({int(p) for p in positions})
+        if pos and not group.prunable:
+            raise ValueError(f"`removed` names frozen group {gid!r} ({'; '.join(group.frozen_reasons)}).")
+        if not pos:
+            continue
+        if pos[0] < 0 or pos[-1] >= group.size:
+            raise ValueError(f"`removed[{gid!r}]` must be positions in [0, {group.size}), got {pos!r}.")
+        if len(pos) >= group.size:
+            raise ValueError(f"`removed[{gid!r}]` must keep at least one channel of {group.size}, got {len(pos)}.")
+        pos_arr = np.asarray(pos, dtype=np.int64)
+        for m in group.members:
+            idx = m.indices_at(pos_arr)
+            if len(idx):
+                per_slot.setdefault((m.module, m.slot), set()).update(idx.tolist())
+        for kind, ends in (("reexpand", group.writers), ("select", group.readers)):
+            for b in ends:
+                boundaries.setdefault(b.module, {}).setdefault(kind, {})[b.slot] = b.dim
+        group_plans.append(GroupPlan(gid, group.size, tuple(pos), group.producers))
+    layers: dict[str, LayerPlan] = {}
+    order = {name: i for i, name in enumerate(graph.module_types)}
+    for (name, slot), idx in sorted(per_slot.items(), key=lambda kv: (order.get(kv[0][0], -1), kv[0][1])):
+        lp = layers.setdefault(name, LayerPlan(graph.module_types.get(name, ""), {}, **boundaries.get(name, {})))
+        lp.slots[slot] = SlotPlan(graph.slot_sizes[(name, slot)], tuple(sorted(idx)))
+    return PruningPlan(layers, group_plans)

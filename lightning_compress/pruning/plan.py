@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-
-if TYPE_CHECKING:
-    from .graph import ChannelGraph
+from typing import Any
 
 FORMAT = "lightning_compress.PruningPlan"
 VERSION = 2  # 2 added the stream boundaries of residual="select"; version 1 dicts still load
@@ -182,36 +177,3 @@ class PruningPlan:
             elif first is None:
                 groups[g.id] = g
         return PruningPlan(layers, list(groups.values()))
-
-
-def plan_from_groups(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) -> PruningPlan:
-    """Build a plan removing ``removed[group_id]`` positions of each group of ``graph``."""
-    per_slot: dict[tuple[str, str], set[int]] = {}
-    boundaries: dict[str, dict[str, dict[str, int]]] = {}  # module -> "reexpand"/"select" -> slot -> dim
-    group_plans: list[GroupPlan] = []
-    for gid, positions in removed.items():
-        group = graph.group(gid)
-        pos = sorted({int(p) for p in positions})
-        if pos and not group.prunable:
-            raise ValueError(f"`removed` names frozen group {gid!r} ({'; '.join(group.frozen_reasons)}).")
-        if not pos:
-            continue
-        if pos[0] < 0 or pos[-1] >= group.size:
-            raise ValueError(f"`removed[{gid!r}]` must be positions in [0, {group.size}), got {pos!r}.")
-        if len(pos) >= group.size:
-            raise ValueError(f"`removed[{gid!r}]` must keep at least one channel of {group.size}, got {len(pos)}.")
-        pos_arr = np.asarray(pos, dtype=np.int64)
-        for m in group.members:
-            idx = m.indices_at(pos_arr)
-            if len(idx):
-                per_slot.setdefault((m.module, m.slot), set()).update(idx.tolist())
-        for kind, ends in (("reexpand", group.writers), ("select", group.readers)):
-            for b in ends:
-                boundaries.setdefault(b.module, {}).setdefault(kind, {})[b.slot] = b.dim
-        group_plans.append(GroupPlan(gid, group.size, tuple(pos), group.producers))
-    layers: dict[str, LayerPlan] = {}
-    order = {name: i for i, name in enumerate(graph.module_types)}
-    for (name, slot), idx in sorted(per_slot.items(), key=lambda kv: (order.get(kv[0][0], -1), kv[0][1])):
-        lp = layers.setdefault(name, LayerPlan(graph.module_types.get(name, ""), {}, **boundaries.get(name, {})))
-        lp.slots[slot] = SlotPlan(graph.slot_sizes[(name, slot)], tuple(sorted(idx)))
-    return PruningPlan(layers, group_plans)

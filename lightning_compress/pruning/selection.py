@@ -52,13 +52,18 @@ def ignored_names(model: nn.Module, ignored_layers: Any) -> set[str]:
     return names
 
 
+def eligible_groups(graph: ChannelGraph, model: nn.Module, ignored_layers: Any = ()) -> list[str]:
+    """Ids of the prunable groups none of whose output-side members is ignored, in graph order."""
+    ignored = ignored_names(model, ignored_layers)
+    return [g.id for g in graph.prunable_groups if not any(m.module in ignored and m.slot != "in" for m in g.members)]
+
+
 def group_ratios(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, ignored_layers: Any = ()
                  ) -> dict[str, float]:
     """Ratio per prunable group, in graph order. With a dict of globs, a group takes the first glob (in dict order)
     that matches one of its owners (producers, else norms); groups matched by none, ignored groups and ratio-0 groups
     are left out."""
     ratio = check_ratio(pruning_ratio)
-    ignored = ignored_names(model, ignored_layers)
     if isinstance(ratio, dict):
         names = [n for n, _ in model.named_modules() if n]
         for glob in ratio:
@@ -66,9 +71,8 @@ def group_ratios(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, igno
                 raise ValueError(f"`pruning_ratio` glob {glob!r} matches no module of the model. Available: "
                                  f"{_short(names)}.")
     out: dict[str, float] = {}
-    for g in graph.prunable_groups:
-        if any(m.module in ignored and m.slot != "in" for m in g.members):
-            continue
+    for gid in eligible_groups(graph, model, ignored_layers):
+        g = graph.group(gid)
         if isinstance(ratio, dict):
             r = next((v for glob, v in ratio.items() if any(fnmatchcase(p, glob) for p in g.owners)), None)
         else:

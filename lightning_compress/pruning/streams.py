@@ -1,8 +1,9 @@
 """Shared streams of a traced graph: the residual and dense-concatenation tensors that ``residual="select"`` keeps.
 
-A *stream* value is the output of a join (an add/sub of two traced tensors, or a concatenation of two), anything
-computed from a stream value by a channel-preserving op (activation, pooling, spatial slicing, channel padding), and
-anything that flows into a join through such ops only. Everything else is private to one layer.
+A *stream* value is the output of a join (an add/sub of two traced tensors, or a concatenation of two), a value whose
+branches meet again at a join (a residual block's input, read by the block and its shortcut), anything computed from a
+stream value by a channel-preserving op (activation, pooling, spatial slicing, channel padding), and anything that
+flows into a join through such ops only. Everything else is private to one layer.
 
 During tracing the channels of a stream value get their own ids, *linked* (not unioned) to the ids of the layer that
 writes them (the module whose output enters the stream: a residual branch's last BN, the stem) and of every layer that
@@ -94,9 +95,18 @@ def is_passthrough(node: fx.Node, root: fx.GraphModule) -> bool:
 
 def stream_values(gm: fx.GraphModule) -> set[fx.Node]:
     """The nodes of ``gm`` whose output is a stream value (see the module docstring)."""
-    joins = {n for n in gm.graph.nodes if is_join(n)}
-    passthrough = {n for n in gm.graph.nodes if is_passthrough(n, gm)}
-    stream, work = set(joins), list(joins)
+    nodes = list(gm.graph.nodes)
+    joins = {n for n in nodes if is_join(n)}
+    passthrough = {n for n in nodes if is_passthrough(n, gm)}
+    reach: dict[fx.Node, int] = {}  # bit i set: node i (in graph order) is reachable from this node
+    for index in range(len(nodes) - 1, -1, -1):
+        mask = 1 << index
+        for user in nodes[index].users:
+            mask |= reach[user]
+        reach[nodes[index]] = mask
+    forks = {n for n in nodes if n.op not in ("placeholder", "get_attr") and len(n.users) >= 2
+             and _branches_meet_at_a_join(n, reach, nodes, joins)}  # a block input, read by the block and its shortcut
+    stream, work = joins | forks, list(joins | forks)
     while work:
         node = work.pop()
         reached = []
@@ -108,6 +118,20 @@ def stream_values(gm: fx.GraphModule) -> set[fx.Node]:
                 stream.add(other)
                 work.append(other)
     return stream
+
+
+def _branches_meet_at_a_join(node: fx.Node, reach: dict[fx.Node, int], nodes: list[fx.Node],
+                             joins: set[fx.Node]) -> bool:
+    """Whether the first node where two branches of ``node`` meet again is a join (not a gating multiply, say)."""
+    users = list(node.users)
+    first = None
+    for i, a in enumerate(users):
+        for b in users[i + 1:]:
+            common = reach[a] & reach[b]
+            if common:
+                index = (common & -common).bit_length() - 1  # the earliest node in graph order
+                first = index if first is None else min(first, index)
+    return first is not None and nodes[first] in joins
 
 
 def writes_stream(node: fx.Node, stream: set[fx.Node], root: fx.GraphModule) -> bool:

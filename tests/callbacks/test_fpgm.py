@@ -11,7 +11,9 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_compress.callbacks.fpgm import FPGMPruning, channel_mask
+from lightning_compress.callbacks import load_pruned_checkpoint
+from lightning_compress.callbacks.fpgm import FPGMPruning
+from lightning_compress.modules import ImageClassifier
 from lightning_compress.pruning import ChannelMask, prune
 from tests.callbacks.conftest import tiny_data, tiny_module, tiny_resnet, tiny_vgg
 
@@ -60,7 +62,8 @@ class Recorder(FPGMPruning):
     ({"frequency": 1.5}, TypeError, r"`frequency` must be an int >= 1"),
     ({"min_channels": 0}, ValueError, r"`min_channels` must be an int >= 1"),
     ({"round_to": True}, TypeError, r"`round_to` must be an int >= 1"),
-    ({"freeze_pruned": "yes"}, TypeError, r"`freeze_pruned` must be a bool, got 'yes'"),
+    ({"soft_mode": "frozen"}, ValueError, r"`soft_mode` must be one of \('authors_code', 'paper', 'strict'\)"),
+    ({"residual": "both"}, ValueError, r"`residual` must be one of \('couple', 'select'\)"),
     ({"prune": 1}, TypeError, r"`prune` must be a bool"),
     ({"ignored_layers": "conv1"}, TypeError, r"`ignored_layers` must be a list"),
     ({"submodule": 3}, TypeError, r"`submodule` must be a str or None"),
@@ -72,7 +75,7 @@ def test_bad_arguments_raise_in_init(kwargs: dict, error: type, match: str) -> N
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"pruning_ratio": {"nothing.*": 0.4}}, r"`pruning_ratio` glob 'nothing\.\*' matches no module"),
-    ({"ignored_layers": ["nope"]}, r"`ignored_layers` glob 'nope' matches no layer"),
+    ({"ignored_layers": ["nope"]}, r"`ignored_layers` glob 'nope' matches no module"),
     ({"ignored_layers": ["features.*"]}, r"no prunable channel group"),
     ({"submodule": "missing"}, r"`submodule` must name a submodule"),
 ])
@@ -96,9 +99,9 @@ def test_selects_before_training_at_epoch_0_and_every_frequency_epochs(make_trai
     assert all_zero(selected_rows(callback.net, callback.selection))
 
 
-@pytest.mark.parametrize("freeze", [False, True])
-def test_final_mask_zeroes_whole_channels_incl_bn_gamma_and_beta(make_trainer, freeze: bool) -> None:
-    callback = FPGMPruning(pruning_ratio=0.5, freeze_pruned=freeze, prune=False)
+@pytest.mark.parametrize("mode", ["authors_code", "paper", "strict"])
+def test_final_mask_zeroes_whole_channels_incl_bn_gamma_and_beta(make_trainer, mode: str) -> None:
+    callback = FPGMPruning(pruning_ratio=0.5, soft_mode=mode, prune=False)
     module = tiny_module()
     make_trainer(max_epochs=1, limit_train_batches=1, callbacks=[callback]).fit(module, datamodule=tiny_data())
     bn = module.net.features.bn1
@@ -114,6 +117,7 @@ class MomentumProbe(FPGMPruning):
         super().__init__(*args, **kwargs)
         self.late = late
         self.zero_after_step: list[bool] = []
+        self.bn_kept_after_step: list[bool] = []  # the selected channels' BN gamma still non-zero
 
     def on_train_start(self, trainer, pl_module) -> None:
         if not self.late:  # late: first selection at the end of epoch 0, after SGD momentum has built up
@@ -122,11 +126,15 @@ class MomentumProbe(FPGMPruning):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.selection is not None:
             self.zero_after_step.append(all_zero(selected_rows(self.net, self.selection)))
+            modules = dict(self.net.named_modules())
+            self.bn_kept_after_step.append(all(
+                bool((modules[name].weight.detach()[list(layer.slots["channels"].removed)] != 0).all())
+                for name, layer in self.selection.layers.items() if layer.type == "BatchNorm2d"))
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
-def _momentum_run(make_trainer, freeze: bool, optim: str = "sgd", late: bool = False) -> MomentumProbe:
-    probe = MomentumProbe(pruning_ratio=0.5, freeze_pruned=freeze, frequency=1, prune=False, late=late)
+def _momentum_run(make_trainer, mode: str, optim: str = "sgd", late: bool = False) -> MomentumProbe:
+    probe = MomentumProbe(pruning_ratio=0.5, soft_mode=mode, frequency=1, prune=False, late=late)
     module = tiny_module(tiny_vgg(), lr=0.1, weight_decay=5e-4)
     if optim != "sgd":
         module.optim_config = {"name": optim, "lr": 0.01, "weight_decay": 1e-2}
@@ -135,8 +143,8 @@ def _momentum_run(make_trainer, freeze: bool, optim: str = "sgd", late: bool = F
 
 
 @pytest.mark.parametrize(("optim", "late"), [("sgd", True), ("adamw", True), ("sgd", False)])
-def test_freeze_pruned_keeps_filters_exactly_zero_against_momentum(make_trainer, optim: str, late: bool) -> None:
-    probe = _momentum_run(make_trainer, freeze=True, optim=optim, late=late)
+def test_strict_mode_keeps_filters_exactly_zero_against_momentum(make_trainer, optim: str, late: bool) -> None:
+    probe = _momentum_run(make_trainer, "strict", optim=optim, late=late)
     assert probe.selection_epochs == ([0, 1] if late else [-1, 0, 1])
     assert len(probe.zero_after_step) == (3 if late else 6) and all(probe.zero_after_step)
 
@@ -145,14 +153,25 @@ def test_without_clearing_optimizer_state_momentum_revives_frozen_filters(make_t
     # The reference code's pitfall (he-y/filter-pruning-geometric-median#47): zeroed gradients alone do not stop the
     # momentum gathered before the selection from moving the zeroed filters.
     monkeypatch.setattr(ChannelMask, "zero_optimizer_state", lambda self, optimizer: None)
-    probe = _momentum_run(make_trainer, freeze=True, late=True)
+    probe = _momentum_run(make_trainer, "strict", late=True)
     assert len(probe.zero_after_step) == 3 and not any(probe.zero_after_step)
+
+
+def test_authors_code_mode_masks_gradients_but_not_momentum_or_bn(make_trainer) -> None:
+    # Selected before training (fresh optimizer, no momentum yet): masked gradients keep the filters at zero, as in
+    # the authors' code; BN gamma/beta of those channels are left alone.
+    probe = _momentum_run(make_trainer, "authors_code", late=False)
+    assert probe.zero_after_step and all(probe.zero_after_step[:3])  # epoch 0: the before-training selection holds
+    assert all(probe.bn_kept_after_step)
+    # selected late, after momentum built up: the authors' code leaves momentum alone, so the filters move again
+    late = _momentum_run(make_trainer, "authors_code", late=True)
+    assert len(late.zero_after_step) == 3 and not any(late.zero_after_step)
 
 
 def test_paper_mode_lets_selected_filters_regrow_between_selections(make_trainer) -> None:
     # late: BN beta has left its initial 0 by the selection; a zero filter whose channel emits ReLU(beta) > 0 gets
     # gradient (with beta = 0 the ReLU blocks it, in the reference code too).
-    probe = _momentum_run(make_trainer, freeze=False, late=True)
+    probe = _momentum_run(make_trainer, "paper", late=True)
     assert len(probe.zero_after_step) == 3 and not any(probe.zero_after_step)
     assert all_zero(selected_rows(probe.net, probe.selection))  # re-zeroed by the last selection
     assert probe.selection_epochs == [0, 1] and len(probe.changed_channels) == 2
@@ -167,9 +186,11 @@ class SoftSnapshot(FPGMPruning):
         super().apply_plan(trainer, plan, optimizer, keep_unpruned)
 
 
-@pytest.mark.parametrize(("net_fn", "freeze"), [(tiny_vgg, True), (tiny_resnet, False)])
-def test_compact_network_equals_the_soft_pruned_one(make_trainer, net_fn, freeze: bool) -> None:
-    callback = SoftSnapshot(pruning_ratio=0.4, freeze_pruned=freeze)
+@pytest.mark.parametrize(("net_fn", "mode", "residual"), [(tiny_vgg, "strict", "couple"),
+                                                          (tiny_resnet, "paper", "couple"),
+                                                          (tiny_resnet, "authors_code", "select")])
+def test_compact_network_equals_the_soft_pruned_one(make_trainer, net_fn, mode: str, residual: str) -> None:
+    callback = SoftSnapshot(pruning_ratio=0.4, soft_mode=mode, residual=residual)
     module, data = tiny_module(net_fn()), tiny_data()
     make_trainer(max_epochs=2, callbacks=[callback], **FAST).fit(module, datamodule=data)
     assert callback.finished and callback.plan.to_dict() == callback.selection.to_dict()
@@ -194,7 +215,9 @@ def test_prune_false_then_engine_prune_and_finalize_give_the_same_network(make_t
     module = tiny_module()
     make_trainer(max_epochs=1, callbacks=[callback], **FAST).fit(module, datamodule=tiny_data())
     by_engine = prune(copy.deepcopy(module.net), callback.selection)
-    plan = callback.finalize(module)  # recovers the selection from the zeroed channels (the ddp_spawn path)
+    assert callback.finalize(module) is None and not callback.finished  # prune=False: finalize leaves the net alone
+    callback.prune = True  # as under ddp_spawn: prune=True, but the fit could only mask in this process
+    plan = callback.finalize(module)  # recovers the selection from the zeroed channels
     assert plan.to_dict()["layers"] == callback.selection.to_dict()["layers"] and callback.finished
     assert all(torch.equal(a, b) for a, b in zip(by_engine.state_dict().values(), module.net.state_dict().values()))
 
@@ -208,7 +231,7 @@ def test_glob_ratios_prune_only_the_matching_groups(make_trainer) -> None:
 
 
 def test_fpgm_mix_takes_the_smallest_norm_filters_first(make_trainer) -> None:
-    callback = FPGMPruning(pruning_ratio=0.5, norm_ratio=0.25, prune=False, freeze_pruned=True)
+    callback = FPGMPruning(pruning_ratio=0.5, norm_ratio=0.25, prune=False, soft_mode="strict")
     module = tiny_module()
     with torch.no_grad():
         module.net.features.conv3.weight[[2, 9]] *= 1e-3  # the two smallest filters of a 16-filter layer
@@ -223,19 +246,25 @@ def test_state_dict_round_trip_restores_masks_and_counters(make_trainer) -> None
     fresh.load_state_dict(callback.state_dict())
     assert fresh.selection.to_dict() == callback.selection.to_dict()
     assert fresh.selection_epochs == [-1, 0, 1] and fresh.changed_channels == callback.changed_channels
-    assert torch.load is not None and callback.state_key == fresh.state_key
+    assert fresh.state_dict() == callback.state_dict() and callback.state_key == fresh.state_key
 
 
-def test_paper_mode_mask_leaves_bn_affine_alone() -> None:
-    net = tiny_vgg()
-    from lightning_compress.pruning import build_channel_graph
-
-    graph = build_channel_graph(net, torch.zeros(1, 1, 8, 8))
-    plan = graph.plan({graph.prunable_groups[0].id: [1]})
-    names = channel_mask(net, plan, keep_affine=True).names
-    assert "features.conv1.weight" in names and "features.bn1.running_mean" in names
-    assert "features.bn1.weight" not in names and "features.bn1.bias" not in names
-    assert {"features.bn1.weight", "features.bn1.bias"} <= set(channel_mask(net, plan).names)
+def test_one_fit_leaves_a_last_checkpoint_with_the_pruned_network(tmp_path) -> None:
+    callback = FPGMPruning(pruning_ratio=0.4, residual="select", verbose=False)
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path), filename="{epoch}", save_last=True, save_top_k=-1)
+    trainer = pl.Trainer(default_root_dir=str(tmp_path), accelerator="cpu", max_epochs=2, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[callback, checkpoint], **FAST)
+    module = tiny_module(tiny_resnet())
+    trainer.fit(module, datamodule=tiny_data())
+    loaded = load_pruned_checkpoint(ImageClassifier, tmp_path / "last.ckpt", net=tiny_resnet())
+    assert sum(p.numel() for p in loaded.net.parameters()) == sum(p.numel() for p in module.net.parameters())
+    assert sum(p.numel() for p in loaded.net.parameters()) < sum(p.numel() for p in tiny_resnet().parameters())
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.net.eval()(x), module.net.eval()(x))
+    with pytest.raises(ValueError, match="written during soft pruning"):  # an epoch checkpoint before the removal
+        load_pruned_checkpoint(ImageClassifier, tmp_path / "epoch=0.ckpt", net=tiny_resnet())
 
 
 # ---------------------------------------------------------------------- resume and precision
@@ -250,7 +279,7 @@ def _resume_fit(tmp_path, callbacks, ckpt_path=None, frequency: int = 2, validat
     torch.manual_seed(0)
     images, labels = torch.randn(48, 1, 8, 8), torch.randint(0, 4, (48,))
     loader = DataLoader(TensorDataset(images, labels), batch_size=16, shuffle=False)
-    callback = FPGMPruning(pruning_ratio=0.4, frequency=frequency, freeze_pruned=False)
+    callback = FPGMPruning(pruning_ratio=0.4, frequency=frequency, soft_mode="paper")
     # validate: check_val_every_n_epoch=2 makes ModelCheckpoint save at validation end, i.e. *before* this epoch's
     # selection in on_train_epoch_end; Lightning then resumes inside that epoch's end and the selection still runs.
     val = {"val_dataloaders": loader} if validate else {}
@@ -290,7 +319,7 @@ def test_resume_after_a_crash_reaches_the_uninterrupted_weights(tmp_path, freque
 
 
 def test_bf16_mixed_run_prunes_and_keeps_fp32_weights(make_trainer) -> None:
-    callback = SoftSnapshot(pruning_ratio=0.4, freeze_pruned=True)
+    callback = SoftSnapshot(pruning_ratio=0.4, soft_mode="strict")
     module = tiny_module()
     make_trainer(max_epochs=2, precision="bf16-mixed", callbacks=[callback], **FAST).fit(module,
                                                                                       datamodule=tiny_data())

@@ -11,7 +11,7 @@ from lightning_compress.pipeline import run
 EXPERIMENTS = {
     "resnet56_cifar10_fpgm": ("resnet56", 0.0, False),
     "resnet110_cifar10_fpgm": ("resnet110", 0.0, False),
-    "resnet20_cifar10_fpgm_mix": ("resnet20", 0.3, True),
+    "resnet20_cifar10_fpgm_mix": ("resnet20", 0.1, True),
 }
 TINY = ["data=synthetic", "data.train_size=16", "data.val_size=8", "data.test_size=8", "data.batch_size=8",
         "method.baseline.epochs=1", "method.compress.epochs=2", "method.finetune.epochs=1",
@@ -25,7 +25,8 @@ def test_method_config_builds_the_callback_with_every_argument(compose_config) -
     callback = instantiate(cfg.method.callback)
     assert isinstance(callback, FPGMPruning)
     assert (callback.pruning_ratio, callback.distance, callback.norm_ratio) == (0.4, "l2", 0.0)
-    assert callback.freeze_pruned and callback.prune and callback.frequency == 1
+    assert callback.soft_mode == "authors_code" and callback.residual == "select"
+    assert callback.prune and callback.frequency == 1
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
@@ -38,7 +39,8 @@ def test_paper_experiments_compose_and_instantiate(compose_config, experiment: s
     assert cfg.module.optim.weight_decay == 5e-4 and cfg.data.batch_size == 128
     callback = instantiate(cfg.method.callback)
     assert isinstance(callback, FPGMPruning)
-    assert callback.pruning_ratio == 0.4 and callback.norm_ratio == norm_ratio and callback.freeze_pruned
+    assert callback.pruning_ratio == 0.4 and callback.norm_ratio == norm_ratio
+    assert callback.soft_mode == "authors_code" and callback.residual == "select"
 
 
 def test_method_runs_the_pipeline_and_prunes(compose_config) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -11,7 +13,7 @@ from lightning_compress.callbacks import L1FilterPruning
 from lightning_compress.config import CONFIG_DIR, register_resolvers
 from lightning_compress.models import resnet_cifar, vgg
 from lightning_compress.profiling import count_macs
-from tests.callbacks.conftest import tiny_data, tiny_module
+from tests.callbacks.conftest import tiny_data, tiny_module, tiny_vgg
 
 
 def _prune_once(net, callback, input_shape=(3, 32, 32)):
@@ -79,10 +81,14 @@ def test_ablation_criteria(criterion):
 
 
 def test_keeps_int_n_times_one_minus_ratio_like_the_reference_code():
-    callback = L1FilterPruning(pruning_ratio=0.1)
-    assert callback.n_keep(16, 0.1) == 14 and callback.n_keep(64, 0.1) == 57 and callback.n_keep(16, 0.6) == 6
-    assert L1FilterPruning(min_channels=3).n_keep(4, 0.9) == 3
-    assert L1FilterPruning(round_to=8).n_keep(64, 0.1) == 64 and L1FilterPruning(round_to=8).n_keep(64, 0.3) == 48
+    net = tiny_vgg()  # widths 8, 8, 16, 16
+    for ratio, kept in ((0.1, [7, 7, 14, 14]), (0.6, [3, 3, 6, 6])):  # int(n * (1 - ratio))
+        callback = L1FilterPruning(pruning_ratio=ratio, input_shape=[1, 8, 8], verbose=False)
+        callback.setup(None, tiny_module(copy.deepcopy(net)), "validate")
+        callback.example_inputs = torch.zeros(1, 1, 8, 8)
+        plan = callback.select()
+        assert [8 - len(plan.removed(f"features.conv{i}", "out")) if i < 3 else
+                16 - len(plan.removed(f"features.conv{i}", "out")) for i in range(1, 5)] == kept
 
 
 def _experiment_callback(name: str) -> tuple[L1FilterPruning, dict]:

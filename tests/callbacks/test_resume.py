@@ -8,8 +8,9 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_compress.callbacks import CHECKPOINT_KEY, L1FilterPruning, NetworkSlimming, load_pruned_checkpoint
+from lightning_compress.callbacks import L1FilterPruning, NetworkSlimming, load_pruned_checkpoint
 from lightning_compress.modules import ImageClassifier
+from lightning_compress.pruning.saving import KEY as CHECKPOINT_KEY
 from tests.callbacks.conftest import quiet_trainer, tiny_module, tiny_vgg
 
 

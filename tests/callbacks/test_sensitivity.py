@@ -7,8 +7,7 @@ import csv
 import pytest
 import torch
 
-from lightning_compress.callbacks import derive_ratios, sensitivity_analysis
-from lightning_compress.callbacks.sensitivity import plot_sensitivity, write_csv
+from lightning_compress.sensitivity import derive_ratios, plot_sensitivity, sensitivity_analysis, write_csv
 from tests.callbacks.conftest import tiny_vgg
 
 

@@ -4,9 +4,9 @@ import json
 
 from omegaconf import OmegaConf
 
-from lightning_compress.callbacks.sensitivity import main
 from lightning_compress.models import digits_vgg
 from lightning_compress.pipeline.artifacts import save_stage_model
+from lightning_compress.sensitivity import main
 
 
 def test_cli_accepts_options_before_hydra_overrides(tmp_path):

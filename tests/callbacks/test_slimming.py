@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lightning_compress.callbacks import NetworkSlimming
-from lightning_compress.functional import global_threshold_keep
+from lightning_compress.functional import global_threshold
 from tests.callbacks.conftest import tiny_data, tiny_module, tiny_resnet
 
 
@@ -28,9 +28,9 @@ def test_prunes_by_one_global_threshold_at_train_end_with_a_floor(make_trainer, 
     callback = NetworkSlimming(sparsity_lambda=0.0, pruning_ratio=0.375, min_channels=2, plot_dir=str(tmp_path))
     trainer = make_trainer(callbacks=[callback], max_steps=1, limit_train_batches=1)
     trainer.fit(module, datamodule=tiny_data())
-    expected = global_threshold_keep(dict(gammas), 0.375, 2)
+    expected = global_threshold(dict(gammas), 0.375, 2)
     assert net.features.conv1.out_channels == 2  # emptied by the threshold, floor keeps its 2 best
-    assert net.features.conv2.out_channels == int(expected["features.bn2"].sum()) == 2
+    assert net.features.conv2.out_channels == 8 - len(expected["features.bn2"]) == 2
     assert net.features.conv3.out_channels == 14 and net.features.conv4.out_channels == 16  # 18 = 8 + 8 + 2 removed
     assert callback.plan.removed("features.bn1", "channels") == list(range(6))
     assert callback.finished and (tmp_path / "gamma.png").is_file()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import lightning_compress.distillation.pipeline as distill_pipeline
+import lightning_compress.pipeline.distillation_method as distill_pipeline
 from lightning_compress.pipeline import run
 from lightning_compress.pipeline.artifacts import load_stage_model, save_stage_model
 from lightning_compress.pipeline.builders import build_net
@@ -122,7 +122,7 @@ def test_bad_pair_names_fail_before_training(compose_config, tmp_path):
 def test_method_and_experiment_configs_build_their_module(compose_config, overrides):
     import hydra
 
-    from lightning_compress.distillation.pipeline import _optim
+    from lightning_compress.pipeline.distillation_method import _optim
 
     cfg = compose_config(*overrides)
     assert cfg.method.kind == "distill"

@@ -21,10 +21,10 @@ COMMON = {"deadline": None, "database": None, "derandomize": True,
           "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
 
 
-def _check(net, ratio, importance, global_pruning, seed):
+def _check(net, ratio, importance, global_pruning, seed, residual="couple"):
     model = randomize_norms(net).eval()
     torch.manual_seed(seed)
-    graph = build_channel_graph(model, X, strict=True)  # every op of these nets has a rule
+    graph = build_channel_graph(model, X, strict=True, residual=residual)  # every op of these nets has a rule
     plan = select_on_graph(graph, model, ratio, importance=importance, global_pruning=global_pruning)
     pruned = assert_mask_equals_prune(model, X, plan)
     fresh = prune(copy.deepcopy(net), PruningPlan.from_dict(plan.to_dict()))
@@ -33,14 +33,14 @@ def _check(net, ratio, importance, global_pruning, seed):
 
 @settings(max_examples=200, **COMMON)
 @given(net=random_nets(), ratio=st.floats(0.1, 0.8), importance=st.sampled_from(["random", "l1", "fpgm"]),
-       global_pruning=st.booleans(), seed=st.integers(0, 1000))
-def test_mask_equals_prune_on_random_architectures(net, ratio, importance, global_pruning, seed):
-    _check(net, ratio, importance, global_pruning, seed)
+       global_pruning=st.booleans(), seed=st.integers(0, 1000), residual=st.sampled_from(["couple", "select"]))
+def test_mask_equals_prune_on_random_architectures(net, ratio, importance, global_pruning, seed, residual):
+    _check(net, ratio, importance, global_pruning, seed, residual)
 
 
 @pytest.mark.slow
 @settings(max_examples=1000, **COMMON)
 @given(net=random_nets(max_ops=16), ratio=st.floats(0.05, 0.95), importance=st.sampled_from(["random", "l2"]),
-       global_pruning=st.booleans(), seed=st.integers(0, 1000))
-def test_mask_equals_prune_on_larger_random_architectures(net, ratio, importance, global_pruning, seed):
-    _check(net, ratio, importance, global_pruning, seed)
+       global_pruning=st.booleans(), seed=st.integers(0, 1000), residual=st.sampled_from(["couple", "select"]))
+def test_mask_equals_prune_on_larger_random_architectures(net, ratio, importance, global_pruning, seed, residual):
+    _check(net, ratio, importance, global_pruning, seed, residual)

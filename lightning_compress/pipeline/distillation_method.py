@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from lightning_compress.distillation.base import DistillationModule
-from lightning_compress.distillation.teacher import FrozenTeacher, load_teacher
-from lightning_compress.pipeline.artifacts import FORMAT, load_stage_model, save_stage_model
+from lightning_compress.distillation.teacher import FrozenTeacher
+from lightning_compress.pipeline.artifacts import load_network, save_stage_model
 from lightning_compress.pipeline.builders import build_classifier, build_net, build_trainer
 from lightning_compress.pipeline.context import RunContext
 from lightning_compress.pipeline.stages import fit_classifier, measure, test_accuracy
@@ -43,9 +41,11 @@ def run_distillation(ctx: RunContext) -> None:
     student, plan, student_cfg = _student(ctx)
     teacher_path = method.get("teacher")
     teacher_cfg = method.get("teacher_model") or ctx.cfg.model
-    teacher = load_teacher(teacher_path, teacher_cfg) if teacher_path else build_net(teacher_cfg)
     if teacher_path:
-        teacher_cfg = _saved_model_cfg(teacher_path, teacher_cfg)
+        saved = load_network(teacher_path, teacher_cfg, key="method.teacher")
+        teacher, teacher_cfg = saved.net, saved.model_cfg
+    else:
+        teacher = build_net(teacher_cfg)
     pairs = _check_config(ctx, factory, student, teacher, plan)  # fails before any training
 
     teacher_epochs = _teacher_stage(ctx, teacher, teacher_cfg, teacher_path)
@@ -101,8 +101,8 @@ def _student(ctx: RunContext) -> tuple[nn.Module, Any, DictConfig]:
     path = ctx.cfg.method.get("student_weights")
     if not path:
         return build_net(ctx.cfg.model), None, ctx.cfg.model
-    net, plan = load_stage_model(path, ctx.cfg.model)
-    return net, plan, _saved_model_cfg(path, ctx.cfg.model)
+    saved = load_network(path, ctx.cfg.model, key="method.student_weights")
+    return saved.net, saved.plan, saved.model_cfg
 
 
 def _check_config(ctx: RunContext, factory: Any, student: nn.Module, teacher: nn.Module, plan: Any) -> Any:
@@ -132,14 +132,6 @@ def _record(ctx: RunContext, section: str, net: nn.Module, model_cfg: DictConfig
     entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan))
     ctx.record[section] = entry
     return entry
-
-
-def _saved_model_cfg(path: str | Path, default: DictConfig) -> DictConfig:
-    """The model config stored in a stage model file (Lightning checkpoints and state_dicts: ``default``)."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        return OmegaConf.create(payload["model"])
-    return default
 
 
 def _epochs(method: DictConfig, stage: str, default: int = 0) -> int:

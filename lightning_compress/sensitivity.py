@@ -8,7 +8,7 @@ ratio whose metric stays within ``tolerance`` of the unpruned one, ready for ``L
 
 Command line (a saved stage model, e.g. ``<run>/stages/baseline/model.pt``, evaluated on the val split)::
 
-    python -m lightning_compress.callbacks.sensitivity <run>/stages/baseline/model.pt --out sens/ \
+    python -m lightning_compress.sensitivity <run>/stages/baseline/model.pt --out sens/ \
         --ratios 0.1 0.3 0.5 0.7 0.9 --tolerance 0.01 data=digits
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import fnmatch
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,9 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lightning_compress.callbacks.engine_adapter import channel_groups, plan_from_keep
 from lightning_compress.callbacks.l1_filter import L1FilterPruning
 from lightning_compress.profiling import count_macs
+from lightning_compress.pruning import build_channel_graph, prune
+from lightning_compress.pruning.selection import eligible_groups, select_on_graph
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FIELDS = ("layer", "ratio", "kept", "total", "metric", "macs")
@@ -34,7 +36,8 @@ FIELDS = ("layer", "ratio", "kept", "total", "metric", "macs")
 
 def sensitivity_analysis(net: nn.Module, evaluate: Callable[[nn.Module], float], example_inputs: torch.Tensor,
                          ratios: Sequence[float] = DEFAULT_RATIOS, layers: Sequence[str] | None = None,
-                         criterion: str = "l1", ignored_layers: Sequence[str] = ()) -> list[dict]:
+                         criterion: str = "l1", ignored_layers: Sequence[str] = (), residual: str = "couple"
+                         ) -> list[dict]:
     """Rows ``{layer, ratio, kept, total, metric, macs}``; ``ratio == 0`` rows hold the unpruned metric.
 
     Args:
@@ -43,9 +46,8 @@ def sensitivity_analysis(net: nn.Module, evaluate: Callable[[nn.Module], float],
         example_inputs: one input batch for graph tracing and MACs.
         ratios: pruning ratios in ``(0, 1)`` tried for every layer.
         layers: module-name globs of the layers to analyse (a group is named by its first producing conv);
-            ``None`` = every prunable group.
-        criterion: as in :class:`L1FilterPruning`.
-        ignored_layers: module-name globs never analysed.
+            ``None`` = every prunable group with a producing conv.
+        criterion, ignored_layers, residual: as in :class:`L1FilterPruning`, whose choice each trial is.
 
     Raises:
         ValueError: a ratio outside ``(0, 1)``, or a ``layers`` glob that matches no group.
@@ -53,36 +55,30 @@ def sensitivity_analysis(net: nn.Module, evaluate: Callable[[nn.Module], float],
     for ratio in ratios:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
             raise ValueError(f"`ratios` must hold floats in (0, 1), got {ratio!r}.")
-    chooser = L1FilterPruning(pruning_ratio=0.5, criterion=criterion, ignored_layers=ignored_layers, verbose=False)
-    chooser.net = net
-    groups = [g for g in channel_groups(net, example_inputs) if g.producers and chooser.group_ratio(g) is not None]
+    importance = L1FilterPruning(criterion=criterion).importance()
+    graph = build_channel_graph(net, example_inputs, residual=residual)
+    groups = [graph.group(gid) for gid in eligible_groups(graph, net, list(ignored_layers))]
+    groups = [g for g in groups if g.producers]
     if layers is not None:
-        import fnmatch
-
         for pattern in layers:
-            if not any(fnmatch.fnmatchcase(g.key, pattern) for g in groups):
+            if not any(fnmatch.fnmatchcase(g.id, pattern) for g in groups):
                 raise ValueError(f"`layers` glob {pattern!r} matches no prunable layer. "
-                                 f"Available: {[g.key for g in groups]}.")
-        groups = [g for g in groups if any(fnmatch.fnmatchcase(g.key, p) for p in layers)]
+                                 f"Available: {[g.id for g in groups]}.")
+        groups = [g for g in groups if any(fnmatch.fnmatchcase(g.id, p) for p in layers)]
     was_training = net.training
     net.eval()
     base_metric = float(evaluate(net))
     base_macs = count_macs(net, example_inputs)
     rows: list[dict] = []
     for group in groups:
-        rows.append({"layer": group.key, "ratio": 0.0, "kept": group.size, "total": group.size,
+        rows.append({"layer": group.id, "ratio": 0.0, "kept": group.size, "total": group.size,
                      "metric": base_metric, "macs": base_macs})
-        scores = chooser.scores(group)
-        for ratio in ratios:
-            n_keep = chooser.n_keep(group.size, float(ratio))
-            keep = torch.zeros(group.size, dtype=torch.bool)
-            keep[torch.sort(scores, descending=True, stable=True).indices[:n_keep]] = True
-            trial = copy.deepcopy(net)
-            from lightning_compress.pruning import prune
-
-            prune(trial, plan_from_keep([group], {group.key: keep}))
-            trial.eval()
-            rows.append({"layer": group.key, "ratio": float(ratio), "kept": n_keep, "total": group.size,
+        for ratio in ratios:  # this group alone: the exact names of its producers as the only globs
+            plan = select_on_graph(graph, net, dict.fromkeys(group.producers, float(ratio)), importance,
+                                   ignored_layers=list(ignored_layers), rounding="keep")
+            trial = prune(copy.deepcopy(net), plan).eval()
+            removed = next((len(g.removed) for g in plan.groups if g.id == group.id), 0)
+            rows.append({"layer": group.id, "ratio": float(ratio), "kept": group.size - removed, "total": group.size,
                          "metric": float(evaluate(trial)), "macs": count_macs(trial, example_inputs)})
     net.train(was_training)
     return rows
@@ -166,7 +162,7 @@ def accuracy_evaluator(datamodule, split: str = "val", max_batches: int | None =
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """The command line; returns ``{"csv", "plot", "ratios"}``."""
-    parser = argparse.ArgumentParser(prog="python -m lightning_compress.callbacks.sensitivity",
+    parser = argparse.ArgumentParser(prog="python -m lightning_compress.sensitivity",
                                      description="Li et al. Fig. 2: prune each layer alone, evaluate, plot.")
     parser.add_argument("model", help="a saved stage model (<run>/stages/baseline/model.pt)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml, e.g. data=digits")
@@ -189,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(args.overrides))
-    net, _ = load_stage_model(args.model, cfg.model)
+    net, _ = load_stage_model(args.model, cfg.model, key="model")
     datamodule = build_datamodule(cfg)
     rows = sensitivity_analysis(net, accuracy_evaluator(datamodule, args.split, args.max_batches),
                                 datamodule.example_input(1), ratios=args.ratios, layers=args.layers,

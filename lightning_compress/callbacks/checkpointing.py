@@ -1,0 +1,165 @@
+"""Pruning plans in Lightning checkpoints: written on save, re-applied before a resumed fit loads pruned weights, and
+:func:`load_pruned_checkpoint` for loading one into a fresh instance of your own LightningModule.
+
+Every checkpoint saved after a callback pruned the network carries ``checkpoint["lightning_compress"]`` in the format of
+:mod:`lightning_compress.pruning.saving` (plan + ``net_path`` + method). Lightning restores a checkpoint's weights
+*before* callback states, so a resumed fit cannot wait for ``load_state_dict``: :class:`PlanRestorer` hooks into the
+module's ``on_load_checkpoint`` and prunes the network to the checkpoint's plan just before its weights are loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+from os import PathLike
+from typing import Any, TypeVar
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
+
+from lightning_compress.callbacks._compat import wrap_on_load_checkpoint
+from lightning_compress.callbacks.network import device_of, resolve_net
+from lightning_compress.pruning import PruningPlan, prune
+from lightning_compress.pruning.saving import KEY, network_state, plan_of, pruned_payload, read_payload, restore
+
+ModuleT = TypeVar("ModuleT", bound=pl.LightningModule)
+SOFT_KEY = "soft_selection"  # a checkpoint of a full-width, soft-pruned network (FPGM during its fit)
+
+
+def write_plan(checkpoint: dict, plan: PruningPlan | None, net_path: str, method: str,
+               soft_selection: PruningPlan | None = None) -> None:
+    """Record the plan (or, before the removal, the soft selection) in a checkpoint being saved."""
+    if plan is not None:
+        checkpoint[KEY] = pruned_payload(plan, net_path, method=method)
+    elif soft_selection is not None:
+        checkpoint[KEY] = pruned_payload(None, net_path, method=method, **{SOFT_KEY: soft_selection.to_dict()})
+
+
+class PlanRestorer:
+    """Re-prunes a callback's network to a checkpoint's plan right before Lightning loads the checkpoint's weights.
+
+    ``arm(pl_module)`` in ``setup``; ``keep_unpruned()`` before a callback prunes in ``setup`` (so a checkpoint with a
+    different plan can still be applied); ``release()`` once restoring is over; ``disarm()`` in ``teardown``.
+    """
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner  # the callback: has net, net_path, plan, finished
+        self._undo = None
+        self._module: pl.LightningModule | None = None
+        self._unpruned: nn.Module | None = None
+
+    def arm(self, pl_module: pl.LightningModule) -> None:
+        if self._module is pl_module:
+            return
+        self.disarm()
+        self._module = pl_module
+        self._undo = wrap_on_load_checkpoint(pl_module, self._restore)
+
+    def disarm(self) -> None:
+        if self._undo is not None:
+            self._undo()
+        self._undo, self._module, self._unpruned = None, None, None
+
+    def keep_unpruned(self, net: nn.Module) -> None:
+        self._unpruned = copy.deepcopy(net).cpu()
+
+    def release(self) -> None:
+        self._unpruned = None
+
+    def _restore(self, checkpoint: dict) -> None:
+        entry = read_payload(checkpoint, "checkpoint")
+        target = plan_of(entry, "checkpoint")
+        owner = self.owner
+        if target is None or entry.get("net_path", owner.net_path) != owner.net_path:
+            return
+        if owner.plan is not None and owner.plan.to_dict() == target.to_dict():
+            return
+        if owner.plan is not None:
+            if self._unpruned is None:
+                raise RuntimeError(
+                    f"{type(owner).__name__}: the checkpoint was pruned by a different plan than the one applied in "
+                    "this run, and the unpruned network is no longer available to re-prune it. HINT: resume with the "
+                    "same pretrained weights and arguments, or load it with `load_pruned_checkpoint`.")
+            _restore_modules(owner.net, self._unpruned)
+        rank_zero_info(f"[{type(owner).__name__}] re-applying the checkpoint's pruning plan before loading its weights")
+        prune(owner.net, target)
+        owner.plan, owner.finished = target, True
+
+
+def _restore_modules(net: nn.Module, unpruned: nn.Module) -> None:
+    """Put back every leaf module of ``unpruned`` whose parameter shapes differ in ``net`` (on ``net``'s device)."""
+    device = device_of(net)
+    for name, original in unpruned.named_modules():
+        if not name or list(original.children()):
+            continue
+        current = net.get_submodule(name)
+        shapes = {k: v.shape for k, v in current.state_dict().items()}
+        if shapes != {k: v.shape for k, v in original.state_dict().items()}:
+            parent_name, _, child = name.rpartition(".")
+            setattr(net.get_submodule(parent_name) if parent_name else net, child, copy.deepcopy(original).to(device))
+
+
+def read_checkpoint(path: str | PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors that name the file (nothing pickled is unpickled)."""
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"`path` {str(path)!r} does not exist.") from None
+    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise ValueError(f"`path` {str(path)!r} is not a checkpoint of plain tensors and containers "
+                         f"({type(err).__name__}).") from None
+    if not isinstance(data, dict) or "state_dict" not in data:
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"`path` {str(path)!r} must be a Lightning checkpoint with a 'state_dict', got {found}.")
+    return data
+
+
+def load_pruned_checkpoint(module_cls_or_instance: type[ModuleT] | ModuleT, path: str | PathLike,
+                           map_location: Any = "cpu", **kwargs: Any) -> ModuleT:
+    """A LightningModule with the (pruned) weights of the checkpoint at ``path``.
+
+    Args:
+        module_cls_or_instance: your LightningModule class (built with the checkpoint's saved hyper-parameters
+            updated by ``kwargs``, as ``load_from_checkpoint`` does) or an already built, *unpruned* instance.
+        path: a Lightning checkpoint (``.ckpt``) written by a run with a pruning callback (or any plain one).
+        map_location: where tensors are loaded.
+        kwargs: constructor arguments that were not saved (e.g. ``net=`` for ``ImageClassifier``, which ignores it).
+
+    Raises:
+        TypeError: ``module_cls_or_instance`` is neither a LightningModule subclass nor an instance.
+        ValueError: the file cannot be read with ``weights_only=True``, has no ``state_dict``, its plan or weights do
+            not fit the module, or it is a soft-pruned checkpoint written before the channels were removed.
+    """
+    is_instance = isinstance(module_cls_or_instance, pl.LightningModule)
+    if not is_instance and not (isinstance(module_cls_or_instance, type)
+                                and issubclass(module_cls_or_instance, pl.LightningModule)):
+        raise TypeError("`module_cls_or_instance` must be a LightningModule subclass or instance, "
+                        f"got {module_cls_or_instance!r}.")
+    if is_instance and kwargs:
+        raise TypeError(f"`kwargs` are constructor arguments; got {sorted(kwargs)} with a module instance.")
+    checkpoint = read_checkpoint(path, map_location)
+    source = f"checkpoint {str(path)!r}"
+    entry = read_payload(checkpoint, source)
+    if entry is not None and entry.get(SOFT_KEY) is not None:
+        raise ValueError(f"{source} was written during soft pruning: it holds the full-width network with zeroed "
+                         "filters, not the pruned one. HINT: load the last checkpoint of the fit (written after the "
+                         "removal) or the stage's model.pt.")
+    if is_instance:
+        module = module_cls_or_instance
+    else:
+        module = module_cls_or_instance(**{**dict(checkpoint.get("hyper_parameters") or {}), **kwargs})
+    module.on_load_checkpoint(checkpoint)
+    if entry is not None and entry.get("plan") is not None:
+        net_path = entry.get("net_path") or ""
+        net, _ = resolve_net(module, net_path)
+        restore(net, plan_of(entry, source), network_state(checkpoint, net_path, source), source)
+        others = {k: v for k, v in checkpoint["state_dict"].items() if net_path and not k.startswith(net_path + ".")}
+        if others:
+            module.load_state_dict(others, strict=False)
+        return module
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"{source}: the weights do not fit the module: {err}") from err
+    return module
