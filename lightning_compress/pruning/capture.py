@@ -22,6 +22,7 @@ from .context import Call, TraceContext
 from .errors import TraceError
 from .ops import METHOD_RULES, function_rule
 from .rules import get_module_rule
+from .sizes import tracked_size_attrs
 
 
 class _Tracer(fx.Tracer):
@@ -37,7 +38,8 @@ def symbolic_trace(model: nn.Module) -> fx.GraphModule:
     """fx-trace ``model`` (sharing its parameters) or raise :class:`TraceError` with a hint."""
     tracer = _Tracer()
     try:
-        graph = tracer.trace(model)
+        with tracked_size_attrs(model, tracer.is_leaf_module):
+            graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
         raise TraceError(
             f"torch.fx could not trace {type(model).__name__}: {exc}. Data-dependent Python control flow in forward "

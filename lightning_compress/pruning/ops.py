@@ -15,7 +15,9 @@ from torch import fx
 from . import transfer as tf
 from .channels import Carry, Info, Opaque
 from .context import Call, TraceContext
+from . import sizes as sizes_mod
 from .rules import shuffle
+from .sizes import SizeAttr, size_attr
 
 OpRule = Callable[[TraceContext, Call], Any]
 FUNCTION_RULES: dict[Any, OpRule] = {}
@@ -102,6 +104,11 @@ def _view(ctx: TraceContext, call: Call) -> Info:
         return tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
     provisional = tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
     fixed = tf.couple_size_args(ctx, call, call.node.args[0], raw, provisional)
+    if isinstance(provisional, Carry) and len(provisional.dims) == 1:
+        j = provisional.dims[0]
+        value = size_attr(raw[j])
+        if value is not None and value.divisor == 1 and _record_size(ctx, call, value, provisional.ids):
+            fixed[j] = False  # x.view(b, self.dim, h, w): the attribute is rewritten with the pruned width
     if any(fixed):
         return tf.reshape(ctx, call, call.args[0], call.info(0), call.out, fixed)
     return provisional
@@ -166,8 +173,7 @@ def _repeat(ctx: TraceContext, call: Call) -> Info:
         return info
     off = out.dim() - x.dim()
     if any(out.shape[d + off] != x.shape[d] for d in info.dims):
-        ctx.uf.freeze(info.ids, f"{call.name}: repeats a channel dim")
-        return None
+        return tf.frozen(ctx, info, f"{call.name}: repeats a channel dim")
     return Carry(tuple(d + off for d in info.dims), info.ids)
 
 
@@ -195,8 +201,50 @@ def _split(ctx: TraceContext, call: Call) -> Any:
     x, info, outs = call.args[0], call.info(0), call.out
     dim = call.arg(2, "dim", 0) % x.dim()
     raw = call.raw(1, "split_size_or_sections", call.raw(1, "split_size"))
+    if isinstance(info, Carry) and info.dims == (dim,):
+        pieces = _split_by_attr(ctx, call, info, outs, dim, raw)
+        if pieces is not None:
+            return pieces
     k = tf.size_fraction(raw, call.node.args[0], dim)
     return _split_parts(ctx, call, x, info, outs, dim, k)
+
+
+def _split_by_attr(ctx: TraceContext, call: Call, info: Carry, outs: Any, dim: int, raw: Any) -> Any:
+    """Split sizes read from module attributes: ``split(x, self.width)`` (equal parts, tied), ``split(x,
+    self.expand_chs // 2)`` (the attribute counts the whole dim) or ``split(x, self.splits)`` (independent parts).
+    Records the attribute as an ``int:`` slot so pruning rewrites it; None when the sizes are not attributes."""
+    total = len(info.ids)
+    one = size_attr(raw)
+    if one is not None:
+        if total % int(one) or len(outs) != total // int(one):
+            return None
+        k = total // int(one)
+        if one.divisor > 1 and int(one) * one.divisor != total:
+            return None
+        parts = tf.equal_parts(ctx, info, dim, k)
+        counted = info.ids if one.divisor > 1 else parts[0]
+        if not _record_size(ctx, call, one, counted):
+            return None
+        return tuple(tf.part_info(info, dim, parts[i]) for i in range(k))
+    if not isinstance(raw, (list, tuple)) or not raw or len(raw) != len(outs):
+        return None
+    sizes = [size_attr(v) for v in raw]
+    if any(v is None or v.divisor != 1 for v in sizes) or sum(int(v) for v in sizes) != total:
+        return None
+    bounds = np.cumsum([0] + [int(v) for v in sizes])
+    pieces = [info.ids[bounds[i]:bounds[i + 1]] for i in range(len(sizes))]
+    if not all(_record_size(ctx, call, v, ids) for v, ids in zip(sizes, pieces)):
+        return None
+    return tuple(Carry(info.dims, np.ascontiguousarray(ids)) for ids in pieces)
+
+
+def _record_size(ctx: TraceContext, call: Call, value: SizeAttr, ids: np.ndarray) -> bool:
+    """Record ``ids`` as the channels the attribute counts; False (caller freezes) when it cannot be rewritten."""
+    if value.key in sizes_mod.python_reads or ctx.root is None:
+        return False
+    module = ctx.root.get_submodule(value.owner)
+    ctx.record(value.owner, module, value.slot, ids)
+    return True
 
 
 def _split_parts(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, outs: Any, dim: int,
@@ -205,7 +253,10 @@ def _split_parts(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, out
         return tuple(info for _ in outs)
     if k is None or len(outs) != k or x.shape[dim] % k:
         ctx.uf.freeze(info.ids, f"{call.name}: split of a channel dim into fixed sizes")
-        return tuple(None for _ in outs)
+        axis = info.dims.index(dim)
+        bounds = np.cumsum([0] + [o.shape[dim] for o in outs])
+        return tuple(Carry(info.dims, np.ascontiguousarray(np.take(info.ids, np.arange(bounds[i], bounds[i + 1]),
+                                                                    axis=axis))) for i in range(len(outs)))
     parts = tf.equal_parts(ctx, info, dim, k)
     return tuple(tf.part_info(info, dim, parts[i]) for i in range(k))
 
@@ -216,8 +267,8 @@ def _unbind(ctx: TraceContext, call: Call) -> Any:
     if not isinstance(info, Carry):
         return tuple(info for _ in outs)
     if dim in info.dims:
-        ctx.uf.freeze(info.ids, f"{call.name}: unbinds a channel dim")
-        return tuple(None for _ in outs)
+        fid = tf.frozen(ctx, info, f"{call.name}: unbinds a channel dim")
+        return tuple(fid for _ in outs)
     return tuple(Carry(tuple(d - (d > dim) for d in info.dims), info.ids) for _ in outs)
 
 
@@ -282,9 +333,17 @@ def _index_tensor(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, id
 
 def _slice_channels(ctx: TraceContext, call: Call, info: Carry, ids: np.ndarray, dim: int, size: int, sl: slice,
                     raw: Any) -> np.ndarray | None:
-    """Slices like ``x[:, : x.size(1) // k]`` select equal parts (positions unioned); constant bounds -> None."""
+    """Slices like ``x[:, : x.size(1) // k]`` select equal parts (positions unioned); ``x[:, :self.c]`` /
+    ``x[:, self.c:]`` record the attribute (it counts the channels before it); constant bounds -> None."""
     if not isinstance(raw, slice) or sl.step not in (None, 1):
         return None
+    bounds = [b for b in (raw.start, raw.stop) if b is not None]
+    if bounds and all(size_attr(b) is not None and size_attr(b).divisor == 1 for b in bounds):
+        if len(info.dims) != 1 or not all(0 < int(b) <= size for b in bounds):
+            return None
+        if not all(_record_size(ctx, call, b, ids[: int(b)]) for b in bounds):
+            return None
+        return ids[sl]
     base = call.node.args[0]
     ks = {tf.size_fraction(b, base, dim) for b in (raw.start, raw.stop) if b is not None}
     if len(ks) != 1 or None in ks:

@@ -410,6 +410,41 @@ class ParamSlotRule(ModuleRule):
         return None
 
 
+class IntAttrSlotRule(ModuleRule):
+    """An int attribute that ``forward`` uses as a size (slot ``"int:<attr>"`` or ``"int:<attr>[i]"`` for an element
+    of a list/tuple attribute; see ``sizes.py``): pruning decrements it by the number of removed channels."""
+
+    pattern = re.compile(r"^int:(?P<attr>[A-Za-z_][A-Za-z0-9_]*)(\[(?P<index>\d+)\])?$")
+
+    def __init__(self, attr: str, index: int | None) -> None:
+        self.attr, self.index = attr, index
+
+    def _value(self, module: nn.Module) -> int | None:
+        value = getattr(module, self.attr, None)
+        if self.index is not None:
+            ok = isinstance(value, (list, tuple)) and self.index < len(value)
+            value = value[self.index] if ok else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def slot_sizes(self, module: nn.Module) -> dict[str, int]:
+        value = self._value(module)
+        return {} if value is None else {self.slot: value}
+
+    @property
+    def slot(self) -> str:
+        return f"int:{self.attr}" if self.index is None else f"int:{self.attr}[{self.index}]"
+
+    def update(self, module: nn.Module, removed: dict[str, np.ndarray]) -> None:
+        n = len(removed.get(self.slot, []))
+        value = getattr(module, self.attr)
+        if self.index is None:
+            setattr(module, self.attr, value - n)
+        else:
+            items = list(value)
+            items[self.index] -= n
+            setattr(module, self.attr, type(value)(items))
+
+
 _BN = ChannelwiseRule(("weight", "bias", "running_mean", "running_var"), "num_features", 1, "weight")
 _MODULE_RULES: dict[type, ModuleRule] = {}
 
@@ -436,6 +471,9 @@ def slot_rule(module: nn.Module, slot: str) -> ModuleRule | None:
     match = ParamSlotRule.pattern.match(slot)
     if match:
         return ParamSlotRule(match["attr"], int(match["dim"]))
+    match = IntAttrSlotRule.pattern.match(slot)
+    if match:
+        return IntAttrSlotRule(match["attr"], None if match["index"] is None else int(match["index"]))
     for cls in type(module).__mro__:
         if cls in _MODULE_RULES:
             return _MODULE_RULES[cls]
