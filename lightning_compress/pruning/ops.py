@@ -16,7 +16,7 @@ from . import transfer as tf
 from .channels import Carry, Info, Opaque
 from .context import Call, TraceContext
 from . import sizes as sizes_mod
-from .rules import shuffle
+from .rules import shuffle, slot_rule
 from .sizes import SizeAttr, size_attr
 
 OpRule = Callable[[TraceContext, Call], Any]
@@ -399,11 +399,125 @@ def _layer_norm(ctx: TraceContext, call: Call) -> Info:
         isinstance(raw_shape, (list, tuple)) and any(isinstance(v, fx.Node) for v in raw_shape))
     if not dynamic:
         module = ctx.root.get_submodule(owner) if owner is not None and ctx.root is not None else None
+        count = size_attr(raw_shape[0]) if isinstance(raw_shape, (list, tuple)) and len(raw_shape) == 1 else None
         if isinstance(module, torch.nn.LayerNorm):  # its normalized_shape attribute is updated on pruning
             ctx.record(owner, module, "channels", ids)
-        else:
+        elif count is None or count.divisor != 1 or not _record_size(ctx, call, count, ids):
             ctx.uf.freeze(ids, f"{call.name}: constant normalized_shape")
     return info
+
+
+def _owner_of(ctx: TraceContext, call: Call, index: int, key: str) -> tuple[str, torch.nn.Module] | None:
+    """(name, module) owning a parameter argument read straight from a module (``F.linear(x, self.weight)``)."""
+    raw = call.raw(index, key)
+    if not (isinstance(raw, fx.Node) and raw.op == "get_attr") or ctx.root is None:
+        return None
+    name = raw.target.rpartition(".")[0]
+    return name, ctx.root.get_submodule(name) if name else ctx.root
+
+
+def _tie_params(ctx: TraceContext, call: Call, ids: np.ndarray, params: tuple[tuple[int, str], ...]) -> None:
+    """Per-channel parameter arguments (1-d, one entry per channel) share the channels' ids; others freeze."""
+    for index, key in params:
+        pinfo = call.info(index, key)
+        if isinstance(pinfo, Carry) and pinfo.ids.shape == ids.shape:
+            ctx.uf.union_arrays(ids, pinfo.ids)
+        elif pinfo is not None:
+            reason = f"{call.name}: {key} is not one entry per channel"
+            ctx.uf.freeze(ids, reason)
+            ctx.freeze(pinfo, reason)
+
+
+def _record_owner(ctx: TraceContext, call: Call, ids: np.ndarray, keys: tuple[tuple[int, str], ...],
+                  base: type) -> None:
+    """When the parameters belong to a module of type ``base`` (e.g. a BatchNorm2d subclass with its own forward),
+    record its ``channels`` slot too, so its size attribute (``num_features``) is updated on pruning."""
+    for index, key in keys:
+        owner = _owner_of(ctx, call, index, key)
+        if owner is not None and isinstance(owner[1], base):
+            ctx.record(owner[0], owner[1], "channels", ids)
+            return
+
+
+def _batch_norm(ctx: TraceContext, call: Call) -> Info:
+    """F.batch_norm / F.instance_norm with per-channel statistics and affine parameters (timm's BatchNormAct2d)."""
+    x, info = call.args[0], call.info(0)
+    params = ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))
+    if x.dim() < 2 or not isinstance(info, Carry) or 1 not in info.dims:
+        for index, key in params:
+            ctx.freeze(call.info(index, key), f"{call.name}: input channels cannot change")
+        return info
+    ids = tf.channelwise(ctx, x, info, 1, f"{call.name}: channels not separable")
+    _tie_params(ctx, call, ids, params)
+    _record_owner(ctx, call, ids, params, torch.nn.modules.batchnorm._NormBase)
+    return info
+
+
+def _group_norm(ctx: TraceContext, call: Call) -> Info:
+    """F.group_norm: position p of every group is one class; one channel per group needs a rewritable count."""
+    x, info = call.args[0], call.info(0)
+    params = ((2, "weight"), (3, "bias"))
+    if not isinstance(info, Carry) or 1 not in info.dims:
+        for index, key in params:
+            ctx.freeze(call.info(index, key), f"{call.name}: input channels cannot change")
+        return info
+    ids = tf.channelwise(ctx, x, info, 1, f"{call.name}: channels not separable")
+    groups = call.arg(1, "num_groups")
+    per_group = x.shape[1] // groups
+    if per_group > 1:
+        ctx.uf.union_along(ids.reshape(groups, per_group), 0)
+    _tie_params(ctx, call, ids, params)
+    owner = next((o for o in (_owner_of(ctx, call, i, k) for i, k in params) if o is not None), None)
+    if owner is not None and isinstance(owner[1], torch.nn.GroupNorm):
+        ctx.record(owner[0], owner[1], "channels", ids)  # GroupNorm's rule updates num_channels / num_groups
+    elif per_group == 1:
+        count = size_attr(call.raw(1, "num_groups"))
+        if count is None or count.divisor != 1 or not _record_size(ctx, call, count, ids):
+            ctx.uf.freeze(ids, f"{call.name}: one channel per group with a constant num_groups")
+    return info
+
+
+def _linear(ctx: TraceContext, call: Call) -> Info:
+    """F.linear(x, module.weight, module.bias) of an nn.Linear (subclass): the module's linear rule."""
+    return _functional_module(ctx, call, torch.nn.Linear, 2)
+
+
+def _conv(ctx: TraceContext, call: Call) -> Info:
+    """F.conv1d/2d/3d(x, module.weight, module.bias, ...) of an nn.ConvNd (subclass, e.g. timm's Conv2dSame)."""
+    return _functional_module(ctx, call, torch.nn.modules.conv._ConvNd, 2)
+
+
+def _functional_module(ctx: TraceContext, call: Call, base: type, bias_index: int) -> Info:
+    owner = _owner_of(ctx, call, 1, "weight")
+    if owner is None or not isinstance(owner[1], base) or isinstance(owner[1], torch.nn.modules.conv._ConvTransposeNd):
+        return tf.unknown(ctx, call, f"{call.name} with a weight computed in forward")
+    name, module = owner
+    groups = call.arg(6, "groups", 1)
+    if isinstance(module, torch.nn.modules.conv._ConvNd) and groups != module.groups:
+        return tf.unknown(ctx, call, f"{call.name} with groups={groups} on a conv built with {module.groups}")
+    rule = slot_rule(module, "out")
+    out = rule.trace(ctx, Call(call.node, call.name, call.args[:1], {}, call.infos[:1], {}, call.out, module), name)
+    bias = call.info(bias_index, "bias")
+    if isinstance(out, Carry) and bias is not None:
+        _tie_params(ctx, call, out.ids if out.ids.ndim == 1 else out.ids.ravel(), ((bias_index, "bias"),))
+    return out
+
+
+def _reshape_as(ctx: TraceContext, call: Call) -> Info:
+    """x.reshape_as(y) / x.view_as(y): the output's sizes are y's, so its channel dims follow y's channels."""
+    x, other = call.args[0], call.args[1]
+    oinfo = call.info(1)
+    out = tf.reshape(ctx, call, x, call.info(0), call.out)
+    follows = set(oinfo.dims) if isinstance(oinfo, Carry) else set()
+    if isinstance(out, Carry) and out.dims == tuple(sorted(follows)) and len(out.dims) == 1 and (
+            out.ids.shape == oinfo.ids.shape):
+        ctx.uf.union_arrays(out.ids, oinfo.ids)
+        return out
+    if follows:
+        ctx.freeze(oinfo, f"{call.name}: the channels of the shape's source cannot change")
+    if isinstance(out, Carry):
+        return tf.reshape(ctx, call, x, call.info(0), call.out, [True] * other.dim())
+    return out
 
 
 def _channel_shuffle(ctx: TraceContext, call: Call) -> Info:
@@ -463,6 +577,12 @@ def _register() -> None:
     FUNCTION_RULES[torch.channel_shuffle] = _channel_shuffle
     FUNCTION_RULES[F.channel_shuffle] = _channel_shuffle
     FUNCTION_RULES[F.layer_norm] = _layer_norm
+    for f in (F.batch_norm, F.instance_norm):
+        FUNCTION_RULES[f] = _batch_norm
+    FUNCTION_RULES[F.group_norm] = _group_norm
+    FUNCTION_RULES[F.linear] = _linear
+    for f in (F.conv1d, F.conv2d, F.conv3d):
+        FUNCTION_RULES[f] = _conv
     # torchvision's stochastic depth: per-sample scaling (identity in eval), channels untouched
     FUNCTION_RULES_BY_NAME["torchvision.ops.stochastic_depth.stochastic_depth"] = _unary
 
@@ -490,6 +610,8 @@ def _register() -> None:
     METHOD_RULES["transpose"] = _transpose
     METHOD_RULES["swapaxes"] = _transpose
     METHOD_RULES["t"] = _t
+    METHOD_RULES["reshape_as"] = _reshape_as
+    METHOD_RULES["view_as"] = _reshape_as
     METHOD_RULES["expand"] = _expand
     METHOD_RULES["repeat"] = _repeat
     METHOD_RULES["chunk"] = _chunk
