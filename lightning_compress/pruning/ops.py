@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
+from . import sizes as sizes_mod
 from . import transfer as tf
 from .channels import Carry, Info, Opaque
 from .context import Call, TraceContext
-from . import sizes as sizes_mod
 from .rules import shuffle, slot_rule
 from .sizes import SizeAttr, size_attr
 
