@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .channels import Carry
+from .channels import Carry, Opaque
 from .context import TraceContext
 from .rules import get_module_rule
 from .sizes import tracked_size_attrs, untracked_reads
@@ -280,8 +280,33 @@ def _picked_dims(picks: tuple, ndim: int) -> list[int]:
     return list(dims)
 
 
+def _is_size_read(node: fx.Node) -> bool:
+    return (node.op == "call_method" and node.target in ("size", "dim", "ndimension", "numel")) or (
+        node.op == "call_function" and node.target is getattr and len(node.args) > 1
+        and node.args[1] in ("shape", "ndim"))
+
+
+def _value_sources(ctx: TraceContext, node: fx.Node, seen: set[fx.Node]) -> tuple[bool, set[fx.Node]]:
+    """Whether ``node`` depends on tensor values (not only sizes), and the nearest tensors with channels it read."""
+    if node in seen or _is_size_read(node):
+        return False, set()
+    seen.add(node)
+    if node in ctx.ndims and isinstance(ctx.infos.get(node), (Carry, Opaque)):
+        return True, {node}
+    dependent, sources = node in ctx.ndims, set()
+    for a in node.all_input_nodes:
+        d, found = _value_sources(ctx, a, seen)
+        dependent, sources = dependent or d, sources | found
+    return dependent, sources
+
+
 def freeze_guarded_channels(ctx: TraceContext, guards: list[tuple[fx.Node, str]]) -> None:
-    """Freeze channel dims whose size a followed Python branch read (pruning would change the branch)."""
+    """Freeze channels a followed Python branch depends on (pruning must not change the branch taken).
+
+    A branch on sizes freezes the channel dims whose size it read (spatial sizes freeze nothing). A branch on
+    tensor values (``if x.sum() > 0``) was followed for the example inputs only: the channels of the tensors it
+    read are frozen and the branch is listed with the ops without a rule.
+    """
     for node, why in guards:
         for tensor, picks in _size_reads(node):
             info, ndim = ctx.infos.get(tensor), ctx.ndims.get(tensor)
@@ -289,3 +314,10 @@ def freeze_guarded_channels(ctx: TraceContext, guards: list[tuple[fx.Node, str]]
                 continue
             if set(info.dims) & set(_picked_dims(picks, ndim)):
                 ctx.uf.freeze(info.ids, f"Python control flow ({why}) on the size of a channel dim at {node.name}")
+        dependent, sources = _value_sources(ctx, node, set())
+        if dependent:
+            description = (f"Python control flow ({why}) on tensor values at {node.name}, followed for the example "
+                           f"inputs only")
+            for source in sources:
+                ctx.freeze(ctx.infos[source], description)
+            ctx.mark_unknown(f"control flow at {node.name}", description)
