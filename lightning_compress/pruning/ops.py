@@ -337,7 +337,7 @@ def _slice_channels(ctx: TraceContext, call: Call, info: Carry, ids: np.ndarray,
     ``x[:, self.c:]`` record the attribute (it counts the channels before it); constant bounds -> None."""
     if not isinstance(raw, slice) or sl.step not in (None, 1):
         return None
-    bounds = [b for b in (raw.start, raw.stop) if b is not None]
+    bounds = [b for b in (raw.start, raw.stop) if b is not None and not (b is raw.start and b == 0)]
     if bounds and all(size_attr(b) is not None and size_attr(b).divisor == 1 for b in bounds):
         if len(info.dims) != 1 or not all(0 < int(b) <= size for b in bounds):
             return None

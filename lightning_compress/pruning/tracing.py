@@ -308,13 +308,17 @@ def freeze_guarded_channels(ctx: TraceContext, guards: list[tuple[fx.Node, str]]
     read are frozen and the branch is listed with the ops without a rule.
     """
     for node, why in guards:
-        for tensor, picks in _size_reads(node):
+        if why == "len":  # len(x) reads x.shape[0]; len(parts) of a split/chunk: its rule keeps the count
+            reads = {(node, (0,))} if node in ctx.ndims else set()
+        else:
+            reads = _size_reads(node)
+        for tensor, picks in reads:
             info, ndim = ctx.infos.get(tensor), ctx.ndims.get(tensor)
             if not isinstance(info, Carry) or ndim is None:
                 continue
             if set(info.dims) & set(_picked_dims(picks, ndim)):
                 ctx.uf.freeze(info.ids, f"Python control flow ({why}) on the size of a channel dim at {node.name}")
-        dependent, sources = _value_sources(ctx, node, set())
+        dependent, sources = _value_sources(ctx, node, set()) if why != "len" else (False, set())
         if dependent:
             description = (f"Python control flow ({why}) on tensor values at {node.name}, followed for the example "
                            f"inputs only")
