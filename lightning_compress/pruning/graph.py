@@ -128,7 +128,8 @@ def build_channel_graph(model: nn.Module, example_inputs: Any, strict: bool = Fa
     ctx, _ = capture(model, example_inputs)
     if ctx.unknown:
         listing = "; ".join(ctx.unknown.values())
-        message = f"no pruning rule for {len(ctx.unknown)} op(s), their channels are frozen: {listing}"
+        message = (f"no pruning rule for {len(ctx.unknown)} op(s), their channels are frozen: {listing} (to prune "
+                   f"them, write a rule: lightning_compress/pruning/README.md, 'Custom ops')")
         if strict:
             raise UnsupportedOpError(message)
         warnings.warn(message, stacklevel=2)
