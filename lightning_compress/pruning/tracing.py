@@ -175,7 +175,7 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _buffers_kept(model: nn.Module) -> Iterator[None]:
-    """Buffers are put back as they were (a concrete trace in train mode may update BN statistics)."""
+    """Buffers are put back as they were (tracing in train mode may update BN statistics or counters)."""
     saved = [(b, b.detach().clone()) for b in model.buffers()]
     try:
         yield
@@ -191,8 +191,8 @@ def trace(model: nn.Module, example_inputs: Any = None) -> tuple[fx.GraphModule,
     from .errors import TraceError
 
     tracer = RuleTracer()
-    try:
-        with tracked_size_attrs(model, tracer.is_leaf_module):
+    try:  # fx runs Python on real attributes while tracing (timm's `num_batches_tracked.add_(1)`): keep buffers
+        with _buffers_kept(model), tracked_size_attrs(model, tracer.is_leaf_module):
             graph = tracer.trace(model)
         return fx.GraphModule(tracer.root, graph), []
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
