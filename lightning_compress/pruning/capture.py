@@ -128,7 +128,8 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
     """Trace ``model`` once per mode and propagate channel ids on ``example_inputs``.
 
     ``example_inputs``: a tensor, a tuple of tensors, or a dict of keyword inputs. ``forward`` is traced in train and
-    in eval mode (branches on ``self.training``, e.g. auxiliary heads, exist in only one); the train graph runs with
+    in eval mode (branches on ``self.training``, e.g. auxiliary heads, exist in only one; without such a branch one
+    trace serves both, ``tracing.trace``); the train graph runs with
     eval-mode batch norm and without buffer updates (``tracing.runnable_train_graph``), and when that makes both
     graphs the same, one is used. Both are run in eval mode under ``torch.no_grad`` (BN running stats untouched) into
     one context, and each module's mode is restored. When the train-mode graph still fails on the inputs and calls
@@ -141,10 +142,12 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
     try:
         for training in (True, False):
             _set_mode(modes, training)
-            gm, guards = trace(model, example_inputs)
+            gm, guards, both_modes = trace(model, example_inputs)
             gm = runnable_train_graph(gm) if training else drop_unused_attrs(gm)
             if not traced or gm.code != traced[0][0].code:
                 traced.append((gm, guards))
+            if both_modes:  # forward never branched on self.training: the eval graph (see tracing.trace)
+                break
     finally:
         _set_mode(modes, None)
     ctx = TraceContext(root=model)

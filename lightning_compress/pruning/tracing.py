@@ -185,16 +185,115 @@ def _buffers_kept(model: nn.Module) -> Iterator[None]:
                 b.copy_(value)
 
 
-def trace(model: nn.Module, example_inputs: Any = None) -> tuple[fx.GraphModule, list[tuple[fx.Node, str]]]:
+class TrainingFlag(int):
+    """``module.training`` (True) while tracing: remembers whether forward branched on it (``if self.training``) or
+    only passed it to an op (``F.dropout(x, p, self.training)``); see :func:`trace`."""
+
+    read = False
+
+    def _read(self) -> TrainingFlag:
+        TrainingFlag.read = True
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(int(self._read()))
+
+    def __index__(self) -> int:
+        return int(self._read())
+
+    def __eq__(self, other: object) -> bool:
+        return int.__eq__(self._read(), other)  # type: ignore[operator]
+
+    def __ne__(self, other: object) -> bool:
+        return int.__ne__(self._read(), other)  # type: ignore[operator]
+
+    __hash__ = int.__hash__
+
+
+def _binary_read(name: str) -> Any:
+    def method(self: TrainingFlag, *args: Any) -> Any:
+        return getattr(int, name)(self._read(), *args)
+    return method
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+              "__floordiv__", "__and__", "__rand__", "__or__", "__ror__", "__xor__", "__invert__", "__neg__",
+              "__float__", "__int__", "__lt__", "__le__", "__gt__", "__ge__"):
+    setattr(TrainingFlag, _name, _binary_read(_name))
+
+# ops whose training flag changes values only, never shapes or which channels go where
+_FLAG_OPS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout, F.batch_norm,
+             F.instance_norm, F.rrelu}
+_FLAG_OPS_BY_NAME = {"torchvision.ops.stochastic_depth.stochastic_depth"}
+
+
+@contextlib.contextmanager
+def _training_flags(model: nn.Module, is_leaf: Any) -> Iterator[None]:
+    swapped = [m for name, m in model.named_modules() if m.training and not (name and is_leaf(m, name))]
+    TrainingFlag.read = False
+    try:
+        for m in swapped:
+            m.__dict__["training"] = TrainingFlag(1)
+        yield
+    finally:
+        for m in swapped:
+            m.__dict__["training"] = True
+
+
+def _has_flag(value: Any) -> bool:
+    if isinstance(value, TrainingFlag):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_flag(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_flag(v) for v in value.values())
+    if isinstance(value, slice):
+        return _has_flag((value.start, value.stop, value.step))
+    return False
+
+
+def _settle_flags(graph: fx.Graph, value: bool) -> bool:
+    """Replace the TrainingFlags fx stored in node arguments by ``value``; False when one is an argument of an op
+    outside ``_FLAG_OPS`` (its flag might matter to the analysis)."""
+    only_flag_ops = True
+
+    def settle(a: Any) -> Any:
+        return value if isinstance(a, TrainingFlag) else a
+
+    for node in graph.nodes:
+        if not _has_flag((node.args, node.kwargs)):
+            continue
+        name = f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__qualname__', '')}"
+        if node.target not in _FLAG_OPS and name not in _FLAG_OPS_BY_NAME:
+            only_flag_ops = False
+        node.args = fx.node.map_aggregate(node.args, settle)
+        node.kwargs = fx.node.map_aggregate(node.kwargs, settle)
+    return only_flag_ops
+
+
+def trace(model: nn.Module, example_inputs: Any = None
+          ) -> tuple[fx.GraphModule, list[tuple[fx.Node, str]], bool]:
     """fx-trace ``model`` (sharing its parameters); falls back to :class:`ConcreteTracer` when ``example_inputs``
-    are given and the plain trace fails. Returns the graph module and its guards (empty for a plain trace)."""
+    are given and the plain trace fails. Returns the graph module, its guards (empty for a plain trace) and whether
+    the graph is the same in both modes.
+
+    In train mode the traced modules' ``training`` is a :class:`TrainingFlag`: when forward never branched on it and
+    only passed it to ops whose flag changes values, never shapes (dropout, batch norm, stochastic depth), the graph
+    with every flag set to False is the eval-mode graph too, and one trace serves both modes.
+    """
     from .errors import TraceError
 
     tracer = RuleTracer()
+    training = model.training
     try:  # fx runs Python on real attributes while tracing (timm's `num_batches_tracked.add_(1)`): keep buffers
-        with _buffers_kept(model), tracked_size_attrs(model, tracer.is_leaf_module):
+        with (_buffers_kept(model), tracked_size_attrs(model, tracer.is_leaf_module),
+              _training_flags(model, tracer.is_leaf_module)):
             graph = tracer.trace(model)
-        return fx.GraphModule(tracer.root, graph), []
+            branched = TrainingFlag.read
+        both = training and not branched and _settle_flags(graph, False)
+        if not both:
+            _settle_flags(graph, training)
+        return fx.GraphModule(tracer.root, graph), [], both
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
         first = exc
     if example_inputs is not None:
@@ -202,7 +301,7 @@ def trace(model: nn.Module, example_inputs: Any = None) -> tuple[fx.GraphModule,
         try:
             with _buffers_kept(model), tracked_size_attrs(model, concrete.is_leaf_module):
                 graph = concrete.trace(model)
-            return fx.GraphModule(concrete.root, graph), concrete.guards
+            return fx.GraphModule(concrete.root, graph), concrete.guards, False
         except Exception as exc:
             first = exc
     raise TraceError(
