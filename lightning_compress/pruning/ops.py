@@ -622,8 +622,34 @@ def _register() -> None:
 
 
 def register_function_rule(fn: Any, rule: OpRule) -> None:
-    """Register a rule for a function called in ``forward`` (advanced: rules see the trace context)."""
+    """Register a rule for a function called in ``forward`` (README, "Custom ops"): ``elementwise_function_rule``,
+    ``channelwise_function_rule(...)`` or your own ``rule(ctx, call) -> info``."""
+    if not callable(fn) or not callable(rule):
+        raise TypeError(f"`fn` and `rule` must be callables, got {fn!r} and {rule!r}.")
     FUNCTION_RULES[fn] = rule
+
+
+def elementwise_function_rule(ctx: TraceContext, call: Call) -> Info:
+    """For functions that act on each element (broadcasting like ``+``): ``f(x)``, ``f(x, y)``."""
+    return tf.elementwise(ctx, call)
+
+
+def channelwise_function_rule(params: tuple[tuple[int, str], ...] = (), dim: int = 1) -> OpRule:
+    """For functions of one input that act per channel along ``dim`` with per-channel parameters at argument
+    positions/keywords ``params`` (e.g. ``((1, "alpha"),)`` for ``f(x, self.alpha)``): the parameters are cut with
+    the channels; anything else passed there freezes them."""
+
+    def rule(ctx: TraceContext, call: Call) -> Info:
+        x, info = call.args[0], call.info(0)
+        if not isinstance(info, Carry) or dim % x.dim() not in info.dims:
+            for index, key in params:
+                ctx.freeze(call.info(index, key), f"{call.name}: input channels cannot change")
+            return info
+        ids = tf.channelwise(ctx, x, info, dim, f"{call.name}: channels not separable")
+        _tie_params(ctx, call, ids, params)
+        return info
+
+    return rule
 
 
 _register()

@@ -137,3 +137,46 @@ def test_weight_computed_in_forward_is_frozen_until_a_rule_is_registered(custom_
 
     pruned = prune(model, plan, example_inputs=x)
     assert pruned[0].out_channels == pruned[2].in_channels == 4
+
+
+def fused_scaled_silu(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Stands for a fused op from an extension: fx records it as one call (torch.fx.wrap), the engine has no rule."""
+    return F.silu(x) * alpha.view(1, -1, 1, 1)
+
+
+torch.fx.wrap("fused_scaled_silu")
+
+
+class ScaledAct(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.rand(channels) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_scaled_silu(x, self.alpha)
+
+
+@pytest.fixture
+def custom_function_rules():
+    from lightning_compress.pruning.ops import FUNCTION_RULES
+
+    saved = dict(FUNCTION_RULES)
+    yield
+    FUNCTION_RULES.clear()
+    FUNCTION_RULES.update(saved)
+
+
+def test_readme_custom_function_rule(custom_function_rules):
+    from lightning_compress.pruning import prune
+    from lightning_compress.pruning.ops import channelwise_function_rule, register_function_rule
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), ScaledAct(8), nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.warns(UserWarning, match=r"fused_scaled_silu.*README.md, 'Custom ops'"):
+        assert not build_channel_graph(model, x).group("0").prunable
+    register_function_rule(fused_scaled_silu, channelwise_function_rule(params=((1, "alpha"),)))
+    graph = _graph(model, x)
+    plan = graph.select(model, 0.5)
+    pruned = assert_mask_equals_prune(model, x, plan)
+    assert pruned[1].alpha.shape[0] == pruned[0].out_channels == 4
+    assert prune(model, plan, example_inputs=x)[1].alpha.shape[0] == 4
