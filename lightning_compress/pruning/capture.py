@@ -22,6 +22,7 @@ from .context import Call, TraceContext
 from .errors import TraceError
 from .ops import METHOD_RULES, function_rule
 from .rules import get_module_rule
+from .sizes import python_reads
 from .tracing import drop_unused_attrs, freeze_guarded_channels, runnable_train_graph, trace
 
 
@@ -139,6 +140,7 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
     """
     modes = {m: m.training for m in model.modules()}
     traced: list[tuple[fx.GraphModule, list]] = []
+    python_reads.clear()  # size attributes read by Python in either mode's forward are not rewritten (sizes.py)
     try:
         for training in (True, False):
             _set_mode(modes, training)

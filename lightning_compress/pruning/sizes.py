@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from torch import nn
 
 _active = False  # True only while a model is being traced (marks Python reads of the user's forward)
-python_reads: set[tuple[str, str]] = set()  # (module name, attr) read by Python code during the last trace
+python_reads: set[tuple[str, str]] = set()  # (module name, attr) read by Python in forward (cleared by capture)
 
 
 class SizeAttr(int):
@@ -108,7 +108,6 @@ def tracked_size_attrs(model: nn.Module, is_leaf: object) -> Iterator[None]:
     """Within the block, int attributes of the modules that are traced through are :class:`SizeAttr`."""
     global _active
     swapped: list[tuple[nn.Module, str, object]] = []
-    python_reads.clear()
     try:
         for name, module in model.named_modules():
             if name and is_leaf(module, name):  # type: ignore[operator]

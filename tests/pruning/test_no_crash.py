@@ -227,3 +227,26 @@ def test_shape_dependent_control_flow_is_followed():
     coupled = graph.group("3")
     assert not coupled.prunable and any("control flow" in r for r in coupled.frozen_reasons)
     assert_mask_equals_prune(model, x, graph.select(model, 0.5))
+
+
+class ReadInPython(nn.Module):
+    """A size attribute that forward also reads in Python: it is not rewritten, its channels freeze."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.width = 8
+        self.conv = nn.Conv2d(16, 16, 1)
+        self.out = nn.Conv2d(8, 16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.conv(x).split(self.width, 1)
+        scale = 1.0 if self.width > 4 else 2.0  # a Python read of the attribute
+        return x + self.out(a + b) * scale
+
+
+def test_size_attribute_read_in_python_freezes():
+    model = _net(ReadInPython()).eval()
+    x = torch.randn(1, 3, 8, 8)
+    graph = build_channel_graph(model, x)
+    assert not next(g for g in graph.groups if "3.conv" in g.producers).prunable
+    prune(copy.deepcopy(model), graph.select(model, 0.5), example_inputs=x)
