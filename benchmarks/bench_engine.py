@@ -150,10 +150,12 @@ def compare(build: Callable[[], nn.Module], x: torch.Tensor, ratio: float, repea
     ours, theirs, ratios = [], [], []
     tp_error = ""
     for _ in range(repeats):
-        ours.append(_wall(lambda m=copy.deepcopy(base): run_ours(m, x, ratio)))
+        mine = copy.deepcopy(base)  # copied outside the timed call
+        ours.append(_wall(lambda m=mine: run_ours(m, x, ratio)))
         if with_tp and not tp_error:
             try:
-                theirs.append(_wall(lambda m=copy.deepcopy(base): run_torch_pruning(m, x, ratio)))
+                other = copy.deepcopy(base)
+                theirs.append(_wall(lambda m=other: run_torch_pruning(m, x, ratio)))
                 ratios.append(ours[-1] / theirs[-1])
             except Exception as exc:  # Torch-Pruning fails on some models; report it
                 tp_error = f"fails ({type(exc).__name__})"
