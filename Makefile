@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch for dev/CI; the package itself accepts any torch>=2.1,<3.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: help install run test test-full lint sweep clean clean-logs
+.PHONY: help install run test test-full test-zoo lint sweep clean clean-logs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,22 @@ test: $(STAMP)  ## the CI test suite (everything not marked slow)
 test-full: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -q
 
+# --- optional zoo coverage (timm + real torchvision) in a second venv: torchvision does not import beside
+# TORCH_PIN, so this venv pins the pair that does; the main venv and `make test` are untouched by it.
+ZOO_VENV := .venv-zoo
+ZOO_PY := $(ZOO_VENV)/bin/python
+ZOO_STAMP := $(ZOO_VENV)/.installed
+ZOO_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+$(ZOO_STAMP): pyproject.toml
+	test -x $(ZOO_PY) || $(PYTHON) -m venv $(ZOO_VENV)
+	$(ZOO_PY) -m pip install --quiet $(ZOO_PINS)
+	$(ZOO_PY) -m pip install --quiet -e ".[dev,timm]"
+	touch $(ZOO_STAMP)
+
+test-zoo: $(ZOO_STAMP)  ## optional: the engine on 27 timm families and 13 torchvision models (own venv)
+	$(ZOO_PY) -m pytest tests/pruning/test_zoo.py -q -p no:cacheprovider
+
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check .
 
@@ -39,4 +55,4 @@ clean-logs:  ## remove run outputs
 	rm -rf logs outputs multirun
 
 clean: clean-logs  ## remove run outputs, caches and the venv
-	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(ZOO_VENV) .cache .pytest_cache .ruff_cache .hypothesis

@@ -23,29 +23,15 @@ from .context import Call, TraceContext
 from .errors import TraceError
 from .ops import METHOD_RULES, function_rule
 from .rules import get_module_rule
+from .sizes import python_reads
 from .streams import Link, boundary_module, stream_values, writes_stream
+from .tracing import drop_unused_attrs, freeze_guarded_channels, runnable_train_graph, trace
 
 
-class _Tracer(fx.Tracer):
-    """Modules with a registered rule are leaves; everything else is traced through."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if get_module_rule(m) is not None:
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
-
-
-def symbolic_trace(model: nn.Module) -> fx.GraphModule:
-    """fx-trace ``model`` (sharing its parameters) or raise :class:`TraceError` with a hint."""
-    tracer = _Tracer()
-    try:
-        graph = tracer.trace(model)
-    except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
-        raise TraceError(
-            f"torch.fx could not trace {type(model).__name__}: {exc}. Data-dependent Python control flow in forward "
-            f"cannot be traced; wrap that part in a module and register a rule for it (register_module_rule)."
-        ) from exc
-    return fx.GraphModule(tracer.root, graph)
+def symbolic_trace(model: nn.Module, example_inputs: Any = None) -> fx.GraphModule:
+    """fx-trace ``model`` (sharing its parameters) or raise :class:`TraceError` with a hint (see ``tracing.py``;
+    with ``example_inputs``, shape-dependent Python control flow is followed on them)."""
+    return trace(model, example_inputs)[0]
 
 
 def _op_name(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str]:
@@ -154,23 +140,44 @@ def _set_mode(modes: dict[nn.Module, bool], training: bool | None) -> None:
         m.training = mode if training is None else training
 
 
+def _positional(gm: fx.GraphModule, example_inputs: Any) -> list[Any]:
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if isinstance(example_inputs, Mapping):
+        return [example_inputs[n.target] for n in placeholders if n.target in example_inputs]
+    if isinstance(example_inputs, (tuple, list)):
+        return list(example_inputs)
+    return [example_inputs]
+
+
+def _called_modules(gm: fx.GraphModule) -> set[str]:
+    return {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+
+
 def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[fx.GraphModule]]:
     """Trace ``model`` once per mode and propagate channel ids on ``example_inputs``.
 
     ``example_inputs``: a tensor, a tuple of tensors, or a dict of keyword inputs. ``forward`` is traced in train and
-    in eval mode (branches on ``self.training``, e.g. auxiliary heads, exist in only one); when both graphs are the
-    same, one is used. Both are run in eval mode under ``torch.no_grad`` (BN running stats untouched) into one
-    context, and each module's mode is restored. The forward runs single-threaded: it is tiny, and on a loaded CPU
-    intra-op threads made it ~50x slower.
+    in eval mode (branches on ``self.training``, e.g. auxiliary heads, exist in only one; without such a branch one
+    trace serves both, ``tracing.trace``); the train graph runs with
+    eval-mode batch norm and without buffer updates (``tracing.runnable_train_graph``), and when that makes both
+    graphs the same, one is used. Both are run in eval mode under ``torch.no_grad`` (BN running stats untouched) into
+    one context, and each module's mode is restored. When the train-mode graph still fails on the inputs and calls
+    no module the eval graph does not, it is skipped (the eval graph covers every module). Shape-dependent Python
+    control flow is followed on the inputs (``tracing.ConcreteTracer``); channels whose size it read are frozen.
+    The forward runs single-threaded: it is tiny, and on a loaded CPU intra-op threads made it ~50x slower.
     """
     modes = {m: m.training for m in model.modules()}
-    graphs: list[fx.GraphModule] = []
+    traced: list[tuple[fx.GraphModule, list]] = []
+    python_reads.clear()  # size attributes read by Python in either mode's forward are not rewritten (sizes.py)
     try:
         for training in (True, False):
             _set_mode(modes, training)
-            gm = symbolic_trace(model)
-            if not graphs or gm.code != graphs[0].code:
-                graphs.append(gm)
+            gm, guards, both_modes = trace(model, example_inputs)
+            gm = runnable_train_graph(gm) if training else drop_unused_attrs(gm)
+            if not traced or gm.code != traced[0][0].code:
+                traced.append((gm, guards))
+            if both_modes:  # forward never branched on self.training: the eval graph (see tracing.trace)
+                break
     finally:
         _set_mode(modes, None)
     ctx = TraceContext(root=model)
@@ -179,18 +186,19 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
         torch.set_num_threads(1)
         _set_mode(modes, False)
         with torch.no_grad():
-            for gm in graphs:
-                placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-                if isinstance(example_inputs, Mapping):
-                    args = [example_inputs[n.target] for n in placeholders if n.target in example_inputs]
-                elif isinstance(example_inputs, (tuple, list)):
-                    args = list(example_inputs)
-                else:
-                    args = [example_inputs]
+            for i, (gm, guards) in enumerate(traced):
                 ctx.infos.clear()
                 ctx.ndims.clear()
-                _ChannelInterpreter(gm, ctx, model).run(*args)
+                try:
+                    _ChannelInterpreter(gm, ctx, model).run(*_positional(gm, example_inputs))
+                except Exception as exc:
+                    if i + 1 < len(traced) and _called_modules(gm) <= _called_modules(traced[-1][0]):
+                        continue  # a train-only failure; the eval graph reaches every module
+                    mode = "train" if i + 1 < len(traced) else "eval"
+                    raise TraceError(f"the {mode}-mode forward of {type(model).__name__} failed on "
+                                     f"`example_inputs`: {type(exc).__name__}: {exc}") from exc
+                freeze_guarded_channels(ctx, guards)
     finally:
         torch.set_num_threads(threads)
         _set_mode(modes, None)
-    return ctx, graphs
+    return ctx, [gm for gm, _ in traced]

@@ -72,8 +72,9 @@ class UnionFind:
         diff = a != b
         if not diff.any():
             return
-        pairs = np.unique(np.stack([a[diff], b[diff]], axis=1), axis=0)
-        for x, y in pairs.tolist():
+        a, b = a[diff], b[diff]
+        keys = np.unique(a * len(self.parent) + b)  # distinct pairs (ids < len(parent)), much faster than axis=0
+        for x, y in zip((keys // len(self.parent)).tolist(), (keys % len(self.parent)).tolist()):
             self.union(x, y)
 
     def union_all(self, ids: np.ndarray, target: int) -> None:
@@ -94,7 +95,12 @@ class UnionFind:
 
     def roots(self) -> np.ndarray:
         """Root of every id, as an array indexed by id."""
-        return np.fromiter((self.find(i) for i in range(len(self.parent))), dtype=np.int64, count=len(self.parent))
+        parent = np.asarray(self.parent, dtype=np.int64)
+        while True:  # pointer jumping: every id reaches its root in O(log depth) vectorised steps
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                return parent
+            parent = grand
 
     def frozen_reasons(self, root: int) -> set[str]:
         return self.reasons.get(root, set())

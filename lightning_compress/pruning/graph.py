@@ -32,7 +32,10 @@ class Member:
 
     def indices_at(self, positions: Iterable[int]) -> np.ndarray:
         """Slot indices of this member that belong to the given group positions."""
-        return self.indices[np.isin(self.positions, np.asarray(list(positions), dtype=np.int64))]
+        chosen = np.zeros(int(self.positions.max(initial=-1)) + 1, dtype=bool)
+        wanted = np.asarray(list(positions), dtype=np.int64)
+        chosen[wanted[(wanted >= 0) & (wanted < len(chosen))]] = True
+        return self.indices[chosen[self.positions]]
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,8 @@ def build_channel_graph(model: nn.Module, example_inputs: Any, strict: bool = Fa
     ctx, _ = capture(model, example_inputs)
     if ctx.unknown:
         listing = "; ".join(ctx.unknown.values())
-        message = f"no pruning rule for {len(ctx.unknown)} op(s), their channels are frozen: {listing}"
+        message = (f"no pruning rule for {len(ctx.unknown)} op(s), their channels are frozen: {listing} (to prune "
+                   f"them, write a rule: lightning_compress/pruning/README.md, 'Custom ops')")
         if strict:
             raise UnsupportedOpError(message)
         warnings.warn(message, stacklevel=2)

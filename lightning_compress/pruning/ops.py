@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
+from . import sizes as sizes_mod
 from . import transfer as tf
 from .channels import Carry, Info, Opaque
 from .context import Call, TraceContext
-from .rules import shuffle
+from .rules import shuffle, slot_rule
+from .sizes import SizeAttr, size_attr
 
 OpRule = Callable[[TraceContext, Call], Any]
 FUNCTION_RULES: dict[Any, OpRule] = {}
@@ -102,6 +104,11 @@ def _view(ctx: TraceContext, call: Call) -> Info:
         return tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
     provisional = tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
     fixed = tf.couple_size_args(ctx, call, call.node.args[0], raw, provisional)
+    if isinstance(provisional, Carry) and len(provisional.dims) == 1:
+        j = provisional.dims[0]
+        value = size_attr(raw[j])
+        if value is not None and value.divisor == 1 and _record_size(ctx, call, value, provisional.ids):
+            fixed[j] = False  # x.view(b, self.dim, h, w): the attribute is rewritten with the pruned width
     if any(fixed):
         return tf.reshape(ctx, call, call.args[0], call.info(0), call.out, fixed)
     return provisional
@@ -166,8 +173,7 @@ def _repeat(ctx: TraceContext, call: Call) -> Info:
         return info
     off = out.dim() - x.dim()
     if any(out.shape[d + off] != x.shape[d] for d in info.dims):
-        ctx.uf.freeze(info.ids, f"{call.name}: repeats a channel dim")
-        return None
+        return tf.frozen(ctx, info, f"{call.name}: repeats a channel dim")
     return Carry(tuple(d + off for d in info.dims), info.ids)
 
 
@@ -195,8 +201,50 @@ def _split(ctx: TraceContext, call: Call) -> Any:
     x, info, outs = call.args[0], call.info(0), call.out
     dim = call.arg(2, "dim", 0) % x.dim()
     raw = call.raw(1, "split_size_or_sections", call.raw(1, "split_size"))
+    if isinstance(info, Carry) and info.dims == (dim,):
+        pieces = _split_by_attr(ctx, call, info, outs, dim, raw)
+        if pieces is not None:
+            return pieces
     k = tf.size_fraction(raw, call.node.args[0], dim)
     return _split_parts(ctx, call, x, info, outs, dim, k)
+
+
+def _split_by_attr(ctx: TraceContext, call: Call, info: Carry, outs: Any, dim: int, raw: Any) -> Any:
+    """Split sizes read from module attributes: ``split(x, self.width)`` (equal parts, tied), ``split(x,
+    self.expand_chs // 2)`` (the attribute counts the whole dim) or ``split(x, self.splits)`` (independent parts).
+    Records the attribute as an ``int:`` slot so pruning rewrites it; None when the sizes are not attributes."""
+    total = len(info.ids)
+    one = size_attr(raw)
+    if one is not None:
+        if total % int(one) or len(outs) != total // int(one):
+            return None
+        k = total // int(one)
+        if one.divisor > 1 and int(one) * one.divisor != total:
+            return None
+        parts = tf.equal_parts(ctx, info, dim, k)
+        counted = info.ids if one.divisor > 1 else parts[0]
+        if not _record_size(ctx, call, one, counted):
+            return None
+        return tuple(tf.part_info(info, dim, parts[i]) for i in range(k))
+    if not isinstance(raw, (list, tuple)) or not raw or len(raw) != len(outs):
+        return None
+    sizes = [size_attr(v) for v in raw]
+    if any(v is None or v.divisor != 1 for v in sizes) or sum(int(v) for v in sizes) != total:
+        return None
+    bounds = np.cumsum([0] + [int(v) for v in sizes])
+    pieces = [info.ids[bounds[i]:bounds[i + 1]] for i in range(len(sizes))]
+    if not all(_record_size(ctx, call, v, ids) for v, ids in zip(sizes, pieces)):
+        return None
+    return tuple(Carry(info.dims, np.ascontiguousarray(ids)) for ids in pieces)
+
+
+def _record_size(ctx: TraceContext, call: Call, value: SizeAttr, ids: np.ndarray) -> bool:
+    """Record ``ids`` as the channels the attribute counts; False (caller freezes) when it cannot be rewritten."""
+    if value.key in sizes_mod.python_reads or ctx.root is None:
+        return False
+    module = ctx.root.get_submodule(value.owner)
+    ctx.record(value.owner, module, value.slot, ids)
+    return True
 
 
 def _split_parts(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, outs: Any, dim: int,
@@ -205,7 +253,10 @@ def _split_parts(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, out
         return tuple(info for _ in outs)
     if k is None or len(outs) != k or x.shape[dim] % k:
         ctx.uf.freeze(info.ids, f"{call.name}: split of a channel dim into fixed sizes")
-        return tuple(None for _ in outs)
+        axis = info.dims.index(dim)
+        bounds = np.cumsum([0] + [o.shape[dim] for o in outs])
+        return tuple(Carry(info.dims, np.ascontiguousarray(np.take(info.ids, np.arange(bounds[i], bounds[i + 1]),
+                                                                    axis=axis))) for i in range(len(outs)))
     parts = tf.equal_parts(ctx, info, dim, k)
     return tuple(tf.part_info(info, dim, parts[i]) for i in range(k))
 
@@ -216,8 +267,8 @@ def _unbind(ctx: TraceContext, call: Call) -> Any:
     if not isinstance(info, Carry):
         return tuple(info for _ in outs)
     if dim in info.dims:
-        ctx.uf.freeze(info.ids, f"{call.name}: unbinds a channel dim")
-        return tuple(None for _ in outs)
+        fid = tf.frozen(ctx, info, f"{call.name}: unbinds a channel dim")
+        return tuple(fid for _ in outs)
     return tuple(Carry(tuple(d - (d > dim) for d in info.dims), info.ids) for _ in outs)
 
 
@@ -282,9 +333,17 @@ def _index_tensor(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, id
 
 def _slice_channels(ctx: TraceContext, call: Call, info: Carry, ids: np.ndarray, dim: int, size: int, sl: slice,
                     raw: Any) -> np.ndarray | None:
-    """Slices like ``x[:, : x.size(1) // k]`` select equal parts (positions unioned); constant bounds -> None."""
+    """Slices like ``x[:, : x.size(1) // k]`` select equal parts (positions unioned); ``x[:, :self.c]`` /
+    ``x[:, self.c:]`` record the attribute (it counts the channels before it); constant bounds -> None."""
     if not isinstance(raw, slice) or sl.step not in (None, 1):
         return None
+    bounds = [b for b in (raw.start, raw.stop) if b is not None and not (b is raw.start and b == 0)]
+    if bounds and all(size_attr(b) is not None and size_attr(b).divisor == 1 for b in bounds):
+        if len(info.dims) != 1 or not all(0 < int(b) <= size for b in bounds):
+            return None
+        if not all(_record_size(ctx, call, b, ids[: int(b)]) for b in bounds):
+            return None
+        return ids[sl]
     base = call.node.args[0]
     ks = {tf.size_fraction(b, base, dim) for b in (raw.start, raw.stop) if b is not None}
     if len(ks) != 1 or None in ks:
@@ -340,11 +399,125 @@ def _layer_norm(ctx: TraceContext, call: Call) -> Info:
         isinstance(raw_shape, (list, tuple)) and any(isinstance(v, fx.Node) for v in raw_shape))
     if not dynamic:
         module = ctx.root.get_submodule(owner) if owner is not None and ctx.root is not None else None
+        count = size_attr(raw_shape[0]) if isinstance(raw_shape, (list, tuple)) and len(raw_shape) == 1 else None
         if isinstance(module, torch.nn.LayerNorm):  # its normalized_shape attribute is updated on pruning
             ctx.record(owner, module, "channels", ids)
-        else:
+        elif count is None or count.divisor != 1 or not _record_size(ctx, call, count, ids):
             ctx.uf.freeze(ids, f"{call.name}: constant normalized_shape")
     return info
+
+
+def _owner_of(ctx: TraceContext, call: Call, index: int, key: str) -> tuple[str, torch.nn.Module] | None:
+    """(name, module) owning a parameter argument read straight from a module (``F.linear(x, self.weight)``)."""
+    raw = call.raw(index, key)
+    if not (isinstance(raw, fx.Node) and raw.op == "get_attr") or ctx.root is None:
+        return None
+    name = raw.target.rpartition(".")[0]
+    return name, ctx.root.get_submodule(name) if name else ctx.root
+
+
+def _tie_params(ctx: TraceContext, call: Call, ids: np.ndarray, params: tuple[tuple[int, str], ...]) -> None:
+    """Per-channel parameter arguments (1-d, one entry per channel) share the channels' ids; others freeze."""
+    for index, key in params:
+        pinfo = call.info(index, key)
+        if isinstance(pinfo, Carry) and pinfo.ids.shape == ids.shape:
+            ctx.uf.union_arrays(ids, pinfo.ids)
+        elif pinfo is not None:
+            reason = f"{call.name}: {key} is not one entry per channel"
+            ctx.uf.freeze(ids, reason)
+            ctx.freeze(pinfo, reason)
+
+
+def _record_owner(ctx: TraceContext, call: Call, ids: np.ndarray, keys: tuple[tuple[int, str], ...],
+                  base: type) -> None:
+    """When the parameters belong to a module of type ``base`` (e.g. a BatchNorm2d subclass with its own forward),
+    record its ``channels`` slot too, so its size attribute (``num_features``) is updated on pruning."""
+    for index, key in keys:
+        owner = _owner_of(ctx, call, index, key)
+        if owner is not None and isinstance(owner[1], base):
+            ctx.record(owner[0], owner[1], "channels", ids)
+            return
+
+
+def _batch_norm(ctx: TraceContext, call: Call) -> Info:
+    """F.batch_norm / F.instance_norm with per-channel statistics and affine parameters (timm's BatchNormAct2d)."""
+    x, info = call.args[0], call.info(0)
+    params = ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))
+    if x.dim() < 2 or not isinstance(info, Carry) or 1 not in info.dims:
+        for index, key in params:
+            ctx.freeze(call.info(index, key), f"{call.name}: input channels cannot change")
+        return info
+    ids = tf.channelwise(ctx, x, info, 1, f"{call.name}: channels not separable")
+    _tie_params(ctx, call, ids, params)
+    _record_owner(ctx, call, ids, params, torch.nn.modules.batchnorm._NormBase)
+    return info
+
+
+def _group_norm(ctx: TraceContext, call: Call) -> Info:
+    """F.group_norm: position p of every group is one class; one channel per group needs a rewritable count."""
+    x, info = call.args[0], call.info(0)
+    params = ((2, "weight"), (3, "bias"))
+    if not isinstance(info, Carry) or 1 not in info.dims:
+        for index, key in params:
+            ctx.freeze(call.info(index, key), f"{call.name}: input channels cannot change")
+        return info
+    ids = tf.channelwise(ctx, x, info, 1, f"{call.name}: channels not separable")
+    groups = call.arg(1, "num_groups")
+    per_group = x.shape[1] // groups
+    if per_group > 1:
+        ctx.uf.union_along(ids.reshape(groups, per_group), 0)
+    _tie_params(ctx, call, ids, params)
+    owner = next((o for o in (_owner_of(ctx, call, i, k) for i, k in params) if o is not None), None)
+    if owner is not None and isinstance(owner[1], torch.nn.GroupNorm):
+        ctx.record(owner[0], owner[1], "channels", ids)  # GroupNorm's rule updates num_channels / num_groups
+    elif per_group == 1:
+        count = size_attr(call.raw(1, "num_groups"))
+        if count is None or count.divisor != 1 or not _record_size(ctx, call, count, ids):
+            ctx.uf.freeze(ids, f"{call.name}: one channel per group with a constant num_groups")
+    return info
+
+
+def _linear(ctx: TraceContext, call: Call) -> Info:
+    """F.linear(x, module.weight, module.bias) of an nn.Linear (subclass): the module's linear rule."""
+    return _functional_module(ctx, call, torch.nn.Linear, 2)
+
+
+def _conv(ctx: TraceContext, call: Call) -> Info:
+    """F.conv1d/2d/3d(x, module.weight, module.bias, ...) of an nn.ConvNd (subclass, e.g. timm's Conv2dSame)."""
+    return _functional_module(ctx, call, torch.nn.modules.conv._ConvNd, 2)
+
+
+def _functional_module(ctx: TraceContext, call: Call, base: type, bias_index: int) -> Info:
+    owner = _owner_of(ctx, call, 1, "weight")
+    if owner is None or not isinstance(owner[1], base) or isinstance(owner[1], torch.nn.modules.conv._ConvTransposeNd):
+        return tf.unknown(ctx, call, f"{call.name} with a weight computed in forward")
+    name, module = owner
+    groups = call.arg(6, "groups", 1)
+    if isinstance(module, torch.nn.modules.conv._ConvNd) and groups != module.groups:
+        return tf.unknown(ctx, call, f"{call.name} with groups={groups} on a conv built with {module.groups}")
+    rule = slot_rule(module, "out")
+    out = rule.trace(ctx, Call(call.node, call.name, call.args[:1], {}, call.infos[:1], {}, call.out, module), name)
+    bias = call.info(bias_index, "bias")
+    if isinstance(out, Carry) and bias is not None:
+        _tie_params(ctx, call, out.ids if out.ids.ndim == 1 else out.ids.ravel(), ((bias_index, "bias"),))
+    return out
+
+
+def _reshape_as(ctx: TraceContext, call: Call) -> Info:
+    """x.reshape_as(y) / x.view_as(y): the output's sizes are y's, so its channel dims follow y's channels."""
+    x, other = call.args[0], call.args[1]
+    oinfo = call.info(1)
+    out = tf.reshape(ctx, call, x, call.info(0), call.out)
+    follows = set(oinfo.dims) if isinstance(oinfo, Carry) else set()
+    if isinstance(out, Carry) and out.dims == tuple(sorted(follows)) and len(out.dims) == 1 and (
+            out.ids.shape == oinfo.ids.shape):
+        ctx.uf.union_arrays(out.ids, oinfo.ids)
+        return out
+    if follows:
+        ctx.freeze(oinfo, f"{call.name}: the channels of the shape's source cannot change")
+    if isinstance(out, Carry):
+        return tf.reshape(ctx, call, x, call.info(0), call.out, [True] * other.dim())
+    return out
 
 
 def _channel_shuffle(ctx: TraceContext, call: Call) -> Info:
@@ -404,6 +577,12 @@ def _register() -> None:
     FUNCTION_RULES[torch.channel_shuffle] = _channel_shuffle
     FUNCTION_RULES[F.channel_shuffle] = _channel_shuffle
     FUNCTION_RULES[F.layer_norm] = _layer_norm
+    for f in (F.batch_norm, F.instance_norm):
+        FUNCTION_RULES[f] = _batch_norm
+    FUNCTION_RULES[F.group_norm] = _group_norm
+    FUNCTION_RULES[F.linear] = _linear
+    for f in (F.conv1d, F.conv2d, F.conv3d):
+        FUNCTION_RULES[f] = _conv
     # torchvision's stochastic depth: per-sample scaling (identity in eval), channels untouched
     FUNCTION_RULES_BY_NAME["torchvision.ops.stochastic_depth.stochastic_depth"] = _unary
 
@@ -431,6 +610,8 @@ def _register() -> None:
     METHOD_RULES["transpose"] = _transpose
     METHOD_RULES["swapaxes"] = _transpose
     METHOD_RULES["t"] = _t
+    METHOD_RULES["reshape_as"] = _reshape_as
+    METHOD_RULES["view_as"] = _reshape_as
     METHOD_RULES["expand"] = _expand
     METHOD_RULES["repeat"] = _repeat
     METHOD_RULES["chunk"] = _chunk
@@ -441,8 +622,34 @@ def _register() -> None:
 
 
 def register_function_rule(fn: Any, rule: OpRule) -> None:
-    """Register a rule for a function called in ``forward`` (advanced: rules see the trace context)."""
+    """Register a rule for a function called in ``forward`` (README, "Custom ops"): ``elementwise_function_rule``,
+    ``channelwise_function_rule(...)`` or your own ``rule(ctx, call) -> info``."""
+    if not callable(fn) or not callable(rule):
+        raise TypeError(f"`fn` and `rule` must be callables, got {fn!r} and {rule!r}.")
     FUNCTION_RULES[fn] = rule
+
+
+def elementwise_function_rule(ctx: TraceContext, call: Call) -> Info:
+    """For functions that act on each element (broadcasting like ``+``): ``f(x)``, ``f(x, y)``."""
+    return tf.elementwise(ctx, call)
+
+
+def channelwise_function_rule(params: tuple[tuple[int, str], ...] = (), dim: int = 1) -> OpRule:
+    """For functions of one input that act per channel along ``dim`` with per-channel parameters at argument
+    positions/keywords ``params`` (e.g. ``((1, "alpha"),)`` for ``f(x, self.alpha)``): the parameters are cut with
+    the channels; anything else passed there freezes them."""
+
+    def rule(ctx: TraceContext, call: Call) -> Info:
+        x, info = call.args[0], call.info(0)
+        if not isinstance(info, Carry) or dim % x.dim() not in info.dims:
+            for index, key in params:
+                ctx.freeze(call.info(index, key), f"{call.name}: input channels cannot change")
+            return info
+        ids = tf.channelwise(ctx, x, info, dim, f"{call.name}: channels not separable")
+        _tie_params(ctx, call, ids, params)
+        return info
+
+    return rule
 
 
 _register()

@@ -410,8 +410,58 @@ class ParamSlotRule(ModuleRule):
         return None
 
 
+class IntAttrSlotRule(ModuleRule):
+    """An int attribute that ``forward`` uses as a size (slot ``"int:<attr>"`` or ``"int:<attr>[i]"`` for an element
+    of a list/tuple attribute; see ``sizes.py``): pruning decrements it by the number of removed channels."""
+
+    pattern = re.compile(r"^int:(?P<attr>[A-Za-z_][A-Za-z0-9_]*)(\[(?P<index>\d+)\])?$")
+
+    def __init__(self, attr: str, index: int | None) -> None:
+        self.attr, self.index = attr, index
+
+    def _value(self, module: nn.Module) -> int | None:
+        value = getattr(module, self.attr, None)
+        if self.index is not None:
+            ok = isinstance(value, (list, tuple)) and self.index < len(value)
+            value = value[self.index] if ok else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def slot_sizes(self, module: nn.Module) -> dict[str, int]:
+        value = self._value(module)
+        return {} if value is None else {self.slot: value}
+
+    @property
+    def slot(self) -> str:
+        return f"int:{self.attr}" if self.index is None else f"int:{self.attr}[{self.index}]"
+
+    def update(self, module: nn.Module, removed: dict[str, np.ndarray]) -> None:
+        n = len(removed.get(self.slot, []))
+        value = getattr(module, self.attr)
+        if self.index is None:
+            setattr(module, self.attr, value - n)
+        else:
+            items = list(value)
+            items[self.index] -= n
+            setattr(module, self.attr, type(value)(items))
+
+
+class StandardizedConvRule(ConvRule):
+    """Convs whose weight is standardised in ``forward`` (timm's StdConv2d / ScaledStdConv2d, NF-ResNets): the conv
+    rule plus the per-filter ``gain``. Output channels are separable (each filter is standardised on its own);
+    removing input channels changes the remaining weights' mean and variance, so pruned != masked there (like
+    LayerNorm over channels)."""
+
+    def tensor_slices(self, module: nn.Module, slot: str, idx: np.ndarray) -> list[TensorSlice]:
+        slices = super().tensor_slices(module, slot, idx)
+        if slot == "out" and isinstance(getattr(module, "gain", None), torch.Tensor):
+            slices.append(("gain", 0, idx))
+        return slices
+
+
 _BN = ChannelwiseRule(("weight", "bias", "running_mean", "running_var"), "num_features", 1, "weight")
 _MODULE_RULES: dict[type, ModuleRule] = {}
+# rules for classes of optional libraries, by "module.qualname" (the engine never imports them)
+_MODULE_RULES_BY_NAME: dict[str, ModuleRule] = {}
 
 
 def register_module_rule(module_type: type, rule: ModuleRule) -> None:
@@ -423,8 +473,23 @@ def register_module_rule(module_type: type, rule: ModuleRule) -> None:
     _MODULE_RULES[module_type] = rule
 
 
+def register_module_rule_by_name(qualified_name: str, rule: ModuleRule) -> None:
+    """Register the rule for a class of an optional library by ``"package.module.ClassName"`` (exact class)."""
+    if not isinstance(rule, ModuleRule):
+        raise TypeError(f"`rule` must be a ModuleRule instance, got {rule!r}.")
+    _MODULE_RULES_BY_NAME[qualified_name] = rule
+
+
+def _rule_for_type(cls: type) -> ModuleRule | None:
+    rule = _MODULE_RULES.get(cls)
+    if rule is None and _MODULE_RULES_BY_NAME:
+        rule = _MODULE_RULES_BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
+    return rule
+
+
 def get_module_rule(module: nn.Module) -> ModuleRule | None:
-    return _MODULE_RULES.get(type(module))
+    """The rule registered for ``module``'s exact type (by type, else by qualified class name)."""
+    return _rule_for_type(type(module))
 
 
 def slot_rule(module: nn.Module, slot: str) -> ModuleRule | None:
@@ -436,9 +501,13 @@ def slot_rule(module: nn.Module, slot: str) -> ModuleRule | None:
     match = ParamSlotRule.pattern.match(slot)
     if match:
         return ParamSlotRule(match["attr"], int(match["dim"]))
+    match = IntAttrSlotRule.pattern.match(slot)
+    if match:
+        return IntAttrSlotRule(match["attr"], None if match["index"] is None else int(match["index"]))
     for cls in type(module).__mro__:
-        if cls in _MODULE_RULES:
-            return _MODULE_RULES[cls]
+        rule = _rule_for_type(cls)
+        if rule is not None:
+            return rule
     return None
 
 
@@ -473,6 +542,8 @@ def _register_builtins() -> None:
     register_module_rule(nn.Softmax, SoftmaxRule())
     register_module_rule(nn.LogSoftmax, SoftmaxRule())
     register_module_rule(nn.ChannelShuffle, ChannelShuffleRule())
+    for name in ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame"):
+        register_module_rule_by_name(f"timm.layers.std_conv.{name}", StandardizedConvRule())
 
 
 _register_builtins()

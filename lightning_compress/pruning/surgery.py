@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from .boundaries import attach_reexpand, attach_select
 from .plan import PruningPlan
 from .validation import compile_plan
+from .verify import prune_checked
 
 
 def _keep(size: int, removed: torch.Tensor) -> torch.Tensor:
@@ -22,15 +25,24 @@ def _slice(t: torch.Tensor, keeps: dict[int, torch.Tensor]) -> torch.Tensor:
     return t
 
 
-def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
+def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None,
+          example_inputs: Any = None) -> nn.Module:
     """Remove the planned channels from ``model`` in place and return it.
 
     Parameters are replaced by new, smaller ``nn.Parameter`` objects (same names, so ``state_dict`` keys are
     unchanged); buffers (BN running stats) are sliced; size attributes are updated. With ``optimizer``, its
     param_groups point at the new parameters and per-parameter state of the same shape (momentum, Adam moments) is
     sliced the same way. The whole plan is validated first; on error nothing is modified. Needs no example inputs:
-    ``prune(fresh_model, plan)`` reproduces the pruned shapes exactly.
+    ``prune(fresh_model, plan)`` reproduces the pruned shapes exactly. With ``example_inputs``, one forward checks
+    that the pruned model runs; if it does not, the model is restored exactly and ``PrunedModelError`` is raised.
     """
+    if example_inputs is not None:
+        return prune_checked(model, plan, example_inputs, optimizer, _prune)
+    return _prune(model, plan, optimizer)
+
+
+def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
+    """The surgery of :func:`prune` without the post-prune check."""
     edits = compile_plan(model, plan)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"`optimizer` must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}.")

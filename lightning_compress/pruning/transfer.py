@@ -116,6 +116,16 @@ def channelwise(ctx: TraceContext, x: torch.Tensor, info: Info, dim: int, reason
     return None
 
 
+def frozen(ctx: TraceContext, info: Info, reason: str) -> Opaque:
+    """The output of an op that froze its input's channels: an opaque tensor tied to them.
+
+    Never ``None`` (which means "no channels"): an op downstream (``frozen_output + conv(y)``) must freeze the
+    channels it meets, or they would be pruned against a width that cannot change.
+    """
+    ctx.freeze(info, reason)
+    return Opaque(ctx.frozen_id(reason))
+
+
 def unary(ctx: TraceContext, call: Call) -> Info:
     """Output carries exactly the first argument's channels (activations, dropout, dtype casts...)."""
     info = call.info(0)
@@ -189,8 +199,9 @@ def reshape(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, out: tor
     full = full.reshape(target)
     new_dims = [d for d in range(full.ndim) if full.shape[d] > 1 and not (np.diff(full, axis=d) == 0).all()]
     if not new_dims:
-        ctx.uf.freeze(info.ids, f"{call.name}: channels collapsed by a reshape")
-        return None
+        reason = f"{call.name}: channels collapsed by a reshape"
+        ctx.uf.freeze(info.ids, reason)
+        return frozen(ctx, info, reason)
     sel = tuple(slice(None) if d in new_dims else 0 for d in range(full.ndim))
     ids = info.ids.ravel()[full[sel]]
     dims = tuple(d + off for d in new_dims)
@@ -220,8 +231,9 @@ def spatial(ctx: TraceContext, call: Call, info: Info, keep: int = 2) -> Info:
     if not isinstance(info, Carry):
         return info
     if any(d >= keep for d in info.dims):
-        ctx.uf.freeze(info.ids, f"{call.name}: mixes a channel dim")
-        return None
+        reason = f"{call.name}: mixes a channel dim"
+        ctx.uf.freeze(info.ids, reason)
+        return frozen(ctx, info, reason)
     return info
 
 
@@ -344,8 +356,9 @@ def pad(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, pads: Sequen
         return info
     mode = call.arg(2, "mode", "constant")
     if len(info.dims) != 1 or mode != "constant" or any(p < 0 for p in pads):
-        ctx.uf.freeze(info.ids, f"{call.name}: pads a channel dim")
-        return None
+        reason = f"{call.name}: pads a channel dim"
+        ctx.uf.freeze(info.ids, reason)
+        return frozen(ctx, info, reason)
     d = info.dims[0]
     k = nd - 1 - d
     lo, hi = pads[2 * k], pads[2 * k + 1]

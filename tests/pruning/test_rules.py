@@ -123,9 +123,21 @@ def custom_rules():
     _MODULE_RULES.update(saved)
 
 
-def test_untraceable_module_gives_trace_error():
+def test_data_dependent_branch_is_followed_and_its_channels_frozen():
+    # fx cannot trace `if x.sum() > 1e9`; the concrete fallback follows the example's branch, names it, and freezes
+    # the channels the decision read
+    with pytest.warns(UserWarning, match="control flow .* on tensor values"):
+        graph = build_channel_graph(WithCustom(), X)
+    assert not graph.group("conv1").prunable
+
+
+def test_untraceable_model_gives_trace_error():
+    class Untraceable(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.dim() > 100 else torch.Tensor.__new__(torch.Tensor, x)  # fails in any tracer
+
     with pytest.raises(TraceError, match="register_module_rule"):
-        build_channel_graph(WithCustom(), X)
+        build_channel_graph(Untraceable(), X)
 
 
 def test_registered_rules_make_custom_modules_prunable(custom_rules):

@@ -1,0 +1,426 @@
+"""fx tracing for the channel analysis: the rule-aware tracer, a concrete-value fallback for shape-dependent
+Python control flow, the train-mode graph made runnable on any batch, and guards on followed branches.
+
+- :class:`RuleTracer`: modules with a registered rule (exact type) are leaves; everything else is traced through.
+- :class:`ConcreteTracer`: used only when the plain trace fails (e.g. timm's TF "same" padding,
+  ``max(math.ceil(ih / s) ...)``). It runs every traced op on the example inputs while tracing, so a Python
+  ``bool``/``int``/``len``/``math.ceil`` of a traced value gets the real value and tracing goes on along the branch
+  the example takes. Sizes stay graph values (``x.size(1) // 2`` is still seen as computed). Every such point is a
+  *guard*; :func:`freeze_guarded_channels` freezes (and names) the channels whose width a guard read, because
+  pruning would change a decision that the graph has baked in. Guards on spatial sizes freeze nothing.
+- :func:`runnable_train_graph`: the train-mode graph (needed for train-only branches such as auxiliary heads) runs
+  in eval semantics: ``F.batch_norm(..., training=True)`` with running statistics uses them, and in-place updates of
+  buffers (``num_batches_tracked.add_(1)``) are dropped. Shapes are unchanged; a batch of one then traces, and no
+  statistic is touched. When this makes it the same code as the eval graph, one trace is enough.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import operator
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .channels import Carry, Opaque
+from .context import TraceContext
+from .rules import get_module_rule
+from .sizes import tracked_size_attrs, untracked_reads
+
+
+class RuleTracer(fx.Tracer):
+    """Modules with a registered rule are leaves; everything else is traced through."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if get_module_rule(m) is not None:
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def _batch_norm_eval(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """F.batch_norm that uses running statistics whenever they are given (same output shape as training)."""
+    names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+    bound = dict(zip(names, args)) | kwargs
+    if bound.get("running_mean") is not None and bound.get("running_var") is not None:
+        bound["training"] = False
+    return F.batch_norm(**bound)
+
+
+class _ConcreteProxy(fx.Proxy):
+    """A proxy whose Python conversions use the concrete value of its node (and record a guard)."""
+
+    def _concrete(self, why: str) -> Any:
+        tracer: ConcreteTracer = self.tracer  # type: ignore[assignment]
+        tracer.guards.append((self.node, why))
+        return tracer.values[self.node]
+
+    def __bool__(self) -> bool:
+        return bool(self._concrete("bool"))
+
+    def __index__(self) -> int:
+        return operator.index(self._concrete("index"))
+
+    def __int__(self) -> int:
+        return int(self._concrete("int"))
+
+    def __float__(self) -> float:
+        return float(self._concrete("float"))
+
+    def __len__(self) -> int:
+        return len(self._concrete("len"))
+
+    def __ceil__(self) -> int:
+        return math.ceil(self._concrete("ceil"))
+
+    def __floor__(self) -> int:
+        return math.floor(self._concrete("floor"))
+
+    def __round__(self, ndigits: int | None = None) -> Any:
+        return round(self._concrete("round"), ndigits)
+
+    def __iter__(self) -> Iterator[fx.Proxy]:
+        return iter([self[i] for i in range(len(self))])
+
+    def __getattr__(self, k: str) -> Any:
+        value = self.tracer.values.get(self.node)  # type: ignore[attr-defined]
+        if isinstance(value, torch.Tensor) and k in ("device", "dtype", "is_cuda", "layout", "ndim"):
+            return getattr(value, k)  # never a channel size: a constant in the graph
+        return super().__getattr__(k)
+
+
+class ConcreteTracer(RuleTracer):
+    """Traces like :class:`RuleTracer` while evaluating every op on ``example_inputs`` (see the module docstring)."""
+
+    def __init__(self, example_inputs: Any) -> None:
+        super().__init__()
+        self.example_inputs = example_inputs
+        self.values: dict[fx.Node, Any] = {}
+        self.guards: list[tuple[fx.Node, str]] = []
+        self._placeholders = 0
+        self._evaluating = False  # fx's patched Module.__getattr__/__call__ pass through while ops are evaluated
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict) -> Any:
+        if self._evaluating:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        if self._evaluating:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ConcreteProxy(node, self)
+
+    def _value(self, a: Any) -> Any:
+        return self.values[a.node] if isinstance(a, fx.Proxy) else a
+
+    def _input(self, name: str) -> Any:
+        inputs, index = self.example_inputs, self._placeholders
+        self._placeholders += 1
+        if isinstance(inputs, Mapping):
+            return inputs.get(name.lstrip("*"))
+        if isinstance(inputs, (tuple, list)):
+            return inputs[index] if index < len(inputs) else None
+        return inputs if index == 0 else None
+
+    def _evaluate(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
+        args = fx.node.map_aggregate(args, self._value)
+        kwargs = fx.node.map_aggregate(kwargs, self._value)
+        if kind == "get_attr":
+            value: Any = self.root
+            for part in str(target).split("."):
+                value = getattr(value, part)  # fx's patched __getattr__ passes through (_evaluating)
+            return value
+        if kind == "call_function":
+            fn = _batch_norm_eval if target is F.batch_norm else target
+            return fn(*args, **kwargs)
+        if kind == "call_method":
+            return getattr(args[0], target)(*args[1:], **kwargs)
+        if kind == "call_module":
+            module = self.root.get_submodule(target)
+            with _eval_mode(module):
+                return module(*args, **kwargs)
+        return None
+
+    def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
+                     type_expr: Any = None, proxy_factory_fn: Any = None) -> fx.Proxy:
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        if kind == "placeholder":
+            self.values[proxy.node] = self._input(str(target))
+        elif kind != "output":
+            self._evaluating = True
+            try:
+                with torch.no_grad(), untracked_reads():
+                    self.values[proxy.node] = self._evaluate(kind, target, args, kwargs)
+            finally:
+                self._evaluating = False
+        return proxy
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    modes = {m: m.training for m in module.modules()}
+    try:
+        module.eval()
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+@contextlib.contextmanager
+def _buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Buffers are put back as they were (tracing in train mode may update BN statistics or counters)."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
+
+
+class TrainingFlag(int):
+    """``module.training`` (True) while tracing: remembers whether forward branched on it (``if self.training``) or
+    only passed it to an op (``F.dropout(x, p, self.training)``); see :func:`trace`."""
+
+    read = False
+
+    def _read(self) -> TrainingFlag:
+        TrainingFlag.read = True
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(int(self._read()))
+
+    def __index__(self) -> int:
+        return int(self._read())
+
+    def __eq__(self, other: object) -> bool:
+        return int.__eq__(self._read(), other)  # type: ignore[operator]
+
+    def __ne__(self, other: object) -> bool:
+        return int.__ne__(self._read(), other)  # type: ignore[operator]
+
+    __hash__ = int.__hash__
+
+
+def _binary_read(name: str) -> Any:
+    def method(self: TrainingFlag, *args: Any) -> Any:
+        return getattr(int, name)(self._read(), *args)
+    return method
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+              "__floordiv__", "__and__", "__rand__", "__or__", "__ror__", "__xor__", "__invert__", "__neg__",
+              "__float__", "__int__", "__lt__", "__le__", "__gt__", "__ge__"):
+    setattr(TrainingFlag, _name, _binary_read(_name))
+
+# ops whose training flag changes values only, never shapes or which channels go where
+_FLAG_OPS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout, F.batch_norm,
+             F.instance_norm, F.rrelu}
+_FLAG_OPS_BY_NAME = {"torchvision.ops.stochastic_depth.stochastic_depth"}
+
+
+@contextlib.contextmanager
+def _training_flags(model: nn.Module, is_leaf: Any) -> Iterator[None]:
+    swapped = [m for name, m in model.named_modules() if m.training and not (name and is_leaf(m, name))]
+    TrainingFlag.read = False
+    try:
+        for m in swapped:
+            m.__dict__["training"] = TrainingFlag(1)
+        yield
+    finally:
+        for m in swapped:
+            m.__dict__["training"] = True
+
+
+def _has_flag(value: Any) -> bool:
+    if isinstance(value, TrainingFlag):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_flag(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_flag(v) for v in value.values())
+    if isinstance(value, slice):
+        return _has_flag((value.start, value.stop, value.step))
+    return False
+
+
+def _settle_flags(graph: fx.Graph, value: bool) -> bool:
+    """Replace the TrainingFlags fx stored in node arguments by ``value``; False when one is an argument of an op
+    outside ``_FLAG_OPS`` (its flag might matter to the analysis)."""
+    only_flag_ops = True
+
+    def settle(a: Any) -> Any:
+        return value if isinstance(a, TrainingFlag) else a
+
+    for node in graph.nodes:
+        if not _has_flag((node.args, node.kwargs)):
+            continue
+        name = f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__qualname__', '')}"
+        if node.target not in _FLAG_OPS and name not in _FLAG_OPS_BY_NAME:
+            only_flag_ops = False
+        node.args = fx.node.map_aggregate(node.args, settle)
+        node.kwargs = fx.node.map_aggregate(node.kwargs, settle)
+    return only_flag_ops
+
+
+def trace(model: nn.Module, example_inputs: Any = None
+          ) -> tuple[fx.GraphModule, list[tuple[fx.Node, str]], bool]:
+    """fx-trace ``model`` (sharing its parameters); falls back to :class:`ConcreteTracer` when ``example_inputs``
+    are given and the plain trace fails. Returns the graph module, its guards (empty for a plain trace) and whether
+    the graph is the same in both modes.
+
+    In train mode the traced modules' ``training`` is a :class:`TrainingFlag`: when forward never branched on it and
+    only passed it to ops whose flag changes values, never shapes (dropout, batch norm, stochastic depth), the graph
+    with every flag set to False is the eval-mode graph too, and one trace serves both modes.
+    """
+    from .errors import TraceError
+
+    tracer = RuleTracer()
+    training = model.training
+    try:  # fx runs Python on real attributes while tracing (timm's `num_batches_tracked.add_(1)`): keep buffers
+        with (_buffers_kept(model), tracked_size_attrs(model, tracer.is_leaf_module),
+              _training_flags(model, tracer.is_leaf_module)):
+            graph = tracer.trace(model)
+            branched = TrainingFlag.read
+        both = training and not branched and _settle_flags(graph, False)
+        if not both:
+            _settle_flags(graph, training)
+        return fx.GraphModule(tracer.root, graph), [], both
+    except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
+        first = exc
+    if example_inputs is not None:
+        concrete = ConcreteTracer(example_inputs)
+        try:
+            with _buffers_kept(model), tracked_size_attrs(model, concrete.is_leaf_module):
+                graph = concrete.trace(model)
+            return fx.GraphModule(concrete.root, graph), concrete.guards, False
+        except Exception as exc:
+            first = exc
+    raise TraceError(
+        f"torch.fx could not trace {type(model).__name__}: {first}. Python control flow in forward that depends on "
+        f"the data (not only on shapes) cannot be traced; wrap that part in a module and register a rule for it "
+        f"(register_module_rule, see lightning_compress/pruning/README.md 'Custom ops')."
+    ) from first
+
+
+def runnable_train_graph(gm: fx.GraphModule) -> fx.GraphModule:
+    """The train-mode graph with eval-mode batch norm and without in-place buffer updates (see module docstring)."""
+    changed = False
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target is F.batch_norm:
+            args = list(node.args)
+            stats = [args[i] if i < len(args) else node.kwargs.get(k) for i, k in ((1, "running_mean"),
+                                                                                     (2, "running_var"))]
+            if all(isinstance(s, fx.Node) for s in stats):
+                if len(args) > 5:
+                    args[5] = False
+                    node.args = tuple(args)
+                else:
+                    node.kwargs = {**node.kwargs, "training": False}
+                changed = True
+        elif (node.op == "call_method" and str(node.target).endswith("_") and not node.users and node.args
+              and isinstance(node.args[0], fx.Node) and node.args[0].op == "get_attr"):
+            gm.graph.erase_node(node)
+            changed = True
+    if changed:
+        drop_unused_attrs(gm)
+    return gm
+
+
+def drop_unused_attrs(gm: fx.GraphModule) -> fx.GraphModule:
+    """Remove get_attr nodes nothing uses (left by a removed buffer update) so equal graphs compare equal."""
+    unused = [n for n in gm.graph.nodes if n.op == "get_attr" and not n.users]
+    for node in unused:
+        gm.graph.erase_node(node)
+    if unused:
+        gm.recompile()
+    return gm
+
+
+def _size_reads(node: Any, picks: tuple = (), seen: set | None = None) -> set[tuple[fx.Node, tuple]]:
+    """(tensor node, getitem chain on its shape) that ``node`` was computed from; an empty chain: any dim."""
+    seen = set() if seen is None else seen
+    if not isinstance(node, fx.Node) or (node, picks) in seen:
+        return set()
+    seen.add((node, picks))
+    if node.op == "call_method" and node.target == "size":
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return {(node.args[0], (dim,) if isinstance(dim, int) else picks)}
+    if node.op == "call_function" and node.target is getattr and len(node.args) > 1 and node.args[1] == "shape":
+        return {(node.args[0], picks)}
+    if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[1], (int, slice)):
+        index = node.args[1]
+        pick = ("slice", index.start, index.stop, index.step) if isinstance(index, slice) else index
+        return _size_reads(node.args[0], (pick, *picks), seen)
+    if node.op == "call_method" and node.target in ("dim", "ndimension"):
+        return set()
+    out: set[tuple[fx.Node, tuple]] = set()
+    for a in node.all_input_nodes:
+        out |= _size_reads(a, (), seen)
+    return out
+
+
+def _picked_dims(picks: tuple, ndim: int) -> list[int]:
+    """The dims a getitem chain selects from a shape (``x.shape[-2:][0]`` -> [ndim - 2]); all when unknown."""
+    dims: Any = list(range(ndim))
+    try:
+        for p in picks:
+            dims = dims[slice(*p[1:])] if isinstance(p, tuple) else [dims[p]]
+    except (IndexError, TypeError):
+        return list(range(ndim))
+    return list(dims)
+
+
+def _is_size_read(node: fx.Node) -> bool:
+    return (node.op == "call_method" and node.target in ("size", "dim", "ndimension", "numel")) or (
+        node.op == "call_function" and node.target is getattr and len(node.args) > 1
+        and node.args[1] in ("shape", "ndim"))
+
+
+def _value_sources(ctx: TraceContext, node: fx.Node, seen: set[fx.Node]) -> tuple[bool, set[fx.Node]]:
+    """Whether ``node`` depends on tensor values (not only sizes), and the nearest tensors with channels it read."""
+    if node in seen or _is_size_read(node):
+        return False, set()
+    seen.add(node)
+    if node in ctx.ndims and isinstance(ctx.infos.get(node), (Carry, Opaque)):
+        return True, {node}
+    dependent, sources = node in ctx.ndims, set()
+    for a in node.all_input_nodes:
+        d, found = _value_sources(ctx, a, seen)
+        dependent, sources = dependent or d, sources | found
+    return dependent, sources
+
+
+def freeze_guarded_channels(ctx: TraceContext, guards: list[tuple[fx.Node, str]]) -> None:
+    """Freeze channels a followed Python branch depends on (pruning must not change the branch taken).
+
+    A branch on sizes freezes the channel dims whose size it read (spatial sizes freeze nothing). A branch on
+    tensor values (``if x.sum() > 0``) was followed for the example inputs only: the channels of the tensors it
+    read are frozen and the branch is listed with the ops without a rule.
+    """
+    for node, why in guards:
+        if why == "len":  # len(x) reads x.shape[0]; len(parts) of a split/chunk: its rule keeps the count
+            reads = {(node, (0,))} if node in ctx.ndims else set()
+        else:
+            reads = _size_reads(node)
+        for tensor, picks in reads:
+            info, ndim = ctx.infos.get(tensor), ctx.ndims.get(tensor)
+            if not isinstance(info, Carry) or ndim is None:
+                continue
+            if set(info.dims) & set(_picked_dims(picks, ndim)):
+                ctx.uf.freeze(info.ids, f"Python control flow ({why}) on the size of a channel dim at {node.name}")
+        dependent, sources = _value_sources(ctx, node, set()) if why != "len" else (False, set())
+        if dependent:
+            description = (f"Python control flow ({why}) on tensor values at {node.name}, followed for the example "
+                           f"inputs only")
+            for source in sources:
+                ctx.freeze(ctx.infos[source], description)
+            ctx.mark_unknown(f"control flow at {node.name}", description)
