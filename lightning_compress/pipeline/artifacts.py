@@ -1,12 +1,13 @@
 """Saving and loading stage models: weights + the pruning plan + the model config, never a pickled module.
 
 A file holds ``{"format", "model" (the conf/model entry), "plan" (PruningPlan.to_dict() or None),
-"state_dict"}``; it loads with ``torch.load(weights_only=True)`` and is rebuilt by pruning a fresh network with the
-plan, then loading the weights.
+"state_dict", "input_shape" (one input's shape without batch, or None)}``; it loads with
+``torch.load(weights_only=True)`` and is rebuilt by pruning a fresh network with the plan, then loading the weights.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,16 @@ from lightning_compress.pipeline.builders import build_net
 FORMAT = "lightning_compress.stage_model/1"
 
 
-def save_stage_model(path: Path, net: nn.Module, model_cfg: DictConfig, plan: Any = None) -> Path:
-    """Write ``net``'s weights (on CPU), its architecture config and its pruning plan (if pruned) to ``path``."""
+def save_stage_model(path: Path, net: nn.Module, model_cfg: DictConfig, plan: Any = None,
+                     input_shape: Sequence[int] | None = None) -> Path:
+    """Write ``net``'s weights (on CPU), its architecture config, its pruning plan (if pruned) and the shape of one
+    input without batch (for export) to ``path``."""
     payload = {
         "format": FORMAT,
         "model": OmegaConf.to_container(model_cfg, resolve=True),
         "plan": plan.to_dict() if plan is not None else None,
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "input_shape": [int(d) for d in input_shape] if input_shape is not None else None,
     }
     torch.save(payload, path)
     return path
