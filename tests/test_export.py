@@ -109,7 +109,7 @@ def _pruned_stage_file(tmp_path, input_shape=(1, 8, 8)):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_cli_round_trips_a_pruned_stage_model_with_size_and_latency(tmp_path, capsys, fmt):
     _need(fmt)
-    path, _ = _pruned_stage_file(tmp_path)
+    path, net = _pruned_stage_file(tmp_path)
     code = export.main([str(path), "--format", fmt, "--latency-batch-size", "2", "--repeats", "3", "--threads", "1"])
     out = capsys.readouterr().out
     assert code == 0
@@ -122,6 +122,10 @@ def test_cli_round_trips_a_pruned_stage_model_with_size_and_latency(tmp_path, ca
     assert set(latency["models"]) == {"unpruned", "exported"} and latency["change"]["verdict"] in VERDICTS
     assert latency["models"]["exported"]["repeats"] == 3 and latency["models"]["exported"]["threads"] == 1
     assert "parity passed" in out and "pruned vs unpruned" in out
+    with torch.no_grad():  # the project's own model classes are not needed to run the file
+        expected = net.eval()(torch.ones(5, 1, 8, 8))
+    loaded = _load_without_project(path.with_suffix(export.SUFFIXES[fmt]), fmt, (1, 8, 8))
+    assert torch.allclose(torch.tensor(loaded), expected, atol=1e-4)
 
 
 def test_cli_exits_1_with_a_message_when_parity_fails(tmp_path, capsys, monkeypatch):
