@@ -3,9 +3,10 @@
     python -m lightning_compress.report logs/train/slimming/multiruns/<time>
 
 Collects every ``results.json`` below the folder and writes ``report.md``, ``report.csv`` and
-``accuracy_vs_macs.png`` there: one row per run with the config values that differ between runs, baseline and
-final accuracy, MACs and parameters, and their changes. The plot shows test accuracy against MACs for every final
-model, with each run's baseline.
+``accuracy_vs_cost.png`` there: one row per run with the config values that differ between runs, baseline and
+final accuracy, MACs, parameters and measured latency, and their changes. The plot has two panels: test accuracy
+against MACs and against measured latency (median with inter-quartile bars, from the run's interleaved before/after
+comparison), for every final model, with each run's baseline.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 from lightning_compress.pipeline.results import RESULTS_FILE
 
 REPORT_COLUMNS = ("baseline_acc", "final_acc", "delta_acc_pt", "baseline_macs", "final_macs", "macs_reduction_pct",
-                  "baseline_params", "final_params", "params_reduction_pct", "final_latency_ms", "wall_time_s")
+                  "baseline_params", "final_params", "params_reduction_pct", "baseline_latency_ms", "final_latency_ms",
+                  "latency_speedup", "latency_verdict", "latency_setting", "wall_time_s")
+PLOT_FILE = "accuracy_vs_cost.png"
 
 
 def load_runs(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -66,10 +69,27 @@ def build_rows(runs: list[tuple[Path, dict[str, Any]]], root: Path) -> tuple[lis
             "macs_reduction_pct": _reduction(base.get("macs"), final.get("macs")),
             "baseline_params": base.get("params"), "final_params": final.get("params"),
             "params_reduction_pct": _reduction(base.get("params"), final.get("params")),
-            "final_latency_ms": final.get("latency_ms"), "wall_time_s": record.get("wall_time_s"),
+            "wall_time_s": record.get("wall_time_s"),
         })
+        row.update(_latency_columns(record, base, final))
         rows.append(row)
     return keys, rows
+
+
+def _latency_columns(record: dict[str, Any], base: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+    """Latency medians and quartiles of baseline and final, and the final model's change against the reference of
+    the run's interleaved comparison (``record["latency"]``; runs written before it have medians only)."""
+    change = ((record.get("latency") or {}).get("changes") or {}).get("final") or {}
+    setting = None
+    if final.get("latency_batch_size"):
+        setting = (f"batch {final['latency_batch_size']}, {final.get('latency_device')}, "
+                   f"{final.get('latency_threads')} threads")
+    columns = {"baseline_latency_ms": base.get("latency_ms"), "final_latency_ms": final.get("latency_ms"),
+               "latency_speedup": change.get("speedup"), "latency_verdict": change.get("verdict"),
+               "latency_setting": setting}
+    for section, data in (("baseline", base), ("final", final)):
+        columns[f"{section}_latency_quartiles"] = (data.get("latency_q1_ms"), data.get("latency_q3_ms"))
+    return columns
 
 
 def write_report(folder: Path) -> dict[str, Path]:
@@ -79,44 +99,74 @@ def write_report(folder: Path) -> dict[str, Path]:
     columns = ["run", *keys, *REPORT_COLUMNS]
     csv_path, md_path = folder / "report.csv", folder / "report.md"
     with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     md_path.write_text(_markdown(columns, rows))
-    return {"csv": csv_path, "markdown": md_path, "plot": _plot(rows, folder / "accuracy_vs_macs.png", keys)}
+    return {"csv": csv_path, "markdown": md_path, "plot": _plot(rows, folder / PLOT_FILE, keys)}
 
 
 def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c), c) for c in columns) + " |" for row in rows]
-    note = "\nMACs: multiply-accumulates of conv + linear layers per image (FLOPs = 2 x MACs).\n"
+    note = ("\nMACs: multiply-accumulates of conv + linear layers per image (FLOPs = 2 x MACs). Latency: median ms "
+            "of one forward pass, baseline and final timed interleaved in one process; `latency_verdict` says faster "
+            "or slower only when their inter-quartile ranges separate.\n")
+    settings = {row.get("latency_setting") for row in rows if row.get("latency_setting")}
+    if len(settings) > 1:
+        note += (f"\nWarning: latency was measured with different settings ({'; '.join(sorted(settings))}): compare "
+                 "latencies only within one setting.\n")
     return "\n".join(lines) + "\n" + note
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, keys: list[str]) -> Path:
+    """Two panels: accuracy against MACs and against measured latency (median, IQR bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    base = [(r["baseline_macs"], r["baseline_acc"]) for r in rows if r["baseline_macs"] and r["baseline_acc"]]
-    if base:
-        ax.scatter([m / 1e6 for m, _ in base], [a for _, a in base], marker="*", s=120, c="k", label="baseline")
-    final = [r for r in rows if r["final_macs"] and r["final_acc"] is not None]
-    ax.scatter([r["final_macs"] / 1e6 for r in final], [r["final_acc"] for r in final], label="compressed")
-    for r in final:
-        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={r[k]}" for k in keys) or r["run"]
-        ax.annotate(label, (r["final_macs"] / 1e6, r["final_acc"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
-    ax.set_xlabel("MACs (M) per image")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, (ax_macs, ax_latency) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    _scatter(ax_macs, rows, keys, "macs", scale=1e6)
+    ax_macs.set_xlabel("MACs (M) per image")
+    ax_macs.set_ylabel("test accuracy")
+    if _scatter(ax_latency, rows, keys, "latency_ms", scale=1.0):
+        settings = sorted({r["latency_setting"] for r in rows if r.get("latency_setting")})
+        setting = settings[0] if len(settings) == 1 else "mixed settings"
+        ax_latency.set_xlabel(f"latency ms ({setting}; median, IQR bars)")
+    else:
+        ax_latency.text(0.5, 0.5, "no latency measured\n(latency.batch_size=0)", ha="center", va="center",
+                        transform=ax_latency.transAxes)
+        ax_latency.set_xlabel("latency ms")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _scatter(ax: Any, rows: list[dict[str, Any]], keys: list[str], metric: str, scale: float) -> bool:
+    """Baselines (stars) and final models (dots, labelled by the swept keys) of one metric; False if none has it."""
+    plotted = False
+    for section, style in (("baseline", {"marker": "*", "s": 120, "c": "k"}), ("final", {})):
+        points = [r for r in rows if r.get(f"{section}_{metric}") and r.get(f"{section}_acc") is not None]
+        if not points:
+            continue
+        plotted = True
+        xs = [r[f"{section}_{metric}"] / scale for r in points]
+        ys = [r[f"{section}_acc"] for r in points]
+        ax.scatter(xs, ys, label="baseline" if section == "baseline" else "compressed", zorder=3, **style)
+        quartiles = [r.get(f"{section}_latency_quartiles", (None, None)) for r in points]
+        if metric == "latency_ms" and all(q[0] is not None and q[1] is not None for q in quartiles):
+            errors = [[x - q[0] for x, q in zip(xs, quartiles)], [q[1] - x for x, q in zip(xs, quartiles)]]
+            ax.errorbar(xs, ys, xerr=errors, fmt="none", ecolor="0.5", elinewidth=1, zorder=2)
+        if section == "final":
+            for r, x, y in zip(points, xs, ys):
+                label = ", ".join(f"{k.rsplit('.', 1)[-1]}={r[k]}" for k in keys) or r["run"]
+                ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if plotted:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return plotted
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

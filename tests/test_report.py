@@ -5,15 +5,23 @@ import json
 
 import pytest
 
-from lightning_compress.report import main, varying_config_keys, write_report
+from lightning_compress.report import PLOT_FILE, build_rows, load_runs, main, varying_config_keys, write_report
 
 
-def _run(folder, ratio, final_acc, final_macs):
+def _latency(median, batch=64, threads=2):
+    return {"latency_ms": median, "latency_q1_ms": median - 0.1, "latency_q3_ms": median + 0.1,
+            "latency_batch_size": batch, "latency_device": "cpu", "latency_threads": threads}
+
+
+def _run(folder, ratio, final_acc, final_macs, final_latency=1.5, threads=2):
     folder.mkdir(parents=True)
     record = {
         "config": {"method": {"callback": {"pruning_ratio": ratio}}, "seed": 0, "paths": {"output_dir": str(folder)}},
-        "baseline": {"test_acc": 0.97, "macs": 1_000_000, "params": 5000},
-        "final": {"test_acc": final_acc, "macs": final_macs, "params": 2000, "latency_ms": 1.5},
+        "baseline": {"test_acc": 0.97, "macs": 1_000_000, "params": 5000, **_latency(3.0, threads=threads)},
+        "final": {"test_acc": final_acc, "macs": final_macs, "params": 2000,
+                  **_latency(final_latency, threads=threads)},
+        "latency": {"interleaved": True, "reference": "baseline",
+                    "changes": {"final": {"speedup": 3.0 / final_latency, "verdict": "faster"}}},
         "wall_time_s": 12.0,
     }
     (folder / "results.json").write_text(json.dumps(record))
@@ -27,7 +35,7 @@ def test_report_collects_every_run_with_the_swept_key(tmp_path, capsys):
     assert [r["method.callback.pruning_ratio"] for r in rows] == ["0.3", "0.5"]
     assert [float(r["macs_reduction_pct"]) for r in rows] == [30.0, 50.0]
     assert float(rows[1]["delta_acc_pt"]) == pytest.approx(-2.0)
-    assert (tmp_path / "accuracy_vs_macs.png").stat().st_size > 1000
+    assert (tmp_path / PLOT_FILE).stat().st_size > 1000
     assert "pruning_ratio" in capsys.readouterr().out
 
 
@@ -47,3 +55,36 @@ def test_report_errors_name_the_folder_or_file(tmp_path):
         write_report(tmp_path)
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing")])
+
+
+def test_report_shows_measured_latency_beside_macs(tmp_path):
+    _run(tmp_path / "0", 0.3, 0.965, 700_000, final_latency=2.0)
+    _run(tmp_path / "1", 0.5, 0.95, 500_000, final_latency=1.5)
+    paths = write_report(tmp_path)
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [float(r["final_latency_ms"]) for r in rows] == [2.0, 1.5]
+    assert [float(r["baseline_latency_ms"]) for r in rows] == [3.0, 3.0]
+    assert [float(r["latency_speedup"]) for r in rows] == [1.5, 2.0]
+    assert {r["latency_verdict"] for r in rows} == {"faster"}
+    assert rows[0]["latency_setting"] == "batch 64, cpu, 2 threads"
+    markdown = paths["markdown"].read_text()
+    assert "latency_verdict" in markdown and "interleaved" in markdown and "Warning" not in markdown
+    import matplotlib.image
+
+    image = matplotlib.image.imread(paths["plot"])
+    assert image.shape[1] > 1.8 * image.shape[0]  # two panels side by side: MACs and latency
+
+
+def test_report_warns_when_latencies_were_measured_differently(tmp_path):
+    _run(tmp_path / "0", 0.3, 0.965, 700_000, threads=1)
+    _run(tmp_path / "1", 0.5, 0.95, 500_000, threads=2)
+    assert "different settings" in write_report(tmp_path)["markdown"].read_text()
+
+
+def test_runs_without_latency_still_report(tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"config": {}, "final": {"test_acc": 0.9, "macs": 10}}))
+    _, rows = build_rows(load_runs(tmp_path), tmp_path)
+    assert rows[0]["final_latency_ms"] is None and rows[0]["latency_verdict"] is None
+    assert write_report(tmp_path)["plot"].stat().st_size > 1000

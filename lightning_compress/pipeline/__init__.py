@@ -2,7 +2,8 @@
 
 ``run(cfg)`` trains the configured network, or, with ``+method=<name>``, runs that method's stages
 (baseline -> compress -> fine-tune -> test for pruning; teacher -> student -> distil for distillation), writes
-``results.json`` in the run's output folder and prints a before/after table.
+``results.json`` in the run's output folder and prints a before/after table. Latency of the saved stage models is
+measured at the end, in one interleaved comparison; ``export=onnx|pt2`` exports the final model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from lightning_compress.pipeline.builders import build_datamodule
 from lightning_compress.pipeline.context import RunContext
 from lightning_compress.pipeline.plain import run_plain
 from lightning_compress.pipeline.results import summary_table, write_results
-from lightning_compress.pipeline.stages import seed_everything
+from lightning_compress.pipeline.stages import check_measurement_config, record_export, record_latency, seed_everything
 
 METHOD_KINDS = ("prune", "distill")
 
@@ -28,6 +29,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     kind = method.get("kind") if method else None
     if method and kind not in METHOD_KINDS:
         raise ValueError(f"`method.kind` must be one of {METHOD_KINDS}, got {kind!r}.")
+    check_measurement_config(cfg)
     seed_everything(int(cfg.seed))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -44,6 +46,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         run_distillation(ctx)
     else:
         run_plain(ctx)
+    record_latency(ctx)  # the saved stage models, timed in one interleaved comparison
+    record_export(ctx)  # cfg.export: the final model to ONNX / torch.export, with its parity check
     path = write_results(ctx)
     _print_summary(ctx.record, path)
     return ctx.record

@@ -1,13 +1,15 @@
 """Saved networks of the app: stage models (``stages/<stage>/model.pt``), Lightning checkpoints, bare state dicts.
 
 A stage model is the format of :mod:`lightning_compress.pruning.saving` with the network's model config (the
-``conf/model`` entry) in its payload, so it rebuilds itself: build the network from the config, prune it with the
-plan, load the weights. Every file goes through :func:`lightning_compress.loading.load_file` (``weights_only=True``;
-errors name the file and the config key it came from).
+``conf/model`` entry) and the shape of one input without batch (``input_shape``, for export) in its payload, so it
+rebuilds itself: build the network from the config, prune it with the plan, load the weights. Every file goes through
+:func:`lightning_compress.loading.load_file` (``weights_only=True``; errors name the file and the config key it came
+from).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +26,21 @@ from lightning_compress.pruning.saving import network_state, plan_of, read_paylo
 
 @dataclass
 class SavedNetwork:
-    """A network rebuilt from a file: the (pruned) ``net``, its ``plan`` and the model config it was built from."""
+    """A network rebuilt from a file: the (pruned) ``net``, its ``plan``, the model config it was built from and the
+    shape of one input (``None`` when the file does not record it)."""
 
     net: nn.Module
     plan: PruningPlan | None
     model_cfg: DictConfig
+    input_shape: list[int] | None = None
 
 
-def save_stage_model(path: Path, net: nn.Module, model_cfg: DictConfig, plan: PruningPlan | None = None) -> Path:
-    """Write ``net``'s weights (on CPU), its model config and its pruning plan (if pruned) to ``path``."""
-    save_pruned(path, net, plan, model=OmegaConf.to_container(model_cfg, resolve=True))
+def save_stage_model(path: Path, net: nn.Module, model_cfg: DictConfig, plan: PruningPlan | None = None,
+                     input_shape: Sequence[int] | None = None) -> Path:
+    """Write ``net``'s weights (on CPU), its model config, its pruning plan (if pruned) and the shape of one input
+    without batch (for export) to ``path``."""
+    save_pruned(path, net, plan, model=OmegaConf.to_container(model_cfg, resolve=True),
+                input_shape=[int(d) for d in input_shape] if input_shape is not None else None)
     return path
 
 
@@ -68,7 +75,7 @@ def load_network(path: str | Path, model_cfg: DictConfig | None = None, key: str
         raise LoadError(f"{source} is not a model saved by lightning_compress (keys {sorted(data)[:8]}).", path, key)
     plan = plan_of(entry, source)
     net = restore(build_net(cfg), plan, network_state(data, net_path, source), source)
-    return SavedNetwork(net, plan, cfg)
+    return SavedNetwork(net, plan, cfg, (entry or {}).get("input_shape"))
 
 
 def load_stage_model(path: str | Path, model_cfg: DictConfig | None = None,

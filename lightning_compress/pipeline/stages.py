@@ -1,20 +1,26 @@
-"""Stage building blocks: train, test, measure and save one network."""
+"""Stage building blocks: train, test, measure and save one network; time and export the saved ones at the end."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from lightning_compress.pipeline.artifacts import save_stage_model
-from lightning_compress.pipeline.builders import build_classifier, build_trainer
+from lightning_compress.pipeline.artifacts import load_stage_model, save_stage_model
+from lightning_compress.pipeline.builders import build_classifier, build_net, build_trainer
 from lightning_compress.pipeline.context import RunContext
-from lightning_compress.profiling import profile_model
+from lightning_compress.profiling import batch_of, compare_latency, latency_change, profile_model
+
+# Stages whose saved models are timed together at the end of a run, and the references they are compared with.
+LATENCY_SECTIONS = ("baseline", "teacher", "student_alone", "final")
+LATENCY_REFERENCES = ("baseline", "teacher")
 
 
 def fit_classifier(ctx: RunContext, stage: str, net: nn.Module, epochs: int, callbacks: Sequence[Callback] = (),
@@ -37,13 +43,10 @@ def test_accuracy(ctx: RunContext, module: pl.LightningModule, stage: str) -> fl
 
 
 def measure(ctx: RunContext, net: nn.Module) -> dict[str, Any]:
-    """Parameters, MACs, FLOPs and CPU latency of ``net`` on the data's input shape."""
+    """Parameters, MACs and FLOPs of ``net`` on the data's input shape (latency: :func:`record_latency`)."""
     example = ctx.datamodule.example_input(1)
-    latency_cfg = ctx.cfg.get("latency") or {}
     device = next(net.parameters()).device
-    profile = profile_model(net, example.to(device), latency_batch_size=int(latency_cfg.get("batch_size", 0)) or None,
-                            repeats=int(latency_cfg.get("repeats", 20)))
-    return profile.as_dict()
+    return profile_model(net, example.to(device)).as_dict()
 
 
 def record_stage(ctx: RunContext, section: str, module: pl.LightningModule, net: nn.Module, plan: Any = None,
@@ -52,9 +55,100 @@ def record_stage(ctx: RunContext, section: str, module: pl.LightningModule, net:
     acc = test_accuracy(ctx, module, section) if test_acc is None else test_acc
     entry = {"test_acc": acc, **measure(ctx, net)}
     model_cfg = ctx.cfg.model if model_cfg is None else model_cfg
-    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan))
+    input_shape = ctx.datamodule.example_input(1).shape[1:]
+    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan, input_shape))
     ctx.record[section] = entry
     return entry
+
+
+def check_measurement_config(cfg: DictConfig) -> None:
+    """Validate ``cfg.latency`` and ``cfg.export`` before any training (a bad value fails the run at once)."""
+    settings = latency_settings(cfg)
+    if settings["device"].type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("`latency.device` is 'cuda' but no CUDA device is available.")
+    if cfg.get("export"):
+        from lightning_compress.export import check_format
+
+        check_format(str(cfg.export))
+
+
+def latency_settings(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.latency`` as checked values: batch_size (0 = skip), repeats, warmup, threads (None = torch's), device."""
+    latency = cfg.get("latency") or {}
+    settings = {key: latency.get(key, default) for key, default in
+                (("batch_size", 0), ("repeats", 20), ("warmup", 5), ("threads", None), ("device", "cpu"))}
+    for key, low in (("batch_size", 0), ("repeats", 1), ("warmup", 0)):
+        if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < low:
+            raise ValueError(f"`latency.{key}` must be an int >= {low}, got {settings[key]!r}.")
+    threads = settings["threads"]
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"`latency.threads` must be null or an int >= 1, got {threads!r}.")
+    if settings["device"] not in ("cpu", "cuda"):
+        raise ValueError(f"`latency.device` must be 'cpu' or 'cuda', got {settings['device']!r}.")
+    settings["device"] = torch.device(settings["device"])
+    return settings
+
+
+def record_latency(ctx: RunContext) -> dict[str, Any] | None:
+    """Time the saved models of the run's stages in ONE interleaved comparison (``cfg.latency``).
+
+    Each of ``baseline``, ``teacher``, ``student_alone`` and ``final`` that the run saved is reloaded from its file
+    and all are timed alternately in this process, so before and after see the same machine load. The reference is
+    ``baseline`` (pruning) or ``teacher`` (distillation); a pruned ``final`` without a baseline (``method.compressed``)
+    is compared with its unpruned architecture (fresh weights). Fills every timed section's ``latency_*`` fields and
+    ``ctx.record["latency"]``: the settings, each model's median and quartiles, and each model's speedup and verdict
+    against the reference. Returns that entry (None when ``latency.batch_size`` is 0 or nothing was saved).
+    """
+    settings = latency_settings(ctx.cfg)
+    sections = [s for s in LATENCY_SECTIONS if isinstance(ctx.record.get(s), dict) and ctx.record[s].get("model_path")]
+    if not settings["batch_size"] or not sections:
+        return None
+    models: dict[str, nn.Module] = {}
+    plans: dict[str, Any] = {}
+    for section in sections:
+        models[section], plans[section] = load_stage_model(ctx.record[section]["model_path"])
+    reference = next((s for s in LATENCY_REFERENCES if s in models), None)
+    if reference is None and plans.get("final") is not None:
+        models = {"unpruned": build_net(ctx.cfg.model), **models}
+        reference = "unpruned"
+    device = settings["device"]
+    example = batch_of(ctx.datamodule.example_input(1), settings["batch_size"]).to(device)
+    timed = compare_latency({name: net.to(device) for name, net in models.items()}, example,
+                            warmup=settings["warmup"], repeats=settings["repeats"], threads=settings["threads"])
+    for section in sections:
+        ctx.record[section].update(timed[section].as_fields())
+    entry = {"interleaved": True, "reference": reference, "models": {n: lat.as_dict() for n, lat in timed.items()}}
+    if reference is not None:
+        entry["changes"] = {name: latency_change(timed[reference], lat).as_dict() for name, lat in timed.items()
+                            if name != reference}
+    ctx.record["latency"] = entry
+    return entry
+
+
+def record_export(ctx: RunContext, section: str = "final") -> dict[str, Any] | None:
+    """With ``cfg.export`` (onnx | pt2): export the saved ``section`` model, check its parity with PyTorch and, when
+    ``latency.batch_size`` > 0, time it against its unpruned architecture; the report goes to ``ctx.record["export"]``.
+
+    A parity failure is recorded (``export.parity.passed: false``) and warned about; the run's results still get
+    written (re-export with ``python -m lightning_compress.export``).
+    """
+    fmt = ctx.cfg.get("export")
+    entry = ctx.record.get(section)
+    if not fmt or not isinstance(entry, dict) or not entry.get("model_path"):
+        return None
+    from lightning_compress.export import export_stage_file
+
+    settings = latency_settings(ctx.cfg)
+    report = export_stage_file(Path(entry["model_path"]), str(fmt),
+                               input_shape=ctx.datamodule.example_input(1).shape[1:],
+                               latency_batch_size=settings["batch_size"], repeats=settings["repeats"],
+                               warmup=settings["warmup"], threads=settings["threads"])
+    ctx.record["export"] = report
+    if not report["parity"]["passed"]:
+        rank_zero_warn(f"[lightning-compress] exported {fmt} model {report['file']} FAILED the parity check: max "
+                       f"|diff| {report['parity']['max_abs_diff']:.3g} > atol {report['parity']['atol']:g} + rtol "
+                       f"{report['parity']['rtol']:g} x |output|.")
+    return report
 
 
 def seed_everything(seed: int) -> None:
