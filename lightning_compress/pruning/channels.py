@@ -104,12 +104,3 @@ class UnionFind:
 
     def frozen_reasons(self, root: int) -> set[str]:
         return self.reasons.get(root, set())
-
-
-def all_ids(info: Info) -> np.ndarray:
-    """Every id appearing in ``info`` (empty for None)."""
-    if isinstance(info, Carry):
-        return info.ids.ravel()
-    if isinstance(info, Opaque):
-        return np.array([info.id], dtype=np.int64)
-    return np.zeros(0, dtype=np.int64)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,5 +121,3 @@ class TraceContext:
     def mark_unknown(self, name: str, description: str) -> None:
         self.unknown.setdefault(name, description)
 
-
-Rule = Callable[[TraceContext, Call], Any]

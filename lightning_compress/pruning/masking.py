@@ -14,12 +14,13 @@ from .validation import compile_plan
 class ChannelMask:
     """A compiled plan for repeated zeroing (e.g. every training step).
 
-    By default the *output side* of each planned channel is zeroed: conv/linear rows and biases, norm gamma/beta
-    (BN running stats are left alone: with gamma = beta = 0 the channel outputs 0). With ``include_inputs=True`` the
+    By default the *output side* of each planned channel is zeroed: conv/linear rows and biases, norm gamma/beta and
+    the BN running statistics (the channel then outputs exactly 0 in train and eval mode). With ``include_inputs=True``
+    the
     consumers' input weights are zeroed too; then ``mask`` equals ``prune`` even after activations with f(0) != 0
     or norms without affine parameters, but a soft-pruned filter can no longer receive gradient (no SFP recovery).
     ``slots`` restricts zeroing to these slot names (e.g. ``{"out"}``: conv/linear filters only, norms untouched, as in
-    the FPGM reference code).
+    the FPGM authors' code).
     """
 
     def __init__(self, model: nn.Module, plan: PruningPlan, include_inputs: bool = False,

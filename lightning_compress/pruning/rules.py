@@ -406,9 +406,6 @@ class ParamSlotRule(ModuleRule):
     def tensor_slices(self, module: nn.Module, slot: str, idx: np.ndarray) -> list[TensorSlice]:
         return [(self.attr, self.dim, idx)]
 
-    def scale(self, module: nn.Module) -> torch.Tensor | None:
-        return None
-
 
 class IntAttrSlotRule(ModuleRule):
     """An int attribute that ``forward`` uses as a size (slot ``"int:<attr>"`` or ``"int:<attr>[i]"`` for an element

@@ -59,21 +59,27 @@ def test_fit_after_pruning_trains_the_small_model(make_trainer):
     assert callback.finished
 
 
-@pytest.mark.parametrize("criterion", ["l2", "random", "largest"])
+@pytest.mark.parametrize("criterion", ["l1", "l2", "random", "largest"])
 def test_ablation_criteria(criterion):
     torch.manual_seed(0)
     net = vgg.VGG((8, 8), num_classes=4, in_channels=1)
-    with torch.no_grad():
-        weight = net.features.conv1.weight
-        weight.copy_(torch.arange(1, 9).float().view(8, 1, 1, 1).expand_as(weight))
+    with torch.no_grad():  # filters 0-3: one entry 4..7 (L1 = L2 = 4..7); 4-7: nine entries 0.6..0.75 (L1 5.4..6.75,
+        weight = net.features.conv1.weight  # L2 1.8..2.25): L1 and L2 disagree on which filters are smallest
+        weight.zero_()
+        for i, value in enumerate((4.0, 5.0, 6.0, 7.0)):
+            weight[i, 0, 1, 1] = value
+        for i, value in zip(range(4, 8), (0.6, 0.65, 0.7, 0.75)):
+            weight[i].fill_(value)
     callback = L1FilterPruning(pruning_ratio={"features.conv1": 0.5}, criterion=criterion, verbose=False)
     _prune_once(net, callback, (1, 8, 8))
     removed = callback.plan.removed("features.conv1", "out")
     assert len(removed) == 4
+    if criterion == "l1":
+        assert removed == [0, 1, 4, 5]  # L1: 4, 5, 5.4, 5.85
     if criterion == "l2":
-        assert removed == [0, 1, 2, 3]
+        assert removed == [4, 5, 6, 7]  # L2: 1.8 .. 2.25 below 4
     if criterion == "largest":
-        assert removed == [4, 5, 6, 7]
+        assert removed == [2, 3, 6, 7]  # the largest L1: 6, 6.3, 6.75, 7
     if criterion == "random":  # seeded: the same selection again
         again = L1FilterPruning(pruning_ratio={"features.conv1": 0.5}, criterion="random", verbose=False)
         _prune_once(vgg.VGG((8, 8), num_classes=4, in_channels=1), again, (1, 8, 8))

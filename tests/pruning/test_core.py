@@ -141,6 +141,7 @@ def test_mask_zeroes_output_side_only_by_default():
     removed = plan.removed("features.0", "out")
     assert model.features[0].weight[removed].abs().sum() == 0
     assert model.features[1].weight[removed].abs().sum() == 0
+    assert model.features[1].running_var[removed].abs().sum() == 0  # BN statistics are zeroed too
     assert model.features[4].weight[:, removed].abs().sum() > 0
 
 

@@ -158,3 +158,20 @@ def test_plan_reports():
     assert {"name": "features.0", "type": "Conv2d", "slot": "out", "before": 8, "after": 4} in rows
     assert "features.0" in plan.summary()
     assert not plan.is_empty and select_channels(model, X, 0.0).is_empty
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum", "max"])
+def test_bn_scale_combines_the_coupled_bns_of_a_group(reduce):
+    from lightning_compress.models import resnet8
+    from lightning_compress.pruning import BNScale
+
+    model = randomize_norms(resnet8())
+    graph = build_channel_graph(model, torch.zeros(1, 3, 32, 32))  # couple: the stage-1 stream is one group
+    group = graph.group("conv1")
+    bns = [m for m in group.members if m.slot == "channels"]
+    assert len(bns) >= 2
+    stacked = torch.stack([model.get_submodule(m.module).weight.detach().abs()[torch.as_tensor(m.indices)] for m in bns])
+    expected = {"mean": stacked.mean(0), "sum": stacked.sum(0), "max": stacked.max(0).values}[reduce]
+    torch.testing.assert_close(BNScale(reduce).scores(group, model), expected)
+    orders = {r: BNScale(r).scores(group, model).argsort().tolist() for r in ("mean", "max")}
+    assert orders["mean"] != orders["max"]  # the combination changes the ranking

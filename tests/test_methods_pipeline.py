@@ -1,0 +1,41 @@
+"""The pruning pipelines end to end on tiny settings: `make run`'s +method=slimming, +method=l1_filter, and reruns that
+start from a saved baseline (method.pretrained) or a saved compressed model (method.compressed)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lightning_compress.pipeline import run
+
+TINY = ["method.baseline.epochs=1", "method.compress.epochs=1", "method.finetune.epochs=1",
+        "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=2",
+        "trainer.enable_progress_bar=false", "latency.batch_size=0"]
+
+
+@pytest.mark.parametrize("method", ["slimming", "l1_filter"])
+def test_method_runs_then_reruns_from_its_baseline_and_its_compressed_model(compose_config, tmp_path: Path,
+                                                                            method: str) -> None:
+    first = run(compose_config(f"+method={method}", *TINY))  # the digits showcase of `make run`, tiny
+    assert first["compressed"]["macs"] < first["baseline"]["macs"]
+    assert first["final"]["macs"] == first["compressed"]["macs"]
+    saved = tmp_path / "saved"  # the reruns write into the same run folder: keep the first run's models
+    saved.mkdir()
+    baseline = str(shutil.copy(first["baseline"]["model_path"], saved / "baseline.pt"))
+    compressed = str(shutil.copy(first["compressed"]["model_path"], saved / "compressed.pt"))
+
+    again = run(compose_config(f"+method={method}", f"method.pretrained={baseline}", *TINY))
+    assert again["baseline"]["loaded_from"] == baseline
+    assert again["baseline"]["test_acc"] == pytest.approx(first["baseline"]["test_acc"])
+    assert again["baseline"]["params"] == first["baseline"]["params"]
+
+    tuned = run(compose_config(f"+method={method}", f"method.compressed={compressed}", *TINY))
+    assert "baseline" not in tuned and tuned["loaded_compressed"] == compressed
+    assert tuned["final"]["params"] == first["compressed"]["params"]
+
+
+def test_a_missing_compressed_model_is_named_as_such(compose_config) -> None:
+    with pytest.raises(FileNotFoundError, match="`method.compressed`"):
+        run(compose_config("+method=l1_filter", "method.compressed=nothing/here.pt", *TINY))
