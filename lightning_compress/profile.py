@@ -3,7 +3,10 @@
     python -m lightning_compress.profile model=resnet56
     python -m lightning_compress.profile model=vgg16 data=cifar10 latency.batch_size=32
     python -m lightning_compress.profile model=resnet56 prune.ratio=0.4 prune.importance=fpgm   # before/after pruning
-    python -m lightning_compress.profile model=resnet56 weights=logs/.../stages/final/model.pt  # a saved model
+    python -m lightning_compress.profile weights=logs/.../stages/final/model.pt  # a saved model
+
+A saved stage model carries its architecture and input shape; a Lightning ``.ckpt`` is built from ``model=`` and
+profiled on ``data=``'s shape.
 
 The last line of standard output is one JSON object (``params``, ``macs``, ``flops``, ...), for scripts.
 """
@@ -26,16 +29,22 @@ register_resolvers()
 
 def profile_from_config(cfg: DictConfig) -> dict[str, Any]:
     """Profile ``cfg.model`` (or the saved model ``cfg.weights``), optionally before and after pruning."""
-    from lightning_compress.pipeline.artifacts import load_stage_model
+    from lightning_compress.pipeline.artifacts import read_stage_model
     from lightning_compress.pipeline.builders import build_net
 
     shape = (1, int(cfg.data.in_channels), int(cfg.data.image_size), int(cfg.data.image_size))
+    model_cfg = cfg.model
+    if cfg.get("weights"):  # a stage model carries its architecture and input shape; a .ckpt uses model= / data=
+        saved = read_stage_model(cfg.weights, "weights", cfg.model)
+        net, model_cfg = saved.net, saved.model_cfg
+        shape = (1, *saved.input_shape) if saved.input_shape else shape
+    else:
+        net = build_net(cfg.model)
     example = torch.randn(shape)
-    net = load_stage_model(cfg.weights, cfg.model)[0] if cfg.get("weights") else build_net(cfg.model)
     batch = int(cfg.latency.batch_size)
     repeats = int(cfg.latency.repeats)
     before = profile_model(net, example, latency_batch_size=batch or None, repeats=repeats).as_dict()
-    result: dict[str, Any] = {"model": cfg.model._target_.rsplit(".", 1)[-1], "input": list(shape), **before}
+    result: dict[str, Any] = {"model": model_cfg._target_.rsplit(".", 1)[-1], "input": list(shape), **before}
     prune_cfg = cfg.get("prune") or {}
     if prune_cfg.get("ratio"):
         pruned = _prune(net, example, prune_cfg)

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from lightning_compress.distillation.base import DistillationModule
-from lightning_compress.distillation.teacher import FrozenTeacher, load_teacher
-from lightning_compress.pipeline.artifacts import FORMAT, load_stage_model, save_stage_model
+from lightning_compress.distillation.teacher import FrozenTeacher
+from lightning_compress.pipeline.artifacts import read_stage_model, save_stage_model
 from lightning_compress.pipeline.builders import build_classifier, build_net, build_trainer
 from lightning_compress.pipeline.context import RunContext
 from lightning_compress.pipeline.stages import fit_classifier, measure, test_accuracy
@@ -43,9 +41,11 @@ def run_distillation(ctx: RunContext) -> None:
     student, plan, student_cfg = _student(ctx)
     teacher_path = method.get("teacher")
     teacher_cfg = method.get("teacher_model") or ctx.cfg.model
-    teacher = load_teacher(teacher_path, teacher_cfg) if teacher_path else build_net(teacher_cfg)
     if teacher_path:
-        teacher_cfg = _saved_model_cfg(teacher_path, teacher_cfg)
+        saved = read_stage_model(teacher_path, "method.teacher", teacher_cfg)
+        teacher, teacher_cfg = saved.net, saved.model_cfg
+    else:
+        teacher = build_net(teacher_cfg)
     pairs = _check_config(ctx, factory, student, teacher, plan)  # fails before any training
 
     teacher_epochs = _teacher_stage(ctx, teacher, teacher_cfg, teacher_path)
@@ -92,7 +92,7 @@ def _distill_stage(ctx: RunContext, module: DistillationModule, epochs: int) -> 
     trainer = build_trainer(ctx.cfg, "stage1", epochs, checkpoint_dir=str(ctx.stage_dir("stage1")))
     rank_zero_info(f"[lightning-compress] stage 'stage1' ({type(module).__name__}): {epochs} epochs")
     if epochs > 0:
-        trainer.fit(module, datamodule=ctx.datamodule)
+        trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=ctx.checkpoint_to_resume("stage1"), weights_only=True)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and not k.endswith("_step")}
 
 
@@ -101,8 +101,8 @@ def _student(ctx: RunContext) -> tuple[nn.Module, Any, DictConfig]:
     path = ctx.cfg.method.get("student_weights")
     if not path:
         return build_net(ctx.cfg.model), None, ctx.cfg.model
-    net, plan = load_stage_model(path, ctx.cfg.model)
-    return net, plan, _saved_model_cfg(path, ctx.cfg.model)
+    saved = read_stage_model(path, "method.student_weights", ctx.cfg.model)
+    return saved.net, saved.plan, saved.model_cfg
 
 
 def _check_config(ctx: RunContext, factory: Any, student: nn.Module, teacher: nn.Module, plan: Any) -> Any:
@@ -129,17 +129,10 @@ def _record(ctx: RunContext, section: str, net: nn.Module, model_cfg: DictConfig
     """Test, measure and save ``net`` with ITS model config (the teacher's may differ from ``cfg.model``)."""
     acc = test_accuracy(ctx, build_classifier(ctx.cfg, net), section)
     entry = {"test_acc": acc, **measure(ctx, net)}
-    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan))
+    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan,
+                                               input_shape=ctx.datamodule.example_input(1).shape[1:]))
     ctx.record[section] = entry
     return entry
-
-
-def _saved_model_cfg(path: str | Path, default: DictConfig) -> DictConfig:
-    """The model config stored in a stage model file (Lightning checkpoints and state_dicts: ``default``)."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        return OmegaConf.create(payload["model"])
-    return default
 
 
 def _epochs(method: DictConfig, stage: str, default: int = 0) -> int:

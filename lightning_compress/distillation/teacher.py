@@ -8,14 +8,12 @@ checkpoints), untouched by ``module.train()`` and not wrapped by DDP. It always 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from lightning_compress.pipeline.artifacts import load_stage_model
-from lightning_compress.pipeline.builders import build_net
+from lightning_compress.pipeline.artifacts import read_stage_model
 
 
 def freeze(net: nn.Module) -> nn.Module:
@@ -59,29 +57,12 @@ class FrozenTeacher:
 
 
 def load_teacher(path: str | Path, model_cfg: DictConfig | None = None) -> nn.Module:
-    """A network from ``path``: a stage model (``stages/<stage>/model.pt``, pruned or not), a Lightning checkpoint
-    of this project (``net.*`` keys, needs ``model_cfg``) or a bare ``state_dict`` (needs ``model_cfg``).
+    """A network from ``path`` (the config key ``method.teacher``): a stage model (``stages/<stage>/model.pt``,
+    pruned or not), a Lightning checkpoint of this project (``net.*`` keys, needs ``model_cfg``) or a bare
+    ``state_dict`` (needs ``model_cfg``); read by the project's one loader (``weights_only=True``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the file is none of the above, or its weights do not fit ``model_cfg``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"`method.teacher` {str(path)!r} does not exist.")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if _is_bare_state_dict(payload):
-        if model_cfg is None:
-            raise ValueError(f"{str(path)!r} is a bare state_dict; loading it needs the teacher's model config.")
-        net = build_net(model_cfg)
-        try:
-            net.load_state_dict(payload)
-        except RuntimeError as err:
-            raise ValueError(f"the state_dict in {str(path)!r} does not fit the teacher model config: {err}") from err
-        return net
-    net, _ = load_stage_model(path, model_cfg)
-    return net
-
-
-def _is_bare_state_dict(payload: Any) -> bool:
-    return isinstance(payload, dict) and bool(payload) and all(isinstance(v, Tensor) for v in payload.values())
+    return read_stage_model(path, "method.teacher", model_cfg).net

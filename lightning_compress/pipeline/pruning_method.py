@@ -33,7 +33,7 @@ def run_pruning_method(ctx: RunContext) -> None:
     if not isinstance(callback, Callback):
         raise TypeError(f"`method.callback` must build a Lightning Callback, got {type(callback).__name__}.")
     if method.get("compressed"):
-        net, plan = load_stage_model(method.compressed, ctx.cfg.model)
+        net, plan = load_stage_model(method.compressed, ctx.cfg.model, key="method.compressed", same_model=True)
         ctx.record["loaded_compressed"] = str(method.compressed)
     else:
         net = _baseline(ctx, method)
@@ -63,7 +63,7 @@ def _final_plan(ctx: RunContext, callback: Callback, module) -> object:
 def _baseline(ctx: RunContext, method: DictConfig):
     """Train the baseline network, or load ``method.pretrained``; record its numbers as ``baseline``."""
     if method.get("pretrained"):
-        net, _ = load_stage_model(method.pretrained, ctx.cfg.model)
+        net, _ = load_stage_model(method.pretrained, ctx.cfg.model, key="method.pretrained", same_model=True)
         record_stage(ctx, "baseline", build_classifier(ctx.cfg, net), net)
         ctx.record["baseline"]["loaded_from"] = str(method.pretrained)
         return net

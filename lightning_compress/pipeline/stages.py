@@ -24,8 +24,8 @@ def fit_classifier(ctx: RunContext, stage: str, net: nn.Module, epochs: int, cal
     module = build_classifier(ctx.cfg, net, optim_overrides=optim, scheduler_overrides=scheduler)
     trainer = build_trainer(ctx.cfg, stage, epochs, callbacks, checkpoint_dir=str(ctx.stage_dir(stage)))
     rank_zero_info(f"[lightning-compress] stage {stage!r}: {epochs} epochs")
-    if epochs > 0:
-        trainer.fit(module, datamodule=ctx.datamodule)
+    if epochs > 0:  # a resumed run continues from the stage's checkpoint (a finished fit only restores it)
+        trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=ctx.checkpoint_to_resume(stage), weights_only=True)
     return module, trainer
 
 
@@ -52,7 +52,8 @@ def record_stage(ctx: RunContext, section: str, module: pl.LightningModule, net:
     acc = test_accuracy(ctx, module, section) if test_acc is None else test_acc
     entry = {"test_acc": acc, **measure(ctx, net)}
     model_cfg = ctx.cfg.model if model_cfg is None else model_cfg
-    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan))
+    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan,
+                                               input_shape=ctx.datamodule.example_input(1).shape[1:]))
     ctx.record[section] = entry
     return entry
 
