@@ -2,9 +2,9 @@
 
     python -m lightning_compress.report logs/train/slimming/multiruns/<time>
 
-Collects every ``results.json`` below the folder and writes ``report.md``, ``report.csv`` and
-``accuracy_vs_macs.png`` there: one row per run with the config values that differ between runs, baseline and
-final accuracy, MACs and parameters, and their changes. The plot shows test accuracy against MACs for every final
+Collects every ``results.json`` below the folder (runs whose ``status`` is not ``done`` are skipped and listed) and
+writes ``report.md``, ``report.csv`` and ``accuracy_vs_macs.png`` there: one row per run with the config values that
+differ between runs, baseline and final accuracy, MACs and parameters, and their changes. The plot shows test accuracy against MACs for every final
 model, with each run's baseline.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lightning_compress.pipeline.results import RESULTS_FILE
+from lightning_compress.pipeline.results import DONE, RESULTS_FILE, run_status
 
 REPORT_COLUMNS = ("baseline_acc", "final_acc", "delta_acc_pt", "baseline_macs", "final_macs", "macs_reduction_pct",
                   "baseline_params", "final_params", "params_reduction_pct", "final_latency_ms", "wall_time_s")
@@ -41,6 +41,24 @@ def load_runs(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
     if not runs:
         raise FileNotFoundError(f"no {RESULTS_FILE} below {str(folder)!r}: expected a run or multirun folder.")
     return runs
+
+
+def finished_runs(runs: list[tuple[Path, dict[str, Any]]]) -> tuple[list, list]:
+    """``(done runs, runs that are not done)``: a running (or killed) or failed run has no final numbers to report."""
+    done = [(folder, record) for folder, record in runs if run_status(record) == DONE]
+    return done, [(folder, record) for folder, record in runs if run_status(record) != DONE]
+
+
+def skipped_note(skipped: list[tuple[Path, dict[str, Any]]], root: Path) -> str:
+    """A markdown line per skipped run: its folder and status (and error, when it failed)."""
+    if not skipped:
+        return ""
+    lines = [f"\nSkipped {len(skipped)} run(s) that are not done:"]
+    for folder, record in skipped:
+        error = record.get("error") or {}
+        reason = f": {error.get('type')}: {error.get('message')}" if error else ""
+        lines.append(f"- {folder.relative_to(root) or '.'} ({run_status(record)}{reason})")
+    return "\n".join(lines) + "\n"
 
 
 def varying_config_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
@@ -74,7 +92,9 @@ def build_rows(runs: list[tuple[Path, dict[str, Any]]], root: Path) -> tuple[lis
 
 def write_report(folder: Path) -> dict[str, Path]:
     """Write the markdown table, the CSV and the plot into ``folder``; return their paths."""
-    runs = load_runs(folder)
+    runs, skipped = finished_runs(load_runs(folder))
+    if not runs:
+        raise FileNotFoundError(f"no finished run below {str(folder)!r}:{skipped_note(skipped, folder)}")
     keys, rows = build_rows(runs, folder)
     columns = ["run", *keys, *REPORT_COLUMNS]
     csv_path, md_path = folder / "report.csv", folder / "report.md"
@@ -82,7 +102,7 @@ def write_report(folder: Path) -> dict[str, Path]:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    md_path.write_text(_markdown(columns, rows))
+    md_path.write_text(_markdown(columns, rows) + skipped_note(skipped, folder))
     return {"csv": csv_path, "markdown": md_path, "plot": _plot(rows, folder / "accuracy_vs_macs.png", keys)}
 
 

@@ -47,3 +47,23 @@ def test_report_errors_name_the_folder_or_file(tmp_path):
         write_report(tmp_path)
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing")])
+
+
+def test_runs_that_are_not_done_are_skipped_and_named(tmp_path, capsys):
+    _run(tmp_path / "0", 0.3, 0.965, 700_000)
+    _run(tmp_path / "1", 0.5, 0.95, 500_000)
+    for name, extra in (("1", {"status": "failed", "error": {"type": "RuntimeError", "message": "boom"}}),
+                        ("2", {"status": "running"})):
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        record = json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists() else {}
+        (folder / "results.json").write_text(json.dumps({**record, "config": {"seed": 1}, **extra}))
+    main([str(tmp_path)])
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert [r["run"] for r in rows] == ["0"]
+    out = capsys.readouterr().out
+    assert "Skipped 2 run(s) that are not done" in out
+    assert "- 1 (failed: RuntimeError: boom)" in out and "- 2 (running)" in out
+    (tmp_path / "0" / "results.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        write_report(tmp_path)

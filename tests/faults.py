@@ -1,0 +1,35 @@
+"""Faults injected into real ``train.py`` subprocesses (configured as ``+callbacks.<name>={_target_: ...}``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class KillOnce(pl.Callback):
+    """SIGKILLs its own process at the start of epoch ``epoch`` of the fit of ``stage`` (its checkpoint folder's
+    name), once: ``marker`` is created just before, and a process that finds it does nothing (the resumed run)."""
+
+    def __init__(self, stage: str, epoch: int, marker: str) -> None:
+        self.stage, self.epoch, self.marker = stage, epoch, Path(marker)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        stage = Path(getattr(checkpoint, "dirpath", "") or "").name
+        if stage == self.stage and trainer.current_epoch == self.epoch and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RaiseAt(pl.Callback):
+    """Raises ``RuntimeError("injected failure")`` at the start of epoch ``epoch`` of every fit (a failing run)."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("injected failure")
