@@ -4,8 +4,8 @@
 
 Collects every ``results.json`` below the folder (runs whose ``status`` is not ``done`` are skipped and listed) and
 writes ``report.md``, ``report.csv`` and ``accuracy_vs_macs.png`` there: one row per run with the config values that
-differ between runs, baseline and final accuracy, MACs and parameters, and their changes. The plot shows test accuracy against MACs for every final
-model, with each run's baseline.
+differ between runs, baseline and final accuracy, MACs and parameters, and their changes. The plot shows test
+accuracy against MACs for every final model, with each run's baseline.
 """
 
 from __future__ import annotations

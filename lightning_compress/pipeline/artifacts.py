@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor, nn
 
 from lightning_compress.loading import LoadError, load_file
@@ -37,7 +38,9 @@ class SavedModel:
 def save_stage_model(path: Path, net: nn.Module, model_cfg: DictConfig, plan: Any = None,
                      input_shape: Sequence[int] | None = None) -> Path:
     """Write ``net``'s weights (on CPU), its architecture config, its pruning plan (if pruned) and the shape of one
-    input (without batch) to ``path``."""
+    input (without batch) to ``path``. Under DDP only rank 0 writes (every rank holds the same network)."""
+    if rank_zero_only.rank != 0:
+        return path
     payload = {
         "format": FORMAT,
         "model": OmegaConf.to_container(model_cfg, resolve=True),

@@ -279,9 +279,9 @@ def test_load_teacher_from_bare_state_dict_stage_model_and_errors(resnet, tmp_pa
     assert torch.equal(loaded.fc.weight, net.fc.weight)
     save_stage_model(tmp_path / "model.pt", net, cfg)
     assert torch.equal(load_teacher(tmp_path / "model.pt").conv1.weight, net.conv1.weight)
-    with pytest.raises(ValueError, match="needs the teacher's model config"):
+    with pytest.raises(ValueError, match="needs the `model` config"):
         load_teacher(tmp_path / "bare.pt")
-    with pytest.raises(ValueError, match="does not fit the teacher model config"):
+    with pytest.raises(ValueError, match="`method.teacher`.*weights do not fit"):
         load_teacher(tmp_path / "bare.pt", OmegaConf.merge(cfg, {"depth": 8}))
     with pytest.raises(FileNotFoundError, match="`method.teacher`"):
         load_teacher(tmp_path / "missing.pt", cfg)
