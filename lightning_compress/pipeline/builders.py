@@ -77,7 +77,8 @@ def configure_threads(cfg: DictConfig) -> int:
     Lightning's DDP launcher and DataLoader workers keep it); returns the number.
 
     ``cfg.threads`` wins; else an ``OMP_NUM_THREADS`` set before the process started; else
-    :func:`threads_per_process` of the cores this run may use (:func:`usable_cores`) and its local processes.
+    :func:`threads_per_process` of the cores this run may use (:func:`usable_cores`) and the processes sharing them
+    (its local DDP processes, times the pytest-xdist workers when tests run in parallel).
 
     Raises:
         ValueError: ``threads`` is not a positive int (or null).
@@ -88,7 +89,7 @@ def configure_threads(cfg: DictConfig) -> int:
     if threads is None and _THREADS_FROM_ENVIRONMENT and _THREADS_FROM_ENVIRONMENT.isdigit():
         threads = max(1, int(_THREADS_FROM_ENVIRONMENT))
     if threads is None:
-        threads = threads_per_process(usable_cores(), local_processes(cfg.trainer))
+        threads = threads_per_process(usable_cores(), local_processes(cfg.trainer) * parallel_test_workers())
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     return threads
@@ -125,6 +126,12 @@ def local_processes(trainer_cfg: DictConfig) -> int:
     if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
         return len(devices)
     return 1
+
+
+def parallel_test_workers() -> int:
+    """pytest-xdist workers running at once (``PYTEST_XDIST_WORKER_COUNT``), else 1."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    return int(workers) if workers.isdigit() and int(workers) > 0 else 1
 
 
 def _launcher_cpus_per_task() -> int | None:
