@@ -52,8 +52,13 @@ def format_epoch_line(stage: str, epoch: int, max_epochs: int | None, metrics: d
     return f"[{stage}] epoch {epoch + 1}{total}  {values}  ({seconds:.1f} s)"
 
 
+# Notices every new Trainer repeats (device summary): shown once per process.
+REPEATED_NOTICES = ("GPU available:", "TPU available:", "HPU available:", "IPU available:", "LOCAL_RANK:")
+
+
 class OncePerProcess(logging.Filter):
-    """Lets each distinct message through once; drops Lightning's "Tip:" advertisements."""
+    """Lets each of Lightning's per-Trainer device notices through once; drops its "Tip:" advertisements; leaves
+    every other message alone."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -61,7 +66,11 @@ class OncePerProcess(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "Tip: " in message[:8] or message in self.seen:
+        if "Tip: " in message[:8]:
+            return False
+        if not message.startswith(REPEATED_NOTICES):
+            return True
+        if message in self.seen:
             return False
         self.seen.add(message)
         return True
