@@ -55,4 +55,4 @@ def test_lightning_notices_pass_once_and_tips_never():
     assert flt.filter(record("GPU available: False, used: False"))
     assert not flt.filter(record("GPU available: False, used: False"))
     assert not flt.filter(record("💡 Tip: For seamless cloud logging"))
-    assert flt.filter(record("[NetworkSlimming] params 1 -> 1")) and flt.filter(record("[NetworkSlimming] params 1 -> 1"))
+    assert all(flt.filter(record("[NetworkSlimming] params 1 -> 1")) for _ in range(2))  # others: always
