@@ -25,11 +25,16 @@ class KillOnce(pl.Callback):
 
 
 class RaiseAt(pl.Callback):
-    """Raises ``RuntimeError("injected failure")`` at the start of epoch ``epoch`` of every fit (a failing run)."""
+    """Raises ``RuntimeError("injected failure")`` at the start of epoch ``epoch`` of every fit; with ``marker``
+    only once (the file is created first), like a job that fails and is then requeued."""
 
-    def __init__(self, epoch: int = 0) -> None:
+    def __init__(self, epoch: int = 0, marker: str | None = None) -> None:
         self.epoch = epoch
+        self.marker = Path(marker) if marker else None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("injected failure")
+        if trainer.current_epoch != self.epoch or (self.marker is not None and self.marker.exists()):
+            return
+        if self.marker is not None:
+            self.marker.touch()
+        raise RuntimeError("injected failure")

@@ -80,6 +80,21 @@ def test_failed_run_records_the_error_and_resume_rejects_changed_overrides(compo
         run(compose_config(f"resume={tmp_path}", "trainer.max_epochs=2"))
 
 
+def test_a_requeued_job_in_its_unfinished_folder_continues_it(compose_config, tmp_path):
+    overrides = ("trainer.max_epochs=2", f"+callbacks.fail={{_target_: tests.faults.RaiseAt, epoch: 1, "
+                 f"marker: {tmp_path / 'failed-once'}}}")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(compose_config(*overrides))
+    assert (tmp_path / "stages" / "train" / "last.ckpt").is_file()  # epoch 0 finished
+    run(compose_config(*overrides))  # the same job again, same folder and config (a requeue)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "done"
+    assert [a["status"] for a in saved["attempts"]] == ["failed"]
+    assert saved["attempts"][0]["error"]["message"] == "injected failure"
+    other = run(compose_config("trainer.max_epochs=1"))  # another config in that folder: a new run, not a resume
+    assert "attempts" not in other
+
+
 @pytest.mark.parametrize("make", ["missing", "no_results", "bad_json"])
 def test_resume_of_something_that_is_no_run_names_the_key(compose_config, tmp_path, make):
     target = tmp_path / "target"
