@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         "alone": [*base, f"hydra.run.dir={out / 'alone'}"],
         "5-at-once-before": ["-m", "hydra/launcher=local", f"hydra.launcher.cpus_per_task={cores}", f"threads={cores}",
                              seeds, *base, f"hydra.sweep.dir={out / 'before'}"],
-        "5-at-once-after": ["-m", "hydra/launcher=local", f"hydra.launcher.cpus_per_task={max(1, cores // 5)}",
+        "5-at-once-after": ["-m", "hydra/launcher=local", f"hydra.launcher.cpus_per_task={max(1, cores // RUNS_AT_ONCE)}",
                             seeds, *base, f"hydra.sweep.dir={out / 'after'}"],
     }
     folders = {"alone": out / "alone", "5-at-once-before": out / "before", "5-at-once-after": out / "after"}
