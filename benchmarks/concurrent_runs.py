@@ -63,12 +63,13 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True)
     base = COMMON + (QUICK if args.quick else [])
     seeds = "seed=" + ",".join(str(s) for s in range(RUNS_AT_ONCE))
+    share = max(1, cores // RUNS_AT_ONCE)
     scenarios = {
         "alone": [*base, f"hydra.run.dir={out / 'alone'}"],
         "5-at-once-before": ["-m", "hydra/launcher=local", f"hydra.launcher.cpus_per_task={cores}", f"threads={cores}",
                              seeds, *base, f"hydra.sweep.dir={out / 'before'}"],
-        "5-at-once-after": ["-m", "hydra/launcher=local", f"hydra.launcher.cpus_per_task={max(1, cores // RUNS_AT_ONCE)}",
-                            seeds, *base, f"hydra.sweep.dir={out / 'after'}"],
+        "5-at-once-after": ["-m", "hydra/launcher=local", f"hydra.launcher.cpus_per_task={share}", seeds, *base,
+                            f"hydra.sweep.dir={out / 'after'}"],
     }
     folders = {"alone": out / "alone", "5-at-once-before": out / "before", "5-at-once-after": out / "after"}
     summary: dict = {"cores": cores, "quick": args.quick, "load_before": os.getloadavg(), "scenarios": {}}
