@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 
 class KillOnce(pl.Callback):
     """SIGKILLs its own process at the start of epoch ``epoch`` of the fit of ``stage`` (its checkpoint folder's
-    name), once: ``marker`` is created just before, and a process that finds it does nothing (the resumed run)."""
+    name), once: ``marker`` (``<marker>.rank<r>`` on DDP rank r > 0, so every rank dies) is created just before, and
+    a process that finds it does nothing (the resumed run)."""
 
     def __init__(self, stage: str, epoch: int, marker: str) -> None:
         self.stage, self.epoch, self.marker = stage, epoch, Path(marker)
@@ -19,8 +20,9 @@ class KillOnce(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         checkpoint = trainer.checkpoint_callback
         stage = Path(getattr(checkpoint, "dirpath", "") or "").name
-        if stage == self.stage and trainer.current_epoch == self.epoch and not self.marker.exists():
-            self.marker.touch()
+        marker = self.marker if trainer.global_rank == 0 else Path(f"{self.marker}.rank{trainer.global_rank}")
+        if stage == self.stage and trainer.current_epoch == self.epoch and not marker.exists():
+            marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
 
 

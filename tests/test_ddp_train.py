@@ -63,3 +63,26 @@ def test_train_py_ddp_ranks_agree_and_rank0_writes_the_run(tmp_path, method):
     last = json.loads((tmp_path / "digest" / f"{fits[-1]}-rank0.json").read_text())
     assert saved["params"] == last["params"] and saved["buffers"] == last["buffers"]
     assert _single_process_test_acc(record) == pytest.approx(record["final"]["test_acc"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_train_py_ddp_killed_on_both_ranks_resumes_to_the_uninterrupted_weights(tmp_path):
+    overrides = [*TINY, "trainer.enable_progress_bar=false", "+method=kd", "method.teacher_fit.epochs=1",
+                 "method.student_alone.epochs=0", "method.stage1.epochs=3", "method.stage2.epochs=1"]
+
+    def train(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "train.py", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+
+    assert train(*overrides, f"paths.log_dir={tmp_path / 'reference'}").returncode == 0
+    kill = f"+callbacks.kill={{_target_: tests.faults.KillOnce, stage: stage1, epoch: 2, marker: {tmp_path / 'k'}}}"
+    assert train(*overrides, f"paths.log_dir={tmp_path / 'killed'}", kill).returncode == -9
+    (interrupted,) = (p.parent for p in (tmp_path / "killed").rglob("results.json"))
+    resumed = train(f"resume={interrupted}")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    (reference,) = (p.parent for p in (tmp_path / "reference").rglob("results.json"))
+    done, expected = (json.loads((d / "results.json").read_text()) for d in (interrupted, reference))
+    assert done["status"] == "done" and done["resumed"] and done["final"]["test_acc"] == expected["final"]["test_acc"]
+    ours = read_stage_model(done["final"]["model_path"], "final").net
+    theirs = read_stage_model(expected["final"]["model_path"], "final").net
+    assert network_digest(ours) == network_digest(theirs)

@@ -20,7 +20,7 @@ from lightning_compress.pipeline.context import RunContext
 from lightning_compress.pipeline.plain import run_plain
 from lightning_compress.pipeline.progress import quiet_lightning_notices
 from lightning_compress.pipeline.results import DONE, FAILED, RUNNING, run_status, summary_table, write_results
-from lightning_compress.pipeline.resume import run_to_resume
+from lightning_compress.pipeline.resume import attempt_id, run_to_resume
 from lightning_compress.pipeline.stages import seed_everything
 
 METHOD_KINDS = ("prune", "distill")
@@ -29,7 +29,8 @@ log = logging.getLogger("lightning_compress")
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run every stage the config asks for; return the run record (also written to ``results.json``)."""
-    cfg, previous = run_to_resume(cfg)
+    attempt = attempt_id()
+    cfg, previous = run_to_resume(cfg, attempt)
     method = cfg.get("method")
     kind = method.get("kind") if method else None
     if method and kind not in METHOD_KINDS:
@@ -46,6 +47,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ctx.record["task_name"] = cfg.get("task_name")
     ctx.record["method"] = method.get("name") if method else None
     ctx.record["threads"] = threads
+    ctx.record["attempt"], ctx.record["resumed"] = attempt, previous is not None
     if previous is not None:
         ctx.record["attempts"] = [*previous.get("attempts", []), _attempt(previous)]
         _info(f"[lightning-compress] resuming {output_dir} (was {run_status(previous)}) from its stage checkpoints")
