@@ -14,7 +14,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev,export]"   # export: onnx tests run in CI
+	$(PY) -m pip install --quiet -e ".[dev,export,cluster]"   # export: onnx tests; cluster: submitit tests
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package with its dev tools
@@ -47,9 +47,13 @@ test-zoo: $(ZOO_STAMP)  ## optional: the engine on 27 timm families and 13 torch
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check .
 
-sweep: $(STAMP)  ## the slimming trade-off sweep on digits, then its report
-	$(PY) train.py -m +method=slimming method.callback.pruning_ratio=0.3,0.5,0.7
-	$(PY) -m lightning_compress.report $$(ls -td logs/train/slimming/multiruns/* | head -1)
+# The sweep's own folder, fixed before it starts (the report reads exactly this one, never "the newest folder").
+SWEEP_DIR ?= $(SWEEP_DEFAULT)
+SWEEP_DEFAULT := logs/train/slimming/multiruns/sweep-$(shell date +%Y-%m-%d_%H-%M-%S)
+
+sweep: $(STAMP)  ## the slimming trade-off sweep on digits, then its report (runs that did not finish are listed)
+	$(PY) train.py -m +method=slimming method.callback.pruning_ratio=0.3,0.5,0.7 hydra.sweep.dir=$(SWEEP_DIR); \
+	status=$$?; $(PY) -m lightning_compress.report $(SWEEP_DIR); exit $$status
 
 clean-logs:  ## remove run outputs
 	rm -rf logs outputs multirun

@@ -18,6 +18,7 @@ from lightning_compress.profiling import count_macs, count_params
 
 EPOCHS = int(os.environ.get("EPOCHS", "10"))
 BATCHES = int(os.environ.get("BATCHES", "0")) or None  # limit_train_batches for smoke runs (None: all)
+LOG_DIR = "logs/examples/plain_lightning_slimming"  # checkpoints, below the git-ignored logs/ of the working folder
 
 
 class DigitsNet(pl.LightningModule):
@@ -68,12 +69,12 @@ def main() -> dict:
     # 1) Sparsity training; at the end of fit the callback removes 50% of the channels (one global |gamma| threshold).
     slimming = NetworkSlimming(sparsity_lambda=1e-4, pruning_ratio=0.5, init_gamma=0.5)
     trainer = pl.Trainer(max_epochs=EPOCHS, callbacks=[slimming], logger=False, enable_progress_bar=False,
-                         default_root_dir="example_logs", accelerator="cpu", limit_train_batches=BATCHES)
+                         default_root_dir=LOG_DIR, accelerator="cpu", limit_train_batches=BATCHES)
     trainer.fit(model, train_loader)
 
     # 2) Fine-tune the smaller model (a plain fit: model.net is already pruned). Checkpoints carry the plan.
     finetune = pl.Trainer(max_epochs=max(1, EPOCHS // 2), callbacks=[slimming], logger=False,
-                          enable_progress_bar=False, default_root_dir="example_logs", accelerator="cpu",
+                          enable_progress_bar=False, default_root_dir=LOG_DIR, accelerator="cpu",
                           limit_train_batches=BATCHES)
     finetune.fit(model, train_loader)
 
@@ -81,8 +82,9 @@ def main() -> dict:
     reloaded = load_pruned_checkpoint(DigitsNet, finetune.checkpoint_callback.best_model_path)
     after = {"params": count_params(reloaded.net), "macs": count_macs(reloaded.net, example)}
     result = {"before": before, "after": after, "test_acc": accuracy(reloaded, test_set)}
-    print(f"params {before['params']:,} -> {after['params']:,}, MACs {before['macs']:,} -> {after['macs']:,}, "
-          f"test accuracy {result['test_acc']:.3f}")
+    print(f"params {before['params']:,} -> {after['params']:,} ({100 * (1 - after['params'] / before['params']):.1f}% "
+          f"fewer), MACs {before['macs']:,} -> {after['macs']:,} ({100 * (1 - after['macs'] / before['macs']):.1f}% "
+          f"fewer), test accuracy {result['test_acc']:.3f}")
     return result
 
 

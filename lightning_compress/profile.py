@@ -3,7 +3,10 @@
     python -m lightning_compress.profile model=resnet56
     python -m lightning_compress.profile model=vgg16 data=cifar10 latency.batch_size=32
     python -m lightning_compress.profile model=resnet56 prune.ratio=0.4 prune.importance=fpgm   # before/after pruning
-    python -m lightning_compress.profile model=resnet56 weights=logs/.../stages/final/model.pt  # a saved model
+    python -m lightning_compress.profile weights=logs/.../stages/final/model.pt  # a saved model
+
+A saved stage model carries its architecture and input shape; a Lightning ``.ckpt`` is built from ``model=`` and
+profiled on ``data=``'s shape.
 
 With ``prune.ratio`` the unpruned and pruned networks are timed in one interleaved comparison (median and IQR of
 ``latency.repeats`` runs each; "faster"/"slower" only when the IQRs separate). The last line of standard output is one
@@ -32,12 +35,18 @@ def profile_from_config(cfg: DictConfig) -> dict[str, Any]:
 
     With ``prune.ratio`` the unpruned and pruned networks are timed in one interleaved comparison.
     """
-    from lightning_compress.pipeline.artifacts import load_stage_model
+    from lightning_compress.pipeline.artifacts import read_stage_model
     from lightning_compress.pipeline.builders import build_net
 
     shape = (1, int(cfg.data.in_channels), int(cfg.data.image_size), int(cfg.data.image_size))
+    model_cfg = cfg.model
+    if cfg.get("weights"):  # a stage model carries its architecture and input shape; a .ckpt uses model= / data=
+        saved = read_stage_model(cfg.weights, "weights", cfg.model)
+        net, model_cfg = saved.net, saved.model_cfg
+        shape = (1, *saved.input_shape) if saved.input_shape else shape
+    else:
+        net = build_net(cfg.model)
     example = torch.randn(shape)
-    net = load_stage_model(cfg.weights, cfg.model, key="weights")[0] if cfg.get("weights") else build_net(cfg.model)
     latency_cfg = cfg.get("latency") or {}
     batch = int(latency_cfg.get("batch_size", 0))
     if batch < 0:
@@ -46,7 +55,7 @@ def profile_from_config(cfg: DictConfig) -> dict[str, Any]:
     prune_cfg = cfg.get("prune") or {}
     if prune_cfg.get("ratio"):
         models["pruned"] = _prune(copy.deepcopy(net), example, prune_cfg)
-    result: dict[str, Any] = {"model": cfg.model._target_.rsplit(".", 1)[-1], "input": list(shape),
+    result: dict[str, Any] = {"model": model_cfg._target_.rsplit(".", 1)[-1], "input": list(shape),
                               **profile_model(net, example).as_dict()}
     if "pruned" in models:
         result["pruned"] = profile_model(models["pruned"], example).as_dict()

@@ -2,11 +2,11 @@
 
     python -m lightning_compress.report logs/train/slimming/multiruns/<time>
 
-Collects every ``results.json`` below the folder and writes ``report.md``, ``report.csv`` and
-``accuracy_vs_cost.png`` there: one row per run with the config values that differ between runs, baseline and
-final accuracy, MACs, parameters and measured latency, and their changes. The plot has two panels: test accuracy
-against MACs and against measured latency (median with inter-quartile bars, from the run's interleaved before/after
-comparison), for every final model, with each run's baseline.
+Collects every ``results.json`` below the folder (runs whose ``status`` is not ``done`` are skipped and listed) and
+writes ``report.md``, ``report.csv`` and ``accuracy_vs_cost.png`` there: one row per run with the config values that
+differ between runs, baseline and final accuracy, MACs, parameters and measured latency, and their changes. The plot
+has two panels: test accuracy against MACs and against measured latency (median with inter-quartile bars, from the
+run's interleaved before/after comparison), for every final model, with each run's baseline.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lightning_compress.pipeline.results import RESULTS_FILE
+from lightning_compress.pipeline.results import DONE, RESULTS_FILE, run_status
 
 REPORT_COLUMNS = ("baseline_acc", "final_acc", "delta_acc_pt", "baseline_macs", "final_macs", "macs_reduction_pct",
                   "baseline_params", "final_params", "params_reduction_pct", "baseline_latency_ms", "final_latency_ms",
@@ -44,6 +44,24 @@ def load_runs(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
     if not runs:
         raise FileNotFoundError(f"no {RESULTS_FILE} below {str(folder)!r}: expected a run or multirun folder.")
     return runs
+
+
+def finished_runs(runs: list[tuple[Path, dict[str, Any]]]) -> tuple[list, list]:
+    """``(done runs, runs that are not done)``: a running (or killed) or failed run has no final numbers to report."""
+    done = [(folder, record) for folder, record in runs if run_status(record) == DONE]
+    return done, [(folder, record) for folder, record in runs if run_status(record) != DONE]
+
+
+def skipped_note(skipped: list[tuple[Path, dict[str, Any]]], root: Path) -> str:
+    """A markdown line per skipped run: its folder and status (and error, when it failed)."""
+    if not skipped:
+        return ""
+    lines = [f"\nSkipped {len(skipped)} run(s) that are not done:"]
+    for folder, record in skipped:
+        error = record.get("error") or {}
+        reason = f": {error.get('type')}: {error.get('message')}" if error else ""
+        lines.append(f"- {folder.relative_to(root) or '.'} ({run_status(record)}{reason})")
+    return "\n".join(lines) + "\n"
 
 
 def varying_config_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
@@ -76,6 +94,52 @@ def build_rows(runs: list[tuple[Path, dict[str, Any]]], root: Path) -> tuple[lis
     return keys, rows
 
 
+SEED_KEY = "seed"
+_NUMERIC = ("baseline_acc", "final_acc", "delta_acc_pt", "macs_reduction_pct", "params_reduction_pct",
+            "baseline_latency_ms", "final_latency_ms", "latency_speedup", "wall_time_s")
+
+
+def group_by_seed(keys: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of runs that differ only in ``seed``, merged: ``n``, the seeds, and for every numeric column the mean and
+    the spread (half the range, so ``mean +- spread`` covers every seed). Groups of one run are kept as they are."""
+    others = [k for k in keys if k != SEED_KEY]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(repr(row.get(k)) for k in others), []).append(row)
+    merged = []
+    for members in groups.values():
+        out: dict[str, Any] = {k: members[0].get(k) for k in others}
+        out["n"] = len(members)
+        out["seeds"] = ",".join(str(m.get(SEED_KEY)) for m in members)
+        out["runs"] = ", ".join(str(m["run"]) for m in members)
+        for column in _NUMERIC:
+            values = [float(m[column]) for m in members if isinstance(m.get(column), (int, float))]
+            out[column] = sum(values) / len(values) if values else None
+            out[f"{column}_spread"] = (max(values) - min(values)) / 2 if len(values) > 1 else None
+        merged.append(out)
+    return merged
+
+
+def _seed_table(keys: list[str], rows: list[dict[str, Any]]) -> str:
+    """The markdown of :func:`group_by_seed` (empty when no two runs differ only in seed)."""
+    if SEED_KEY not in keys:
+        return ""
+    merged = group_by_seed(keys, rows)
+    if all(m["n"] == 1 for m in merged):
+        return ""
+    others = [k for k in keys if k != SEED_KEY]
+    header = [*others, "n", "seeds", *_NUMERIC]
+    lines = ["", "Runs that differ only in `seed`, merged: mean +- half the range over the seeds.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in merged:
+        cells = [str(m.get(k)) for k in [*others, "n", "seeds"]]
+        for column in _NUMERIC:
+            value, spread = m[column], m[f"{column}_spread"]
+            cells.append("-" if value is None else f"{value:.4g}" + (f" +- {spread:.2g}" if spread else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _latency_columns(record: dict[str, Any], base: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
     """Latency medians and quartiles of baseline and final, and the final model's change against the reference of
     the run's interleaved comparison (``record["latency"]``; runs written before it have medians only)."""
@@ -94,7 +158,9 @@ def _latency_columns(record: dict[str, Any], base: dict[str, Any], final: dict[s
 
 def write_report(folder: Path) -> dict[str, Path]:
     """Write the markdown table, the CSV and the plot into ``folder``; return their paths."""
-    runs = load_runs(folder)
+    runs, skipped = finished_runs(load_runs(folder))
+    if not runs:
+        raise FileNotFoundError(f"no finished run below {str(folder)!r}:{skipped_note(skipped, folder)}")
     keys, rows = build_rows(runs, folder)
     columns = ["run", *keys, *REPORT_COLUMNS]
     csv_path, md_path = folder / "report.csv", folder / "report.md"
@@ -102,7 +168,7 @@ def write_report(folder: Path) -> dict[str, Path]:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    md_path.write_text(_markdown(columns, rows))
+    md_path.write_text(_markdown(columns, rows) + _seed_table(keys, rows) + skipped_note(skipped, folder))
     return {"csv": csv_path, "markdown": md_path, "plot": _plot(rows, folder / PLOT_FILE, keys)}
 
 

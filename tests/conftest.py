@@ -13,9 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from lightning_compress.config import CONFIG_DIR, register_resolvers
+from lightning_compress.pipeline.builders import parallel_test_workers, threads_per_process, usable_cores
 
 register_resolvers()
-torch.set_num_threads(2)
+torch.set_num_threads(threads_per_process(usable_cores(), parallel_test_workers()))  # as the app chooses
 
 # Fast, quiet Trainer settings for tests: no progress bars, no latency timing.
 QUIET = [

@@ -39,3 +39,11 @@ def test_method_runs_then_reruns_from_its_baseline_and_its_compressed_model(comp
 def test_a_missing_compressed_model_is_named_as_such(compose_config) -> None:
     with pytest.raises(FileNotFoundError, match="`method.compressed`"):
         run(compose_config("+method=l1_filter", "method.compressed=nothing/here.pt", *TINY))
+
+
+def test_finetune_can_distil_from_the_unpruned_baseline(compose_config) -> None:
+    record = run(compose_config("+method=fpgm", "method.finetune.distill=kd", "+method.finetune.kd={temperature: 2.0}",
+                                *TINY))
+    assert record["final"]["macs"] == record["compressed"]["macs"] < record["baseline"]["macs"]
+    with pytest.raises(ValueError, match="`method.finetune.distill` must be null or 'kd'"):
+        run(compose_config("+method=fpgm", "method.finetune.distill=fsp", *TINY))

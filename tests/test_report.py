@@ -13,10 +13,12 @@ def _latency(median, batch=64, threads=2):
             "latency_batch_size": batch, "latency_device": "cpu", "latency_threads": threads}
 
 
-def _run(folder, ratio, final_acc, final_macs, final_latency=1.5, threads=2):
+def _run(folder, ratio, final_acc, final_macs, final_latency=1.5, threads=2, seed=0):
     folder.mkdir(parents=True)
     record = {
-        "config": {"method": {"callback": {"pruning_ratio": ratio}}, "seed": 0, "paths": {"output_dir": str(folder)}},
+        "status": "done",
+        "config": {"method": {"callback": {"pruning_ratio": ratio}}, "seed": seed,
+                   "paths": {"output_dir": str(folder)}},
         "baseline": {"test_acc": 0.97, "macs": 1_000_000, "params": 5000, **_latency(3.0, threads=threads)},
         "final": {"test_acc": final_acc, "macs": final_macs, "params": 2000,
                   **_latency(final_latency, threads=threads)},
@@ -88,3 +90,37 @@ def test_runs_without_latency_still_report(tmp_path):
     _, rows = build_rows(load_runs(tmp_path), tmp_path)
     assert rows[0]["final_latency_ms"] is None and rows[0]["latency_verdict"] is None
     assert write_report(tmp_path)["plot"].stat().st_size > 1000
+def test_runs_that_are_not_done_are_skipped_and_named(tmp_path, capsys):
+    _run(tmp_path / "0", 0.3, 0.965, 700_000)
+    _run(tmp_path / "1", 0.5, 0.95, 500_000)
+    for name, extra in (("1", {"status": "failed", "error": {"type": "RuntimeError", "message": "boom"}}),
+                        ("2", {"status": "running"})):
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        record = json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists() else {}
+        (folder / "results.json").write_text(json.dumps({**record, "config": {"seed": 1}, **extra}))
+    main([str(tmp_path)])
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert [r["run"] for r in rows] == ["0"]
+    out = capsys.readouterr().out
+    assert "Skipped 2 run(s) that are not done" in out
+    assert "- 1 (failed: RuntimeError: boom)" in out and "- 2 (running)" in out
+    (tmp_path / "0" / "results.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        write_report(tmp_path)
+
+
+def test_runs_that_differ_only_in_seed_are_merged_with_their_spread(tmp_path):
+    from lightning_compress.report import group_by_seed
+
+    _run(tmp_path / "a0", 0.3, 0.960, 700_000, seed=0)
+    _run(tmp_path / "a1", 0.3, 0.970, 700_000, seed=1)
+    _run(tmp_path / "b0", 0.5, 0.950, 500_000, seed=0)
+    keys, rows = build_rows(load_runs(tmp_path), tmp_path)
+    assert set(keys) == {"method.callback.pruning_ratio", "seed"}
+    merged = {m["method.callback.pruning_ratio"]: m for m in group_by_seed(keys, rows)}
+    assert merged[0.3]["n"] == 2 and merged[0.3]["seeds"] == "0,1"
+    assert merged[0.3]["final_acc"] == pytest.approx(0.965) and merged[0.3]["final_acc_spread"] == pytest.approx(0.005)
+    assert merged[0.5]["n"] == 1 and merged[0.5]["final_acc_spread"] is None
+    markdown = write_report(tmp_path)["markdown"].read_text()
+    assert "differ only in `seed`" in markdown and "0.965 +- 0.005" in markdown

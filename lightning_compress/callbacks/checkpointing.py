@@ -20,6 +20,7 @@ from torch import nn
 
 from lightning_compress.callbacks._compat import wrap_on_load_checkpoint
 from lightning_compress.callbacks.network import device_of, resolve_net
+from lightning_compress.loading import load_file
 from lightning_compress.pruning import PruningPlan, prune
 from lightning_compress.pruning.saving import KEY, network_state, plan_of, pruned_payload, read_payload, restore
 
@@ -101,18 +102,24 @@ def _restore_modules(net: nn.Module, unpruned: nn.Module) -> None:
 
 
 def read_checkpoint(path: str | PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with errors that name the file (nothing pickled is unpickled)."""
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"`path` {str(path)!r} does not exist.") from None
-    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise ValueError(f"`path` {str(path)!r} is not a checkpoint of plain tensors and containers "
-                         f"({type(err).__name__}).") from None
+    """The checkpoint at ``path`` through the project's one loader (``weights_only=True``, errors name the file)."""
+    data = load_file(path, "path")
+    if map_location != "cpu" and isinstance(data, dict):
+        data = _to(data, map_location)
     if not isinstance(data, dict) or "state_dict" not in data:
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"`path` {str(path)!r} must be a Lightning checkpoint with a 'state_dict', got {found}.")
     return data
+
+
+def _to(value: Any, device: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to(v, device) for v in value)
+    return value
 
 
 def load_pruned_checkpoint(module_cls_or_instance: type[ModuleT] | ModuleT, path: str | PathLike,

@@ -1,4 +1,4 @@
-"""The teacher: a frozen network (the pipeline loads it from a file with ``pipeline.artifacts.load_network``).
+"""The teacher: a frozen network (the pipeline loads it from a file with ``pipeline.artifacts.read_stage_model``).
 
 :class:`FrozenTeacher` is deliberately *not* an ``nn.Module``: held by a LightningModule it is not a submodule, so
 it is outside ``parameters()`` (hence outside the optimizer), outside ``state_dict()`` (hence outside the student's

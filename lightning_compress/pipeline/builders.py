@@ -1,17 +1,24 @@
-"""Instantiate data, networks, LightningModules and Trainers from the Hydra config."""
+"""Instantiate data, networks, LightningModules and Trainers from the Hydra config; set the threads per process."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch import nn
 
 from lightning_compress.modules import ImageClassifier
+from lightning_compress.pipeline.checkpoints import FitEndCheckpoint, RandomState
+from lightning_compress.pipeline.progress import EpochLine, interactive
+
+# OMP_NUM_THREADS as the user (or a scheduler) set it before this process touched it.
+_THREADS_FROM_ENVIRONMENT = os.environ.get("OMP_NUM_THREADS")
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
@@ -39,7 +46,12 @@ def build_classifier(cfg: DictConfig, net: nn.Module, optim_overrides: Mapping[s
 
 def build_trainer(cfg: DictConfig, stage: str, max_epochs: int, callbacks: Sequence[Callback] = (),
                   checkpoint_dir: str | None = None) -> pl.Trainer:
-    """A Trainer from ``cfg.trainer`` for one stage: its own epochs, logger version and checkpoint folder."""
+    """A Trainer from ``cfg.trainer`` for one stage: its own epochs, logger version and checkpoint folder.
+
+    With checkpointing and a ``checkpoint_dir`` the stage is resumable (``last.ckpt`` every epoch, ``done.ckpt`` at
+    the end, random states in both). ``trainer.enable_progress_bar: null`` shows a bar on a terminal only; without a
+    bar every epoch is one line of the log.
+    """
     loggers = [hydra.utils.instantiate(c, version=stage) for c in (cfg.get("logger") or {}).values() if c]
     all_callbacks = list(callbacks)
     for callback_cfg in (cfg.get("callbacks") or {}).values():
@@ -47,8 +59,85 @@ def build_trainer(cfg: DictConfig, stage: str, max_epochs: int, callbacks: Seque
             all_callbacks.append(hydra.utils.instantiate(callback_cfg))
     enable_checkpointing = bool(cfg.trainer.get("enable_checkpointing", True))
     if enable_checkpointing and checkpoint_dir is not None:
-        all_callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="{epoch}", save_last=True))
+        all_callbacks += [RandomState(), ModelCheckpoint(dirpath=checkpoint_dir, filename="{epoch}", save_last=True),
+                          FitEndCheckpoint(checkpoint_dir)]
+    progress_bar = cfg.trainer.get("enable_progress_bar")
+    progress_bar = interactive() if progress_bar is None else bool(progress_bar)
+    if not progress_bar:
+        all_callbacks.append(EpochLine(stage))
     return hydra.utils.instantiate(
         cfg.trainer, max_epochs=max_epochs, callbacks=all_callbacks, logger=loggers or False,
         default_root_dir=cfg.paths.output_dir, enable_checkpointing=enable_checkpointing,
+        enable_progress_bar=progress_bar,
     )
+
+
+def configure_threads(cfg: DictConfig) -> int:
+    """Set this process's intra-op threads (``torch.set_num_threads`` and ``OMP_NUM_THREADS`` for its children, so
+    Lightning's DDP launcher and DataLoader workers keep it); returns the number.
+
+    ``cfg.threads`` wins; else an ``OMP_NUM_THREADS`` set before the process started; else
+    :func:`threads_per_process` of the cores this run may use (:func:`usable_cores`) and the processes sharing them
+    (its local DDP processes, times the pytest-xdist workers when tests run in parallel).
+
+    Raises:
+        ValueError: ``threads`` is not a positive int (or null).
+    """
+    threads = cfg.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"`threads` must be a positive int or null (automatic), got {threads!r}.")
+    if threads is None and _THREADS_FROM_ENVIRONMENT and _THREADS_FROM_ENVIRONMENT.isdigit():
+        threads = max(1, int(_THREADS_FROM_ENVIRONMENT))
+    if threads is None:
+        threads = threads_per_process(usable_cores(), local_processes(cfg.trainer) * parallel_test_workers())
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    return threads
+
+
+def threads_per_process(cores: int, processes: int) -> int:
+    """Threads each of ``processes`` concurrent processes may use on ``cores`` cores without oversubscribing
+    them (at least 1)."""
+    return max(1, int(cores) // max(1, int(processes)))
+
+
+def usable_cores() -> int:
+    """Cores this run may use: ``SLURM_CPUS_PER_TASK``, else the Hydra launcher's ``cpus_per_task`` (e.g.
+    ``hydra/launcher=local``, whose jobs all run at once), else the CPUs this process is allowed to run on."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    launcher_cpus = _launcher_cpus_per_task()
+    if launcher_cpus:
+        return launcher_cpus
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def local_processes(trainer_cfg: DictConfig) -> int:
+    """Processes one run starts on this machine: ``devices`` under a DDP strategy, else 1."""
+    strategy = str(trainer_cfg.get("strategy") or "")
+    devices = trainer_cfg.get("devices")
+    if not strategy.startswith("ddp"):
+        return 1
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return len(devices)
+    return 1
+
+
+def parallel_test_workers() -> int:
+    """pytest-xdist workers running at once (``PYTEST_XDIST_WORKER_COUNT``), else 1."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    return int(workers) if workers.isdigit() and int(workers) > 0 else 1
+
+
+def _launcher_cpus_per_task() -> int | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    cpus = OmegaConf.select(HydraConfig.get(), "launcher.cpus_per_task")
+    return int(cpus) if isinstance(cpus, int) and cpus > 0 else None

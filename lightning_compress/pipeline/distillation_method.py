@@ -22,15 +22,14 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from lightning_compress.distillation.base import DistillationModule
 from lightning_compress.distillation.teacher import FrozenTeacher
-from lightning_compress.pipeline.artifacts import load_network, save_stage_model
-from lightning_compress.pipeline.builders import build_classifier, build_net, build_trainer
+from lightning_compress.pipeline.artifacts import read_stage_model, save_stage_model
+from lightning_compress.pipeline.builders import build_classifier, build_net
 from lightning_compress.pipeline.context import RunContext
-from lightning_compress.pipeline.stages import fit_classifier, measure, test_accuracy
+from lightning_compress.pipeline.stages import fit_classifier, fit_module, measure, test_accuracy
 
 
 def run_distillation(ctx: RunContext) -> None:
@@ -42,7 +41,7 @@ def run_distillation(ctx: RunContext) -> None:
     teacher_path = method.get("teacher")
     teacher_cfg = method.get("teacher_model") or ctx.cfg.model
     if teacher_path:
-        saved = load_network(teacher_path, teacher_cfg, key="method.teacher")
+        saved = read_stage_model(teacher_path, "method.teacher", teacher_cfg)
         teacher, teacher_cfg = saved.net, saved.model_cfg
     else:
         teacher = build_net(teacher_cfg)
@@ -89,10 +88,7 @@ def _teacher_stage(ctx: RunContext, teacher: nn.Module, teacher_cfg: DictConfig,
 
 def _distill_stage(ctx: RunContext, module: DistillationModule, epochs: int) -> dict[str, float]:
     """Fit the distillation module (stage 1); returns its last epoch-level metrics."""
-    trainer = build_trainer(ctx.cfg, "stage1", epochs, checkpoint_dir=str(ctx.stage_dir("stage1")))
-    rank_zero_info(f"[lightning-compress] stage 'stage1' ({type(module).__name__}): {epochs} epochs")
-    if epochs > 0:
-        trainer.fit(module, datamodule=ctx.datamodule)
+    trainer = fit_module(ctx, "stage1", module, epochs)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and not k.endswith("_step")}
 
 
@@ -101,7 +97,7 @@ def _student(ctx: RunContext) -> tuple[nn.Module, Any, DictConfig]:
     path = ctx.cfg.method.get("student_weights")
     if not path:
         return build_net(ctx.cfg.model), None, ctx.cfg.model
-    saved = load_network(path, ctx.cfg.model, key="method.student_weights")
+    saved = read_stage_model(path, "method.student_weights", ctx.cfg.model)
     return saved.net, saved.plan, saved.model_cfg
 
 
@@ -129,7 +125,8 @@ def _record(ctx: RunContext, section: str, net: nn.Module, model_cfg: DictConfig
     """Test, measure and save ``net`` with ITS model config (the teacher's may differ from ``cfg.model``)."""
     acc = test_accuracy(ctx, build_classifier(ctx.cfg, net), section)
     entry = {"test_acc": acc, **measure(ctx, net)}
-    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan))
+    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan,
+                                               input_shape=ctx.datamodule.example_input(1).shape[1:]))
     ctx.record[section] = entry
     return entry
 

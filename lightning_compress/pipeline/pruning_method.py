@@ -17,14 +17,16 @@
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
 from lightning_compress.callbacks.base import CompressionCallback
-from lightning_compress.pipeline.artifacts import load_stage_model
+from lightning_compress.distillation import FrozenTeacher
+from lightning_compress.distillation.kd import KnowledgeDistillation
+from lightning_compress.pipeline.artifacts import load_stage_model, read_stage_model
 from lightning_compress.pipeline.builders import build_classifier, build_net
 from lightning_compress.pipeline.context import RunContext
-from lightning_compress.pipeline.stages import fit_classifier, record_stage
+from lightning_compress.pipeline.stages import fit_classifier, fit_module, record_stage
 
 
 def run_pruning_method(ctx: RunContext) -> None:
@@ -35,7 +37,7 @@ def run_pruning_method(ctx: RunContext) -> None:
         raise TypeError(f"`method.callback` must build a Lightning Callback with the CompressionCallback interface "
                         f"(plan, finished, finalize), got {type(callback).__name__}.")
     if method.get("compressed"):
-        net, plan = load_stage_model(method.compressed, ctx.cfg.model, key="method.compressed")
+        net, plan = load_stage_model(method.compressed, ctx.cfg.model, key="method.compressed", same_model=True)
         ctx.record["loaded_compressed"] = str(method.compressed)
     else:
         net = _baseline(ctx, method)
@@ -48,15 +50,38 @@ def run_pruning_method(ctx: RunContext) -> None:
     finetune = method.get("finetune") or {}
     # A finished callback rides along (it only writes the pruning plan into every fine-tune checkpoint).
     riders = [callback] if callback.finished else []
-    module, _ = fit_classifier(ctx, "finetune", net, int(finetune.get("epochs", 0)), riders,
-                               optim=finetune.get("optim"), scheduler=finetune.get("scheduler"))
+    epochs = int(finetune.get("epochs", 0))
+    if finetune.get("distill"):
+        module = _distilling_student(ctx, net, plan, finetune)
+        fit_module(ctx, "finetune", module, epochs, riders)
+    else:
+        module, _ = fit_classifier(ctx, "finetune", net, epochs, riders, optim=finetune.get("optim"),
+                                   scheduler=finetune.get("scheduler"))
     record_stage(ctx, "final", module, net, plan)
+
+
+def _distilling_student(ctx: RunContext, net, plan, finetune: DictConfig) -> KnowledgeDistillation:
+    """``method.finetune.distill: kd``: the pruned network learns from the unpruned baseline (Hinton et al.'s KD with
+    ``method.finetune.kd`` = ``{temperature, alpha}``) instead of the labels alone."""
+    if finetune.distill != "kd":
+        raise ValueError(f"`method.finetune.distill` must be null or 'kd', got {finetune.distill!r}.")
+    source = (ctx.record.get("baseline") or {}).get("model_path") or ctx.cfg.method.get("pretrained")
+    if not source:
+        raise ValueError("`method.finetune.distill` needs the unpruned baseline as teacher: with `method.compressed` "
+                         "also give `method.pretrained`.")
+    teacher = read_stage_model(source, "method.pretrained", ctx.cfg.model).net
+    module_cfg = OmegaConf.to_container(ctx.cfg.module, resolve=True)
+    kd = dict(finetune.get("kd") or {})
+    return KnowledgeDistillation(net, FrozenTeacher(teacher, source=str(source)), int(ctx.cfg.data.num_classes),
+                                 optim={**module_cfg.get("optim", {}), **dict(finetune.get("optim") or {})},
+                                 scheduler={**module_cfg.get("scheduler", {}), **dict(finetune.get("scheduler") or {})},
+                                 student_plan=plan.to_dict() if plan is not None else None, **kd)
 
 
 def _baseline(ctx: RunContext, method: DictConfig):
     """Train the baseline network, or load ``method.pretrained``; record its numbers as ``baseline``."""
     if method.get("pretrained"):
-        net, _ = load_stage_model(method.pretrained, ctx.cfg.model, key="method.pretrained")
+        net, _ = load_stage_model(method.pretrained, ctx.cfg.model, key="method.pretrained", same_model=True)
         record_stage(ctx, "baseline", build_classifier(ctx.cfg, net), net)
         ctx.record["baseline"]["loaded_from"] = str(method.pretrained)
         return net

@@ -1,47 +1,108 @@
-"""The one place that writes ``results.json`` and prints the before/after summary table."""
+"""The one place that writes ``results.json`` (and reads it back to resume) and prints the summary table.
+
+``results.json`` is written when a run starts (``status: running``), when it fails (``failed``, with the error) and
+when it ends (``done``); a run killed from outside stays ``running``. Only rank 0 writes, and every write replaces
+the file atomically, so a reader never sees half a file.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
+from lightning_compress.loading import LoadError, load_file
 from lightning_compress.pipeline.context import RunContext
 from lightning_compress.profiling import hardware_summary
 
 RESULTS_FILE = "results.json"
+RUNNING, FAILED, DONE = "running", "failed", "done"
+STATUSES = (RUNNING, FAILED, DONE)
 SECTION_ORDER = ("teacher", "baseline", "student_alone", "compressed", "final")
 COLUMNS = (("test_acc", "test acc"), ("params", "params"), ("macs", "MACs"), ("flops", "FLOPs (=2xMACs)"),
            ("latency_ms", "latency ms"))
+PRE_FINETUNE_NOTE = ("* compressed: the network at the end of the compression fit, before the fine-tune stage; when "
+                     "the method removes channels at the end of that fit (Network Slimming, FPGM) its accuracy can "
+                     "be near chance until the fine-tune recovers it.")
 
 
-def write_results(ctx: RunContext) -> Path:
-    """Write the run record with the resolved config, wall time and hardware; return its path."""
+def write_results(ctx: RunContext, status: str = DONE, error: BaseException | None = None) -> Path:
+    """Write the run record with its ``status``, the resolved config, wall time and hardware; return its path."""
+    if status not in STATUSES:
+        raise ValueError(f"`status` must be one of {STATUSES}, got {status!r}.")
     record: dict[str, Any] = dict(ctx.record)
+    record["status"] = status
+    if error is not None:
+        record["error"] = {"type": type(error).__name__, "message": str(error)}
     record["config"] = OmegaConf.to_container(ctx.cfg, resolve=True)
     record["wall_time_s"] = round(time.time() - ctx.started, 2)
     record["hardware"] = hardware_summary()
     path = ctx.output_dir / RESULTS_FILE
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if rank_zero_only.rank == 0:
+        temporary = path.with_name(f".{RESULTS_FILE}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        temporary.replace(path)
     return path
 
 
+def read_results(run_dir: str | Path, key: str = "resume") -> dict[str, Any]:
+    """The record in ``<run_dir>/results.json`` (``key``: the config key that named the folder).
+
+    Raises:
+        LoadError: the folder does not exist, holds no ``results.json`` or an unreadable one (file and key named).
+    """
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise LoadError(f"`{key}`={str(run_dir)!r} is not a folder; expected a run folder of train.py "
+                        "(logs/<task>/<method>/runs/<time>).", run_dir, key)
+    record = load_file(folder / RESULTS_FILE, key)
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise LoadError(f"`{key}`={str(folder / RESULTS_FILE)!r} is not a run record of train.py (no `config`).",
+                        folder / RESULTS_FILE, key)
+    return record
+
+
+def run_status(record: dict[str, Any]) -> str:
+    """``running``, ``failed`` or ``done`` (records written before statuses existed were only written when done)."""
+    return str(record.get("status", DONE))
+
+
 def summary_table(record: dict[str, Any]) -> str:
-    """A fixed-width table of every stage section in ``record`` (rows) against accuracy and size (columns)."""
+    """A fixed-width table: one row per stage section of ``record`` (named and described) against accuracy and size,
+    a ``change`` row (final vs baseline; sizes as "% fewer") and a note explaining a pre-fine-tune row."""
     sections = [s for s in SECTION_ORDER if isinstance(record.get(s), dict)]
     sections += [s for s, v in record.items() if isinstance(v, dict) and "test_acc" in v and s not in sections]
-    header = ["stage", *(title for _, title in COLUMNS)]
-    rows = [[s, *(_format(record[s].get(key)) for key, _ in COLUMNS)] for s in sections]
+    labels = _stage_labels(record)
+    header = ["stage", "", *(title for _, title in COLUMNS)]
+    rows = [[s, labels.get(s, ""), *(_format(record[s].get(key)) for key, _ in COLUMNS)] for s in sections]
     if "baseline" in record and "final" in record:
-        rows.append(["change", *(_change(record["baseline"].get(k), record["final"].get(k), k) for k, _ in COLUMNS)])
+        rows.append(["change", "final vs baseline",
+                     *(_change(record["baseline"].get(k), record["final"].get(k), k) for k, _ in COLUMNS)])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in [header, *rows]]
+    lines = [_line(r, widths) for r in [header, *rows]]
     lines.insert(1, "-" * len(lines[0]))
+    if "compressed" in sections and "final" in sections:
+        lines.append(PRE_FINETUNE_NOTE)
     return "\n".join(lines)
+
+
+def _stage_labels(record: dict[str, Any]) -> dict[str, str]:
+    if "distillation" in record or "student_alone" in record:
+        return {"teacher": "teacher network", "student_alone": "student trained alone (no distillation)",
+                "final": "student after distillation"}
+    if "compressed" in record or "baseline" in record:
+        return {"baseline": "trained, before compression", "compressed": "compressed, before fine-tune *",
+                "final": "after fine-tune"}
+    return {"final": "trained network"}
+
+
+def _line(row: list[str], widths: list[int]) -> str:
+    return "  ".join(cell.rjust(w) if i > 1 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
 
 
 def _format(value: Any) -> str:
@@ -55,8 +116,15 @@ def _format(value: Any) -> str:
 
 
 def _change(before: Any, after: Any, key: str) -> str:
+    """Accuracy in points; sizes and latency in the project's one convention: "% fewer" (or "% more")."""
     if not isinstance(before, (int, float)) or not isinstance(after, (int, float)) or not before:
         return "-"
     if key == "test_acc":
         return f"{100 * (after - before):+.2f} pt"
-    return f"{100 * (after - before) / before:+.1f}%"
+    return reduction_text(before, after)
+
+
+def reduction_text(before: float, after: float) -> str:
+    """``"45.2% fewer"`` (or ``"3.0% more"``): how much smaller ``after`` is than ``before``."""
+    fewer = 100.0 * (1.0 - after / before)
+    return f"{fewer:.1f}% fewer" if fewer >= 0 else f"{-fewer:.1f}% more"

@@ -28,11 +28,17 @@ def fit_classifier(ctx: RunContext, stage: str, net: nn.Module, epochs: int, cal
                    scheduler: Mapping[str, Any] | None = None) -> tuple[pl.LightningModule, pl.Trainer]:
     """Train ``net`` (in place) for ``epochs`` with ``cfg.module`` settings updated by ``optim``/``scheduler``."""
     module = build_classifier(ctx.cfg, net, optim_overrides=optim, scheduler_overrides=scheduler)
+    return module, fit_module(ctx, stage, module, epochs, callbacks)
+
+
+def fit_module(ctx: RunContext, stage: str, module: pl.LightningModule, epochs: int,
+               callbacks: Sequence[Callback] = ()) -> pl.Trainer:
+    """Fit any LightningModule as stage ``stage`` (its own logger version and checkpoint folder; resumable)."""
     trainer = build_trainer(ctx.cfg, stage, epochs, callbacks, checkpoint_dir=str(ctx.stage_dir(stage)))
     rank_zero_info(f"[lightning-compress] stage {stage!r}: {epochs} epochs")
-    if epochs > 0:
-        trainer.fit(module, datamodule=ctx.datamodule)
-    return module, trainer
+    if epochs > 0:  # a resumed run continues from the stage's checkpoint (a finished fit only restores it)
+        trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=ctx.checkpoint_to_resume(stage), weights_only=True)
+    return trainer
 
 
 def test_accuracy(ctx: RunContext, module: pl.LightningModule, stage: str) -> float:
@@ -55,8 +61,8 @@ def record_stage(ctx: RunContext, section: str, module: pl.LightningModule, net:
     acc = test_accuracy(ctx, module, section) if test_acc is None else test_acc
     entry = {"test_acc": acc, **measure(ctx, net)}
     model_cfg = ctx.cfg.model if model_cfg is None else model_cfg
-    input_shape = ctx.datamodule.example_input(1).shape[1:]
-    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan, input_shape))
+    entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan,
+                                               input_shape=ctx.datamodule.example_input(1).shape[1:]))
     ctx.record[section] = entry
     return entry
 
@@ -67,7 +73,7 @@ def check_measurement_config(cfg: DictConfig) -> None:
     if settings["device"].type == "cuda" and not torch.cuda.is_available():
         raise ValueError("`latency.device` is 'cuda' but no CUDA device is available.")
     if cfg.get("export"):
-        from lightning_compress.export import check_format
+        from lightning_compress.exporting import check_format
 
         check_format(str(cfg.export))
 
@@ -136,7 +142,7 @@ def record_export(ctx: RunContext, section: str = "final") -> dict[str, Any] | N
     entry = ctx.record.get(section)
     if not fmt or not isinstance(entry, dict) or not entry.get("model_path"):
         return None
-    from lightning_compress.export import export_stage_file
+    from lightning_compress.pipeline.export_stage import export_stage_file
 
     settings = latency_settings(ctx.cfg)
     report = export_stage_file(Path(entry["model_path"]), str(fmt),

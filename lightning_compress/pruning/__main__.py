@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"removed {plan.num_removed} channels")
     if args.table:
         print(plan.summary())
-    print(f"params {before[0]:,} -> {after[0]:,} ({after[0] / before[0]:.1%})")
-    print(f"MACs   {before[1]:,} -> {after[1]:,} ({after[1] / before[1]:.1%})")
+    print(f"params {before[0]:,} -> {after[0]:,} ({100 * (1 - after[0] / before[0]):.1f}% fewer)")
+    print(f"MACs   {before[1]:,} -> {after[1]:,} ({100 * (1 - after[1] / before[1]):.1f}% fewer)")
     if args.plan_out:
         with open(args.plan_out, "w") as f:
             json.dump(plan.to_dict(), f)

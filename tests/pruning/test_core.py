@@ -163,6 +163,7 @@ def test_command_line(tmp_path, capsys):
     assert main(["--model", "resnet20", "--ratio", "0.5", "--plan-out", str(out), "--table"]) == 0
     text = capsys.readouterr().out
     assert "params" in text and "MACs" in text and "layer1.0.conv1" in text
+    assert text.count("% fewer)") == 2  # the project's one convention for reductions
     plan = PruningPlan.from_dict(json.loads(out.read_text()))
     fresh = pytest.importorskip("lightning_compress.models").resnet20(num_classes=10)
     prune(fresh, plan)

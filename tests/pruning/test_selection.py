@@ -170,7 +170,8 @@ def test_bn_scale_combines_the_coupled_bns_of_a_group(reduce):
     group = graph.group("conv1")
     bns = [m for m in group.members if m.slot == "channels"]
     assert len(bns) >= 2
-    stacked = torch.stack([model.get_submodule(m.module).weight.detach().abs()[torch.as_tensor(m.indices)] for m in bns])
+    stacked = torch.stack([model.get_submodule(m.module).weight.detach().abs()[torch.as_tensor(m.indices)]
+                           for m in bns])
     expected = {"mean": stacked.mean(0), "sum": stacked.sum(0), "max": stacked.max(0).values}[reduce]
     torch.testing.assert_close(BNScale(reduce).scores(group, model), expected)
     orders = {r: BNScale(r).scores(group, model).argsort().tolist() for r in ("mean", "max")}

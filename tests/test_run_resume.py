@@ -1,0 +1,108 @@
+"""Runs that survive being killed: a real `train.py` subprocess SIGKILLed mid-stage, `resume=<run dir>`, the same
+result as an uninterrupted run; `status` in results.json (running / failed / done)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_compress.config import PROJECT_ROOT
+from lightning_compress.loading import LoadError
+from lightning_compress.pipeline import run
+
+# Network Slimming on digits, small enough for the CI suite: the compress fit prunes at its end, so a kill in its
+# epoch 2 loses the sparsity state and the pruning of the uninterrupted run unless both are restored.
+TINY_SLIMMING = ["+method=slimming", "method.baseline.epochs=2", "method.compress.epochs=3", "method.finetune.epochs=2",
+                 "+trainer.limit_train_batches=6", "data.batch_size=32", "logger=none", "latency.batch_size=0",
+                 "threads=1", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+
+
+def _train(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _run_dir(log_dir: Path) -> Path:
+    (results,) = log_dir.rglob("results.json")
+    return results.parent
+
+
+def _final_model(run_dir: Path) -> dict:
+    return torch.load(run_dir / "stages" / "final" / "model.pt", weights_only=True)
+
+
+def test_killed_mid_stage_resumes_to_the_uninterrupted_result(compose_config, tmp_path):
+    expected = run(compose_config(*TINY_SLIMMING))  # uninterrupted, in this process, into tmp_path
+    reference = tmp_path
+
+    kill = f"+callbacks.kill={{_target_: tests.faults.KillOnce, stage: compress, epoch: 2, marker: {tmp_path / 'k'}}}"
+    killed = _train(*TINY_SLIMMING, f"paths.log_dir={tmp_path / 'killed'}", kill, check=False)
+    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL: nothing could clean up
+    interrupted = _run_dir(tmp_path / "killed")
+    record = json.loads((interrupted / "results.json").read_text())
+    assert record["status"] == "running" and "final" not in record
+    assert (interrupted / "stages" / "compress" / "last.ckpt").is_file()
+    assert not (interrupted / "stages" / "compress" / "done.ckpt").exists()
+
+    run(compose_config(f"resume={interrupted}"))  # the one command a user types, here in-process
+    done = json.loads((interrupted / "results.json").read_text())
+    assert done["status"] == "done" and done["attempts"][0]["status"] == "running"
+    assert done["config"]["paths"]["output_dir"] == str(interrupted)
+    for section in ("baseline", "compressed", "final"):
+        for key in ("test_acc", "params", "macs"):
+            assert done[section][key] == expected[section][key], (section, key)
+    ours, theirs = _final_model(interrupted), _final_model(reference)
+    assert ours["lightning_compress"]["plan"] == theirs["lightning_compress"]["plan"]
+    assert ours["lightning_compress"]["plan"] is not None
+    assert ours["state_dict"].keys() == theirs["state_dict"].keys()
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key
+    assert run(compose_config(f"resume={interrupted}"))["attempts"] == done["attempts"]  # done: not run twice
+
+
+def test_failed_run_records_the_error_and_resume_rejects_changed_overrides(compose_config, tmp_path):
+    cfg = compose_config("trainer.max_epochs=1", "+callbacks.fail={_target_: tests.faults.RaiseAt, epoch: 0}")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(cfg)
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["status"] == "failed"
+    assert record["error"] == {"type": "RuntimeError", "message": "injected failure"}
+    with pytest.raises(ValueError, match=r"trainer\.max_epochs: saved 1, given 2"):
+        run(compose_config(f"resume={tmp_path}", "trainer.max_epochs=2"))
+
+
+def test_a_requeued_job_in_its_unfinished_folder_continues_it(compose_config, tmp_path):
+    overrides = ("trainer.max_epochs=2", f"+callbacks.fail={{_target_: tests.faults.RaiseAt, epoch: 1, "
+                 f"marker: {tmp_path / 'failed-once'}}}")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(compose_config(*overrides))
+    assert (tmp_path / "stages" / "train" / "last.ckpt").is_file()  # epoch 0 finished
+    run(compose_config(*overrides))  # the same job again, same folder and config (a requeue)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "done"
+    assert [a["status"] for a in saved["attempts"]] == ["failed"]
+    assert saved["attempts"][0]["error"]["message"] == "injected failure"
+    other = run(compose_config("trainer.max_epochs=1"))  # another config in that folder: a new run, not a resume
+    assert "attempts" not in other
+
+
+@pytest.mark.parametrize("make", ["missing", "no_results", "bad_json"])
+def test_resume_of_something_that_is_no_run_names_the_key(compose_config, tmp_path, make):
+    target = tmp_path / "target"
+    if make != "missing":
+        target.mkdir()
+    if make == "bad_json":
+        (target / "results.json").write_text("{")
+    with pytest.raises(LoadError, match="`resume`") as info:
+        run(compose_config(f"resume={target}"))
+    assert str(target) in str(info.value)
