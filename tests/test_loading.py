@@ -167,3 +167,18 @@ def test_load_file_reads_tensors_and_json(tmp_path):
     assert load_file(tmp_path / "r.json", "k") == {"status": "done"}
     with pytest.raises(MissingFileError, match="must be a file path"):
         load_file("", "method.pretrained")
+
+
+def test_stage_models_of_the_earlier_format_still_load(compose_config, tmp_path):
+    from lightning_compress.pipeline.artifacts import LEGACY_FORMAT, read_stage_model
+
+    cfg = compose_config("model=resnet8", "data=synthetic", "data.in_channels=1")
+    torch.manual_seed(0)
+    net = build_net(cfg.model)
+    plan = select_channels(net, torch.zeros(1, 1, 8, 8), 0.5)
+    prune(net, plan)
+    torch.save({"format": LEGACY_FORMAT, "model": OmegaConf.to_container(cfg.model, resolve=True),
+                "plan": plan.to_dict(), "state_dict": net.state_dict()}, tmp_path / "old.pt")
+    saved = read_stage_model(tmp_path / "old.pt", "method.pretrained")
+    assert saved.plan.to_dict() == plan.to_dict()
+    assert all(torch.equal(a, b) for a, b in zip(saved.net.state_dict().values(), net.state_dict().values()))

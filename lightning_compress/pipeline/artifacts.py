@@ -22,7 +22,17 @@ from torch import nn
 from lightning_compress.loading import LoadError, load_file
 from lightning_compress.pipeline.builders import build_net
 from lightning_compress.pruning import PruningPlan
-from lightning_compress.pruning.saving import network_state, plan_of, read_payload, restore, save_pruned
+from lightning_compress.pruning.saving import (
+    KEY,
+    network_state,
+    plan_of,
+    pruned_payload,
+    read_payload,
+    restore,
+    save_pruned,
+)
+
+LEGACY_FORMAT = "lightning_compress.stage_model/1"  # read only: the stage models of earlier versions
 
 
 @dataclass
@@ -66,6 +76,10 @@ def read_stage_model(path: str | Path, key: str, model_cfg: DictConfig | None = 
     where = f"`{key}`={str(path)!r}"
     if not isinstance(data, dict):
         raise LoadError(f"{where} holds a {type(data).__name__}; expected a saved model (a dict).", path, key)
+    if data.get("format") == LEGACY_FORMAT:  # a stage model written before the pruned-network format
+        data = {KEY: pruned_payload(None, "", model=data["model"], input_shape=data.get("input_shape")),
+                "state_dict": data["state_dict"], "legacy_plan": data.get("plan")}
+        data[KEY]["plan"] = data.pop("legacy_plan")
     try:
         entry = read_payload(data, where)
     except ValueError as err:
