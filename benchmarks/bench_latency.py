@@ -7,7 +7,9 @@ Settings (issue 10, item 3), each with ``round_to`` 1, 8 and 16 (kept channels p
 * ``vgg16_a``: VGG-16 with the per-layer ratios of ``conf/experiment/vgg16_cifar10_l1_a.yaml`` (Li et al.'s
   VGG-16-pruned-A: conv1 and conv8-13 at 50%), batch 64 at 32x32;
 * ``resnet50``: the torchvision-layout ResNet-50 of ``benchmarks/resnet50.py``, 30% of every group, batch 8 at 224;
-* ``mobilenet_v2``: the torchvision-layout MobileNetV2 of ``benchmarks/mobilenetv2.py``, 30%, batch 8 at 224.
+* ``mobilenet_v2``: the torchvision-layout MobileNetV2 of ``benchmarks/mobilenetv2.py``, 30%, batch 8 at 224;
+* ``resnet56_select``: ``resnet56`` with ``residual="select"`` (every layer on its own, the streams kept at full
+  width by re-expansion and channel-selection hooks) at the same 50% of the MACs: the two residual modes' latency.
 
 Channels are chosen with ``select_channels`` (L1 norm, random weights: latency does not depend on the weights) and
 removed with ``prune``. The unpruned and the pruned network are timed in one interleaved comparison by
@@ -62,6 +64,7 @@ class Setting:
     batch_size: int
     ratio: float | Mapping[str, float] | None = None
     keep_macs: float | None = None
+    residual: str = "couple"
 
 
 def vgg16_a_ratios() -> dict[str, float]:
@@ -72,6 +75,9 @@ def vgg16_a_ratios() -> dict[str, float]:
 
 SETTINGS: dict[str, Setting] = {
     "resnet56": Setting(lambda: resnet56(num_classes=10), 32, 64, keep_macs=0.5),
+    # the same MACs with every layer pruned on its own, the residual streams kept at full width (re-expansion and
+    # channel selection hooks): the latency of residual="select" against "couple" at equal MACs
+    "resnet56_select": Setting(lambda: resnet56(num_classes=10), 32, 64, keep_macs=0.5, residual="select"),
     "vgg16_a": Setting(lambda: vgg16(num_classes=10), 32, 64, ratio=vgg16_a_ratios()),
     "resnet50": Setting(lambda: ResNet50(num_classes=1000), 224, 8, ratio=0.3),
     "mobilenet_v2": Setting(lambda: MobileNetV2(num_classes=1000), 224, 8, ratio=0.3),
@@ -81,7 +87,8 @@ SETTINGS: dict[str, Setting] = {
 def pruned_copy(net: nn.Module, example: torch.Tensor, ratio: Any, round_to: int, graph: Any) -> tuple[nn.Module,
                                                                                                        PruningPlan]:
     """A pruned deep copy of ``net`` (``net`` itself is unchanged) and its plan."""
-    plan = select_channels(net, example, ratio, importance="l1", round_to=round_to, graph=graph)
+    plan = select_channels(net, example, ratio, importance="l1", round_to=round_to, graph=graph,
+                           residual=graph.residual)
     pruned = copy.deepcopy(net)
     prune(pruned, plan)
     return pruned, plan
@@ -111,7 +118,7 @@ def bench_one(name: str, setting: Setting, round_to: int, device: torch.device, 
     size = image_size or setting.image_size
     net = setting.build().eval()
     example = torch.zeros(1, 3, size, size)
-    graph = build_channel_graph(net, example)
+    graph = build_channel_graph(net, example, residual=setting.residual)
     ratio = setting.ratio
     if setting.keep_macs is not None:
         ratio = ratio_for_macs(net, example, setting.keep_macs, round_to, graph, search_steps)
@@ -124,7 +131,7 @@ def bench_one(name: str, setting: Setting, round_to: int, device: torch.device, 
     change = latency_change(before, after)
     macs_speedup = macs_before / macs_after
     return {
-        "model": name, "input": f"{batch.shape[0]}x{size}x{size}", "round_to": round_to,
+        "model": name, "residual": setting.residual, "input": f"{batch.shape[0]}x{size}x{size}", "round_to": round_to,
         "ratio": ratio if isinstance(ratio, float) else "preset",
         "macs_before": macs_before, "macs_after": macs_after, "macs_speedup": macs_speedup,
         "before": before.as_dict(), "after": after.as_dict(), "latency_speedup": change.speedup,
