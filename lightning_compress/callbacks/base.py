@@ -221,6 +221,27 @@ class BasePruningCallback(pl.Callback):
                 logger.log_metrics(metrics, step=trainer.global_step)
 
 
+class OneShotPruning(BasePruningCallback):
+    """A callback that prunes once, in ``setup`` of the fit (before the optimizers exist and before DDP wraps the
+    model), so that the fit retrains the smaller network; subclasses implement :meth:`select`."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage != "fit" or self.finished:
+            return
+        self.apply_plan(trainer, self.select(), keep_unpruned=True)
+
+    def select(self) -> PruningPlan:
+        """The plan of the current weights (changes nothing)."""
+        raise NotImplementedError
+
+
+def check_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {value!r}.")
+    return value
+
+
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be a bool, got {value!r}.")

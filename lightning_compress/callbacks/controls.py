@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pytorch_lightning as pl
-
-from lightning_compress.callbacks.base import BasePruningCallback
+from lightning_compress.callbacks.base import OneShotPruning, check_int
 from lightning_compress.functional.pruning import random_scores
 from lightning_compress.loading import load_file
 from lightning_compress.pruning import PruningPlan
@@ -26,7 +24,7 @@ from lightning_compress.pruning.saving import plan_of, read_payload
 CHOICES = ("random", "same")
 
 
-class WidthPruning(BasePruningCallback):
+class WidthPruning(OneShotPruning):
     """Prune once, in ``setup`` of the fit, to the per-group widths of a reference plan (see the module docstring).
 
     Args:
@@ -50,20 +48,13 @@ class WidthPruning(BasePruningCallback):
             raise TypeError(f"`reference` must be the path of a saved pruned model, got {reference!r}.")
         if choice not in CHOICES:
             raise ValueError(f"`choice` must be one of {CHOICES}, got {choice!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an int, got {seed!r}.")
+        check_int("seed", seed)
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
                          residual=residual, verbose=verbose)
         self.reference_plan = reference_plan(reference)
         self.reference = reference
         self.choice = choice
         self.seed = seed
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if stage != "fit" or self.finished:
-            return
-        self.apply_plan(trainer, self.select(), keep_unpruned=True)
 
     def select(self) -> PruningPlan:
         """The reference's widths on this network: its channels (``same``) or a seeded random choice."""

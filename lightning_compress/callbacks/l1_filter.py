@@ -22,9 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytorch_lightning as pl
-
-from lightning_compress.callbacks.base import BasePruningCallback
+from lightning_compress.callbacks.base import OneShotPruning, check_int
 from lightning_compress.pruning import Magnitude, PruningPlan, Random
 from lightning_compress.pruning.errors import check_ratio
 from lightning_compress.pruning.selection import STRATEGIES, select_on_graph
@@ -32,7 +30,7 @@ from lightning_compress.pruning.selection import STRATEGIES, select_on_graph
 CRITERIA = ("l1", "l2", "random", "largest")
 
 
-class L1FilterPruning(BasePruningCallback):
+class L1FilterPruning(OneShotPruning):
     """Prune the smallest-norm filters once, in ``setup`` of the fit; the fit retrains the pruned network.
 
     Args:
@@ -59,19 +57,12 @@ class L1FilterPruning(BasePruningCallback):
             raise ValueError(f"`criterion` must be one of {CRITERIA}, got {criterion!r}.")
         if strategy not in STRATEGIES:
             raise ValueError(f"`strategy` must be one of {STRATEGIES}, got {strategy!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an int, got {seed!r}.")
+        check_int("seed", seed)
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
                          residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose)
         self.criterion = criterion
         self.strategy = strategy
         self.seed = seed
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if stage != "fit" or self.finished:
-            return
-        self.apply_plan(trainer, self.select(), keep_unpruned=True)
 
     def importance(self) -> Magnitude | Random:
         """The engine importance of ``criterion``."""
