@@ -70,8 +70,9 @@ class BasePruningCallback(pl.Callback):
         plan: the cumulative plan relative to the unpruned network once pruned physically, else ``None``.
         finished: True once the callback has made its one structural change.
         net, net_path: the resolved network and its attribute path in the LightningModule.
-        example_inputs: a batch of one input (for tracing and MACs), made in ``setup``: on the device the network
-            had then, which Lightning changes afterwards (GPU); every use moves it to the network's device.
+        example_inputs: a batch of one input (for tracing and MACs), made in ``setup`` on the network's device and
+            dtype of that moment; Lightning moves and converts the module afterwards (GPU, ``*-true`` precisions), so
+            every use moves it to the network's device and dtype.
         profile: ``{"before": {"params", "macs"}, "after": {...}}`` of the structural change.
 
     Raises:
@@ -216,9 +217,13 @@ class BasePruningCallback(pl.Callback):
         return out
 
     def _example_on(self, net: nn.Module) -> torch.Tensor:
-        """``example_inputs`` (not None) on ``net``'s device: ``setup`` made it before Lightning moved the module to
-        the accelerator, and Slimming and FPGM prune in ``on_train_end``, on the accelerator."""
-        return self.example_inputs.to(device_of(net))
+        """``example_inputs`` (not None) on ``net``'s device and in its floating dtype: ``setup`` made it before
+        Lightning moved the module to the accelerator and converted it (``precision="bf16-true"``), and Slimming and
+        FPGM prune in ``on_train_end``, after both."""
+        param = next(iter(net.parameters()), None)
+        if param is None or not (self.example_inputs.is_floating_point() and param.is_floating_point()):
+            return self.example_inputs.to(device_of(net))
+        return self.example_inputs.to(device=param.device, dtype=param.dtype)
 
     def _log_change(self, trainer: pl.Trainer, before: dict[str, int], after: dict[str, int]) -> None:
         name = type(self).__name__
