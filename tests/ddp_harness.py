@@ -132,8 +132,8 @@ def l1_filter_case() -> Case:
 def slimming_case() -> Case:
     from lightning_compress.callbacks import NetworkSlimming
 
-    return _pruning_case(NetworkSlimming(sparsity_lambda=1e-3, pruning_ratio=0.4, residual="select", plot_dir="",
-                                         verbose=False))
+    # plot_dir=None: gamma.png goes to trainer.log_dir, which every rank must ask for (it is a broadcast)
+    return _pruning_case(NetworkSlimming(sparsity_lambda=1e-3, pruning_ratio=0.4, residual="select", verbose=False))
 
 
 def fpgm_case() -> Case:
