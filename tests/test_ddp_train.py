@@ -1,7 +1,8 @@
 """`python train.py trainer=ddp` on 2 CPU processes (gloo): the process you start is rank 0, Lightning re-runs the
 command for rank 1, both run every stage in step. Each stage ends with identical networks on both ranks, rank 0
 writes one run folder whose results.json and stages/*/model.pt describe that network (its test accuracy is
-re-measured here in one process), and rank 1 writes nothing but its log."""
+re-measured here in one process), and rank 1 writes nothing but its log. For the pruning methods, both ranks end the
+compress fit with the same plan, and stages/compressed/model.pt and the stage's done.ckpt hold that pruned network."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -39,10 +41,9 @@ def _single_process_test_acc(record: dict) -> float:
     return trainer.test(build_classifier(cfg, net), datamodule=build_datamodule(cfg), verbose=False)[0]["test/acc"]
 
 
-@pytest.mark.parametrize("method", [pytest.param("plain", marks=pytest.mark.slow), "fsp",
-                                    pytest.param("kd", marks=pytest.mark.slow)])
-def test_train_py_ddp_ranks_agree_and_rank0_writes_the_run(tmp_path, method):
-    overrides, fits = METHODS[method]
+def _train_ddp(tmp_path, overrides: list[str], fits: list[str]) -> tuple[dict, dict[str, dict]]:
+    """Run ``train.py`` with ``TINY`` + ``overrides`` and a RankDigest; check what every DDP run must satisfy (one run
+    folder written by rank 0, both ranks equal after every fit); returns results.json and rank 0's digest per fit."""
     digest = f"+callbacks.digest={{_target_: tests.ddp_harness.RankDigest, folder: {tmp_path / 'digest'}}}"
     proc = subprocess.run([sys.executable, "train.py", *TINY, *overrides, f"paths.log_dir={tmp_path / 'logs'}",
                            digest], cwd=PROJECT_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -54,15 +55,53 @@ def test_train_py_ddp_ranks_agree_and_rank0_writes_the_run(tmp_path, method):
     assert (run_dir / "train_ddp_process_1.log").is_file()  # rank 1 ran, in the same folder
     record = json.loads(results.read_text())
     assert record["status"] == "done" and record["config"]["trainer"]["strategy"] == "ddp"
+    digests = {}
     for fit in fits:
         rank0, rank1 = (json.loads((tmp_path / "digest" / f"{fit}-rank{r}.json").read_text()) for r in (0, 1))
         assert rank0["world_size"] == 2 and rank0["strategy"] == "DDPStrategy"
-        for key in ("params", "buffers", "shapes"):
+        assert rank0["find_unused_parameters"] is False and rank1["find_unused_parameters"] is False
+        for key in ("params", "buffers", "shapes", "plans"):
             assert rank0[key] == rank1[key], (fit, key)
+        digests[fit] = rank0
     saved = network_digest(read_stage_model(record["final"]["model_path"], "final").net)
-    last = json.loads((tmp_path / "digest" / f"{fits[-1]}-rank0.json").read_text())
+    last = digests[fits[-1]]
     assert saved["params"] == last["params"] and saved["buffers"] == last["buffers"]
     assert _single_process_test_acc(record) == pytest.approx(record["final"]["test_acc"], abs=1e-6)
+    return record, digests
+
+
+@pytest.mark.parametrize("method", [pytest.param("plain", marks=pytest.mark.slow), "fsp",
+                                    pytest.param("kd", marks=pytest.mark.slow)])
+def test_train_py_ddp_ranks_agree_and_rank0_writes_the_run(tmp_path, method):
+    _train_ddp(tmp_path, *METHODS[method])
+
+
+PRUNING = {  # method: (its callback, the fits of the run: with a fine-tune or not)
+    "l1_filter": ("L1FilterPruning", ["method.finetune.epochs=0"], ["baseline", "compress"]),
+    "slimming": ("NetworkSlimming", ["method.finetune.epochs=1"], ["baseline", "compress", "finetune"]),
+    "fpgm": ("FPGMPruning", ["method.finetune.epochs=1"], ["baseline", "compress", "finetune"]),
+}
+
+
+@pytest.mark.parametrize("method", [pytest.param("l1_filter", marks=pytest.mark.slow),
+                                    pytest.param("slimming", marks=pytest.mark.slow), "fpgm"])
+def test_train_py_ddp_pruning_ranks_agree_and_rank0_saves_the_pruned_network(tmp_path, method):
+    name, finetune, fits = PRUNING[method]
+    overrides = [f"+method={method}", "method.baseline.epochs=1", "method.compress.epochs=2", *finetune]
+    record, digests = _train_ddp(tmp_path, overrides, fits)
+    baseline, compress = digests["baseline"], digests["compress"]
+    plan = compress["plans"][name]  # the same on both ranks (checked above)
+    assert compress["shapes"] != baseline["shapes"]
+    compressed = read_stage_model(record["compressed"]["model_path"], "compressed")
+    assert compressed.plan.to_dict() == plan
+    register_resolvers()
+    done = read_stage_model(Path(record["compressed"]["model_path"]).parents[1] / "compress" / "done.ckpt", "done",
+                            OmegaConf.create(record["config"]).model)
+    for saved in (network_digest(compressed.net), network_digest(done.net)):
+        for key in ("params", "buffers", "shapes"):
+            assert saved[key] == compress[key], key
+    assert record["compressed"]["params"] < record["baseline"]["params"]
+    assert record["final"]["params"] == record["compressed"]["params"]
 
 
 @pytest.mark.slow

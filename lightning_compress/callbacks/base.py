@@ -26,7 +26,13 @@ from torch import nn
 from lightning_compress.callbacks._compat import is_spawn_worker
 from lightning_compress.callbacks.checkpointing import PlanRestorer, write_plan
 from lightning_compress.callbacks.distributed import broadcast_plan, hand_back_unpruned_only
-from lightning_compress.callbacks.network import example_input, format_width_table, layer_widths, resolve_net
+from lightning_compress.callbacks.network import (
+    device_of,
+    example_input,
+    format_width_table,
+    layer_widths,
+    resolve_net,
+)
 from lightning_compress.profiling import count_macs, count_params
 from lightning_compress.pruning import ChannelGraph, PruningPlan, build_channel_graph, prune
 from lightning_compress.pruning.errors import check_positive_int
@@ -64,7 +70,9 @@ class BasePruningCallback(pl.Callback):
         plan: the cumulative plan relative to the unpruned network once pruned physically, else ``None``.
         finished: True once the callback has made its one structural change.
         net, net_path: the resolved network and its attribute path in the LightningModule.
-        example_inputs: a batch of one input on the network's device (for tracing and MACs).
+        example_inputs: a batch of one input (for tracing and MACs), made in ``setup`` on the network's device and
+            dtype of that moment; Lightning moves and converts the module afterwards (GPU, ``*-true`` precisions), so
+            every use moves it to the network's device and dtype.
         profile: ``{"before": {"params", "macs"}, "after": {...}}`` of the structural change.
 
     Raises:
@@ -165,7 +173,7 @@ class BasePruningCallback(pl.Callback):
                              "datamodule with `example_input`, no `example_input_array`, no train batch).")
         was_training = net.training
         try:
-            return build_channel_graph(net, self.example_inputs, residual=self.residual)
+            return build_channel_graph(net, self._example_on(net), residual=self.residual)
         finally:
             net.train(was_training)
 
@@ -205,8 +213,17 @@ class BasePruningCallback(pl.Callback):
     def _measure(self, net: nn.Module) -> dict[str, int]:
         out = {"params": count_params(net)}
         if self.example_inputs is not None:
-            out["macs"] = count_macs(net, self.example_inputs)
+            out["macs"] = count_macs(net, self._example_on(net))
         return out
+
+    def _example_on(self, net: nn.Module) -> torch.Tensor:
+        """``example_inputs`` (not None) on ``net``'s device and in its floating dtype: ``setup`` made it before
+        Lightning moved the module to the accelerator and converted it (``precision="bf16-true"``), and Slimming and
+        FPGM prune in ``on_train_end``, after both."""
+        param = next(iter(net.parameters()), None)
+        if param is None or not (self.example_inputs.is_floating_point() and param.is_floating_point()):
+            return self.example_inputs.to(device_of(net))
+        return self.example_inputs.to(device=param.device, dtype=param.dtype)
 
     def _log_change(self, trainer: pl.Trainer, before: dict[str, int], after: dict[str, int]) -> None:
         name = type(self).__name__

@@ -199,7 +199,7 @@ class FPGMPruning(BasePruningCallback):
         for checkpoint in trainer.checkpoint_callbacks:  # the last checkpoint now holds the pruned network + plan
             last = getattr(checkpoint, "last_model_path", "")
             if last:
-                trainer.save_checkpoint(last)
+                trainer.save_checkpoint(last, weights_only=False)  # with callback states (the plan, finished)
 
     # ------------------------------------------------------------------ decisions
     def should_select(self, epoch: int, max_epochs: int | None) -> bool:

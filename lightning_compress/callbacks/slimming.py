@@ -177,9 +177,12 @@ class NetworkSlimming(BasePruningCallback):
 
     # ------------------------------------------------------------------ internals
     def _write_plot(self, trainer: pl.Trainer) -> None:
-        if self.plot_dir == "" or not trainer.is_global_zero:
+        if self.plot_dir == "":
             return
+        # trainer.log_dir is a broadcast under DDP: every rank asks for it, or rank 0's call meets another collective
         folder = Path(self.plot_dir or trainer.log_dir or trainer.default_root_dir)
+        if not trainer.is_global_zero:
+            return
         try:
             path = plot_gamma(torch.cat([g.detach().abs().flatten().cpu() for g in self._gammas]), self.history,
                               folder / "gamma.png", self.small_gamma)

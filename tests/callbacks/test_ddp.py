@@ -41,7 +41,7 @@ class RankAgreement(pl.Callback):
 @pytest.mark.slow
 @pytest.mark.parametrize("make_callback", [
     lambda: L1FilterPruning(pruning_ratio=0.5, criterion="random", verbose=False),
-    lambda: NetworkSlimming(sparsity_lambda=1e-3, pruning_ratio=0.5, plot_dir="", verbose=False),
+    lambda: NetworkSlimming(sparsity_lambda=1e-3, pruning_ratio=0.5, verbose=False),  # writes gamma.png
 ], ids=["l1_filter", "slimming"])
 def test_ddp_spawn_ranks_agree_and_checkpoint_has_the_pruned_model(tmp_path, make_callback):
     torch.manual_seed(0)

@@ -39,11 +39,11 @@ class SelectionAgreement(pl.Callback):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("freeze", [True, False])
-def test_ddp_spawn_ranks_agree_and_finalize_prunes_the_main_copy(tmp_path, freeze: bool) -> None:
+@pytest.mark.parametrize("soft_mode", ["authors_code", "strict"])
+def test_ddp_spawn_ranks_agree_and_finalize_prunes_the_main_copy(tmp_path, soft_mode: str) -> None:
     torch.manual_seed(0)
     module = tiny_module()
-    callback = FPGMPruning(pruning_ratio=0.5, freeze_pruned=freeze, verbose=False)
+    callback = FPGMPruning(pruning_ratio=0.5, soft_mode=soft_mode, verbose=False)
     path = str(tmp_path / "selection.json")
     trainer = quiet_trainer(tmp_path, callbacks=[callback, SelectionAgreement(callback, path)],
                             strategy="ddp_spawn", devices=2, limit_train_batches=2, max_epochs=2)
