@@ -65,8 +65,11 @@ def test_killed_mid_stage_resumes_to_the_uninterrupted_result(compose_config, tm
     assert ours["lightning_compress"]["plan"] == theirs["lightning_compress"]["plan"]
     assert ours["lightning_compress"]["plan"] is not None
     assert ours["state_dict"].keys() == theirs["state_dict"].keys()
+    # Bit-equality does not survive a restore on every CPU (AMD EPYC, torch 2.13: a resumed digits run differs from
+    # the uninterrupted one by 1-2 ulp, max 6e-8, in whichever stage it resumes); a lost sparsity state, plan or
+    # optimizer state moves the weights by 1e-3 or more.
     for key, value in theirs["state_dict"].items():
-        assert torch.equal(ours["state_dict"][key], value), key
+        torch.testing.assert_close(ours["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
     assert run(compose_config(f"resume={interrupted}"))["attempts"] == done["attempts"]  # done: not run twice
 
 
