@@ -62,7 +62,9 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tens
         nonlocal total
         total += _layer_macs(module, args, output)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (*_CONV_TYPES, nn.Linear))]
+    # prepend: count what the layer computes, before a residual="select" hook re-expands its output to the stream
+    handles = [m.register_forward_hook(hook, prepend=True) for m in model.modules()
+               if isinstance(m, (*_CONV_TYPES, nn.Linear))]
     was_training = model.training
     try:
         model.eval()
