@@ -9,16 +9,14 @@ MACs (:func:`~lightning_compress.profiling.count_macs`) or latency
 on the caller's model. The factor is found by bisection; a candidate whose per-group counts equal those of a measured
 one is not built again.
 
-A budget is a ceiling: the result is the least-pruned candidate whose MACs (median latency) do not exceed the target.
-Integer widths make the reachable MACs discrete, and one uniform step can shrink many groups at once (the nine blocks of
-a ResNet-56 stage share a width). When the uniform-rate result lies more than :data:`MACS_TOLERANCE` below a MACs
-target, a final refinement gives single groups one channel back (``round_to`` channels when rounding), the group whose
-best removed channel scores highest first (the method's own scores, each group's relative to its mean; BN scales raw,
-as Slimming's threshold compares them), skipping any that would exceed the target, until within the tolerance. The
-widths then deviate from a uniform rate by at most one channel (one ``round_to`` step) per group; ``Budget.adjusted``
-names those groups. A latency target whose uniform result lies more than its measured inter-quartile range below the
-target is refined the same way towards the MACs interpolated linearly between the two uniform candidates around it,
-and kept only if its measured median still meets the target.
+A budget is a ceiling: MACs (the median latency) of the result never exceed the target, and a MACs target is met
+within :data:`~.budget_search.MACS_TOLERANCE` (1%) below it. The bisection gives the least-pruned uniform candidate
+under the target; integer widths make the reachable MACs discrete (one uniform step can shrink many groups at once),
+so when it lies more than 1% below, a refinement moves single groups' widths by one channel step at a time (the
+method's own scores choose the channels; :meth:`~.budget_search.Candidates.refine`). ``Budget.adjusted`` names the
+groups that then deviate from the uniform rate, and by how many channels. A latency target whose uniform result lies
+more than its measured inter-quartile range below the target is refined the same way towards the MACs interpolated
+linearly between the two uniform candidates around it, and kept only if its measured median still meets the target.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .budget_search import GRID, MACS_TOLERANCE, Candidates
+from .budget_search import GRID, Candidates
 from .errors import check_positive_int, check_ratio
 from .graph import ChannelGraph
 from .importance import resolve_importance
@@ -104,7 +102,7 @@ class Budget:
         shown = f"{ratio:g}" if isinstance(ratio, float) else ratio
         line += f"; pruning_ratio {shown}"
         if self.adjusted:
-            line += f"; {len(self.adjusted)} group(s) one step above the uniform rate"
+            line += f"; {len(self.adjusted)} group(s) off the uniform rate by a few channels"
         return line
 
 
@@ -202,11 +200,7 @@ def _fit_macs(space: Candidates, target_macs: float) -> BudgetFit:
                          f"method reaches: {space.macs(top):,} MACs ({100 * space.macs(top) / base:.1f}% of "
                          f"{base:,}) with every group at its floor (min_channels, ignored_layers and the ratio's globs "
                          "limit it).")
-    lo, hi = space.bisect(lambda plan: space.macs(plan) <= target)
-    if space.macs(space.plan(hi)) >= target * (1 - MACS_TOLERANCE):  # the uniform rate at or below the target
-        return _fit(space, space.plan(hi), space.simplest(hi), "macs", target)
-    if space.macs(space.plan(lo)) <= target * (1 + MACS_TOLERANCE):  # the uniform rate just above it
-        return _fit(space, space.plan(lo), space.simplest(lo), "macs", target)
+    _, hi = space.bisect(lambda plan: space.macs(plan) <= target)
     return _fit(space, space.refine(space.plan(hi), target), space.simplest(hi), "macs", target)
 
 
@@ -221,14 +215,11 @@ def _fit_latency(space: Candidates, target_ms: float) -> BudgetFit:
     lo, hi = space.bisect(lambda plan: space.latency(plan).median_ms <= target_ms)
     plan, slower = space.plan(hi), space.plan(lo)
     fast, slow = space.latency(plan), space.latency(slower)
-    if target_ms - fast.median_ms <= fast.iqr_ms:  # the uniform rate, within the spread below the target
-        return _fit(space, plan, space.simplest(hi), "latency_ms", target_ms)
-    if slow.median_ms - target_ms <= slow.iqr_ms:  # the uniform rate, within the spread above it
-        return _fit(space, slower, space.simplest(lo), "latency_ms", target_ms)
-    if slow.median_ms > fast.median_ms:  # latency taken as linear in MACs between the two: refine towards that MACs
+    if target_ms - fast.median_ms > fast.iqr_ms and slow.median_ms > fast.median_ms:
+        # more than the spread below: latency taken as linear in MACs between the two, refine towards that MACs
         share = (target_ms - fast.median_ms) / (slow.median_ms - fast.median_ms)
         refined = space.refine(plan, space.macs(plan) + share * (space.macs(slower) - space.macs(plan)))
-        if refined is not plan and abs(space.latency(refined).median_ms - target_ms) < target_ms - fast.median_ms:
+        if refined is not plan and fast.median_ms < space.latency(refined).median_ms <= target_ms:
             plan = refined
     return _fit(space, plan, space.simplest(hi), "latency_ms", target_ms)
 

@@ -21,6 +21,7 @@ from .surgery import prune
 
 GRID = 10**6  # the factor is a multiple of 1 / GRID: every candidate ratio is a decimal a user can type
 MACS_TOLERANCE = 0.01  # a MACs target is met when target * (1 - MACS_TOLERANCE) <= MACs <= target
+ROUNDS = 16  # refinement rounds: a group's width ends at most this many channel steps from the uniform rate's
 
 
 class Candidates:
@@ -152,28 +153,38 @@ class Candidates:
         return -(-first // step) * step
 
     def refine(self, plan: PruningPlan, target: float) -> PruningPlan:
-        """Within one channel step per group of ``plan``'s (uniform) widths, come within :data:`MACS_TOLERANCE` of
-        ``target``, at or below it if possible; returns the closest plan found (``plan`` itself when nothing helps).
+        """Come within :data:`MACS_TOLERANCE` below ``target`` (never above it) by moving single groups' widths one
+        channel step away from ``plan``'s, up to :data:`ROUNDS` steps per group; returns the closest plan found.
 
         A step is one channel (up to the next multiple of ``round_to``), chosen by the method at the new count: a group
-        keeping one more gets its best removed channel back, one keeping one less loses its lowest-scored kept
-        channel. First, single groups get a step back in the order of the method's scores (the group whose best
-        removed channel scores highest relative to its group's mean first; BN scales raw, as Slimming compares
-        them), skipping any that would exceed the target. If that ends short of the tolerance, the MACs change of
-        every single remaining step is measured and a subset-sum search finds the fewest steps whose changes add up to
-        the window below the target (failing that: above it, closest first); the result is measured, and the window
-        shifted by the difference (steps of neighbouring layers interact) up to two more times.
+        keeping one more gets its best removed channel back, one keeping one less loses its lowest-scored kept channel.
+        Each round first gives single groups a step back in the order of the method's scores (the group whose best
+        removed channel scores highest relative to its group's mean first), skipping any that would exceed the target;
+        if that ends short, the MACs change of every single step is measured and :func:`fewest_moves` picks the fewest
+        steps whose changes add up to the window (measured; the window is shifted by the difference, as neighbouring
+        layers' steps interact, up to two more times).
         """
-        low, high = target * (1 - MACS_TOLERANCE), target * (1 + MACS_TOLERANCE)
-        uniform = {g.id: len(g.removed) for g in plan.groups}
+        for _ in range(ROUNDS):
+            if self.macs(plan) >= target * (1 - MACS_TOLERANCE):
+                break
+            refined = self._refine_once(plan, target)
+            if refined is plan:
+                break
+            plan = refined
+        return plan
+
+    def _refine_once(self, plan: PruningPlan, target: float) -> PruningPlan:
+        low = target * (1 - MACS_TOLERANCE)
+        start = {g.id: len(g.removed) for g in plan.groups}
         groups = [g.id for g in self.graph.groups if g.id in self.eligible and self.scores(g.id) is not None]
-        counts, macs = dict(uniform), self.macs(plan)
-        for gid in sorted((gid for gid in groups if gid in uniform),
-                          key=lambda gid: -float(self.scores(gid)[list(_removed(plan, gid))].max())):
+        counts, macs, base = dict(start), self.macs(plan), plan
+        for gid in sorted((gid for gid in groups if gid in start),
+                          key=lambda gid: -float(self.scores(gid)[list(_removed(base, gid))].max())):
             if macs >= low:
                 return plan
-            candidate = self.with_counts(plan, trial := self.step(counts, gid, +1))
-            if self.macs(candidate) <= target:
+            trial = self.step(counts, gid, +1)
+            candidate = self.with_counts(plan, trial) if trial is not None else plan
+            if candidate is not plan and self.macs(candidate) <= target:
                 plan, counts, macs = candidate, trial, self.macs(candidate)
         if macs >= low:
             return plan
@@ -181,19 +192,22 @@ class Candidates:
         for gid in groups:
             for move in (+1, -1):
                 trial = self.step(counts, gid, move)
-                if trial is not None and abs(uniform.get(gid, 0) - trial.get(gid, 0)) <= self.method["round_to"]:
+                if trial is not None and abs(start.get(gid, 0) - trial.get(gid, 0)) <= self.method["round_to"]:
                     options.setdefault(gid, {})[trial.get(gid, 0)] = self.macs(self.with_counts(plan, trial)) - macs
-        for window, closest_first in (((low, target), False), ((target + 1e-9, high), True)):
-            lo, hi = window[0] - macs, window[1] - macs
-            for _ in range(3):
-                chosen = fewest_moves(options, lo, hi, target * MACS_TOLERANCE / 100, smallest=closest_first)
-                if chosen is None:
-                    break
-                candidate = self.with_counts(plan, {g: n for g, n in {**counts, **chosen}.items() if n})
-                if window[0] <= self.macs(candidate) <= window[1]:
-                    return candidate
-                shift = self.macs(candidate) - macs - sum(options[gid][n] for gid, n in chosen.items())
-                lo, hi = lo - shift, hi - shift  # neighbouring steps interact: shift the window, try again
+        lo, hi = low - macs, target - macs
+        for _ in range(3):
+            chosen = fewest_moves(options, lo, hi, target * MACS_TOLERANCE / 100)
+            if chosen is None:
+                break
+            candidate = self.with_counts(plan, {g: n for g, n in {**counts, **chosen}.items() if n})
+            reached = self.macs(candidate)
+            if low <= reached <= target:
+                return candidate
+            if macs < reached <= target:
+                plan, macs = candidate, reached  # closer, still under: keep it
+                break
+            shift = reached - self.macs(plan) - sum(options[gid][n] for gid, n in chosen.items())
+            lo, hi = lo - shift, hi - shift  # neighbouring steps interact: shift the window, try again
         return plan
 
     def step(self, counts: Mapping[str, int], gid: str, direction: int) -> dict[str, int] | None:
@@ -207,17 +221,12 @@ class Candidates:
         trial = {**counts, gid: size - kept}
         return {g: n for g, n in trial.items() if n}
 
-    def kept_positions(self, plan: PruningPlan, gid: str) -> list[int]:
-        gone = set(_removed(plan, gid))
-        return [p for p in range(self.graph.group(gid).size) if p not in gone]
 
-
-def fewest_moves(deltas: Mapping[str, Mapping[int, int]], low: float, high: float, quantum: float,
-                 smallest: bool = False) -> dict[str, int] | None:
+def fewest_moves(deltas: Mapping[str, Mapping[int, int]], low: float, high: float,
+                 quantum: float) -> dict[str, int] | None:
     """At most one option per group (``deltas[group][option]``: its change) whose changes sum into ``[low, high]``:
-    ``{group: option}`` with the fewest groups, then the largest sum (``smallest``: the smallest); ``None`` if there
-    is none. Sums are kept
-    exactly; states whose sums fall in the same ``quantum``-wide bucket are merged (the best kept), so the search is
+    ``{group: option}`` with the fewest groups, then the largest sum; ``None`` if there is none. Sums are kept exactly;
+    states whose sums fall in the same ``quantum``-wide bucket are merged (the best kept), so the search is
     polynomial."""
     groups = list(deltas)
     lowest = [min(0, *deltas[g].values()) for g in groups]
@@ -227,7 +236,7 @@ def fewest_moves(deltas: Mapping[str, Mapping[int, int]], low: float, high: floa
     states: dict[int, tuple[int, int, tuple[tuple[str, int], ...]]] = {0: (0, 0, ())}  # bucket: (moves, sum, choice)
 
     def rank(state: tuple[int, int, tuple]) -> tuple[int, int]:
-        return state[0], state[1] if smallest else -state[1]
+        return state[0], -state[1]
 
     for i, gid in enumerate(groups):
         grown = dict(states)
