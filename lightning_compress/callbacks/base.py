@@ -154,7 +154,7 @@ class BasePruningCallback(pl.Callback):
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.net, self.net_path = resolve_net(pl_module, self.submodule)
-        self.device = trainer.strategy.root_device
+        self.device = getattr(getattr(trainer, "strategy", None), "root_device", None)  # None: the net's device
         if self.ignored_layers:
             ignored_names(self.net, list(self.ignored_layers))  # every glob must match (lists the names)
         if stage == "fit":

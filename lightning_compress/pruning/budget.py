@@ -182,11 +182,14 @@ def fit_budget(graph: ChannelGraph, model: nn.Module, example_inputs: Any, pruni
     if kind == "latency_ms" and not isinstance(example_inputs, torch.Tensor):
         raise TypeError("`target_latency_ms` times copies of one input tensor: `example_inputs` must be a tensor, "
                         f"got {type(example_inputs).__name__}.")
-    space = Candidates(graph, model, example_inputs, shape, method, latency_batch_size if kind == "latency_ms" else 0,
-                       device)
-    if kind == "macs":
-        return _fit_macs(space, float(target_macs))
-    return _fit_latency(space, float(target_latency_ms))
+    batch = latency_batch_size if kind == "latency_ms" else 0
+    search = _fit_macs if kind == "macs" else _fit_latency
+    value = float(target_macs if kind == "macs" else target_latency_ms)
+    fit = search(Candidates(graph, model, example_inputs, shape, method, batch, device), value)
+    space = Candidates(graph, model, example_inputs, shape, method, batch, device, forward=True)
+    if fit.plan.groups and space.counted(fit.plan) != fit.budget.macs:
+        fit = search(space, value)  # a layer whose positions change with the widths: count every candidate's forward
+    return fit
 
 
 def _fit_macs(space: Candidates, target_macs: float) -> BudgetFit:

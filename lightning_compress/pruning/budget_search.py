@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_compress.profiling import Latency, batch_of, count_macs, measure_latency
+from lightning_compress.profiling import Latency, batch_of, count_macs, layer_positions, macs_at, measure_latency
 
 from .graph import ChannelGraph
 from .importance import BNScale, group_scores, remove_lowest
@@ -26,12 +26,14 @@ ROUNDS = 16  # refinement rounds: a group's width ends at most this many channel
 
 class Candidates:
     """Plans of ``select_on_graph`` with ``method``'s arguments at ratio ``shape * k / GRID`` (``shape=None``: the
-    ratio is ``k / GRID``), and their measurements on pruned deep copies (cached per plan)."""
+    ratio is ``k / GRID``), and their measurements on pruned deep copies (cached per plan). ``forward``: count MACs
+    with a forward pass of every candidate (for layers whose positions change with the widths)."""
 
     def __init__(self, graph: ChannelGraph, model: nn.Module, example_inputs: Any, shape: dict[str, float] | None,
-                 method: dict[str, Any], latency_batch_size: int = 0, device: torch.device | str | None = None) -> None:
+                 method: dict[str, Any], latency_batch_size: int = 0, device: torch.device | str | None = None,
+                 forward: bool = False) -> None:
         self.graph, self.model, self.example_inputs = graph, model, example_inputs
-        self.shape, self.method = shape, method
+        self.shape, self.method, self.forward = shape, method, forward
         self.batch = latency_batch_size
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.top = math.floor((1.0 - 1e-9) / (max(shape.values()) if shape else 1.0) * GRID)
@@ -43,6 +45,7 @@ class Candidates:
         self._macs: dict[tuple, int] = {}
         self._latency: dict[tuple, Latency] = {}
         self._scores: dict[str, torch.Tensor | None] = {}
+        self._positions = layer_positions(model, example_inputs)  # channel pruning keeps them: no forward per plan
         self._meta: nn.Module | None = None
         self._meta_failed = False
 
@@ -97,12 +100,18 @@ class Candidates:
 
     # ---------------------------------------------------------------- measurements
     def macs(self, plan: PruningPlan) -> int:
-        """MACs per image of the pruned network (a meta-device copy: shapes only; a real copy if that fails)."""
+        """MACs per image of the pruned network: its layers' widths (a pruned meta-device copy, shapes only; a real
+        copy if that fails) at the positions of the unpruned forward pass; with ``forward``: :meth:`counted`."""
         key = _key(plan)
         if key not in self._macs:
             self.evaluations += 1
-            self._macs[key] = self._count(plan)
+            self._macs[key] = (self.counted(plan) if self.forward
+                               else macs_at(self._pruned_shapes(plan), self._positions))
         return self._macs[key]
+
+    def counted(self, plan: PruningPlan) -> int:
+        """:func:`count_macs` of a really pruned copy (a forward pass): what :meth:`macs` must agree with."""
+        return count_macs(_pruned(copy.deepcopy(self.model), plan), self.example_inputs)
 
     def latency(self, plan: PruningPlan) -> Latency:
         """Median and quartiles of one forward pass of the pruned network on ``device``."""
@@ -113,15 +122,15 @@ class Candidates:
             self._latency[key] = measure_latency(net, batch_of(self.example_inputs, self.batch).to(self.device))
         return self._latency[key]
 
-    def _count(self, plan: PruningPlan) -> int:
+    def _pruned_shapes(self, plan: PruningPlan) -> nn.Module:
         if not self._meta_failed:
             try:
                 if self._meta is None:
                     self._meta = copy.deepcopy(self.model).to("meta")
-                return count_macs(_pruned(copy.deepcopy(self._meta), plan), _to_meta(self.example_inputs))
-            except Exception:  # noqa: BLE001 - data-dependent forward code: count on real tensors instead
+                return _pruned(copy.deepcopy(self._meta), plan)
+            except Exception:  # noqa: BLE001 - a rule that needs real tensors: prune real copies instead
                 self._meta, self._meta_failed = None, True
-        return count_macs(_pruned(copy.deepcopy(self.model), plan), self.example_inputs)
+        return _pruned(copy.deepcopy(self.model), plan)
 
     # ---------------------------------------------------------------- search
     def bisect(self, meets: Callable[[PruningPlan], bool]) -> tuple[int, int]:
@@ -264,14 +273,6 @@ def _removed(plan: PruningPlan, gid: str) -> tuple[int, ...]:
 
 def _pruned(net: nn.Module, plan: PruningPlan) -> nn.Module:
     return prune(net, plan) if plan.groups else net
-
-
-def _to_meta(inputs: Any) -> Any:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to("meta")
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_to_meta(x) for x in inputs)
-    return inputs
 
 
 def _device_of(model: nn.Module) -> torch.device:
