@@ -21,6 +21,7 @@ from .surgery import prune
 
 GRID = 10**6  # the factor is a multiple of 1 / GRID: every candidate ratio is a decimal a user can type
 MACS_TOLERANCE = 0.01  # a MACs target is met when target * (1 - MACS_TOLERANCE) <= MACs <= target
+TRIES = 8  # subset-sum choices measured per window: the predicted sums miss where neighbouring steps interact
 ROUNDS = 16  # refinement rounds: a group's width ends at most this many channel steps from the uniform rate's
 
 
@@ -169,9 +170,10 @@ class Candidates:
         keeping one more gets its best removed channel back, one keeping one less loses its lowest-scored kept channel.
         Each round first gives single groups a step back in the order of the method's scores (the group whose best
         removed channel scores highest relative to its group's mean first), skipping any that would exceed the target;
-        if that ends short, the MACs change of every single step is measured and :func:`fewest_moves` picks the fewest
-        steps whose changes add up to the window (measured; the window is shifted by the difference, as neighbouring
-        layers' steps interact, up to two more times).
+        if that ends short, the MACs change of every single step is measured and :func:`fewest_moves` proposes the
+        fewest steps whose changes add up to the window; up to :data:`TRIES` proposals are measured (neighbouring
+        layers' steps interact, so the sums miss), the window is shifted by the best one's miss, up to two more times,
+        and the closest plan under the target starts the next round.
         """
         for _ in range(ROUNDS):
             if self.macs(plan) >= target * (1 - MACS_TOLERANCE):
@@ -203,21 +205,23 @@ class Candidates:
                 trial = self.step(counts, gid, move)
                 if trial is not None and abs(start.get(gid, 0) - trial.get(gid, 0)) <= self.method["round_to"]:
                     options.setdefault(gid, {})[trial.get(gid, 0)] = self.macs(self.with_counts(plan, trial)) - macs
-        lo, hi = low - macs, target - macs
+        lo, hi, best = low - macs, target - macs, plan
         for _ in range(3):
-            chosen = fewest_moves(options, lo, hi, target * MACS_TOLERANCE / 100)
-            if chosen is None:
+            choices = fewest_moves(options, lo, hi, target * MACS_TOLERANCE / 100)[:TRIES]
+            for chosen in choices:
+                candidate = self.with_counts(plan, {g: n for g, n in {**counts, **chosen}.items() if n})
+                reached = self.macs(candidate)
+                if low <= reached <= target:
+                    return candidate
+                if self.macs(best) < reached <= target:
+                    best = candidate  # closer, still under: the next round starts there
+            if not choices:
                 break
-            candidate = self.with_counts(plan, {g: n for g, n in {**counts, **chosen}.items() if n})
-            reached = self.macs(candidate)
-            if low <= reached <= target:
-                return candidate
-            if macs < reached <= target:
-                plan, macs = candidate, reached  # closer, still under: keep it
-                break
-            shift = reached - self.macs(plan) - sum(options[gid][n] for gid, n in chosen.items())
-            lo, hi = lo - shift, hi - shift  # neighbouring steps interact: shift the window, try again
-        return plan
+            first = choices[0]  # neighbouring steps interact: shift the window by the first choice's miss
+            shift = (self.macs(self.with_counts(plan, {g: n for g, n in {**counts, **first}.items() if n})) - macs
+                     - sum(options[gid][n] for gid, n in first.items()))
+            lo, hi = lo - shift, hi - shift
+        return best
 
     def step(self, counts: Mapping[str, int], gid: str, direction: int) -> dict[str, int] | None:
         """``counts`` with group ``gid`` keeping one step more (``+1``) or less (``-1``): one channel, or the next
@@ -232,9 +236,9 @@ class Candidates:
 
 
 def fewest_moves(deltas: Mapping[str, Mapping[int, int]], low: float, high: float,
-                 quantum: float) -> dict[str, int] | None:
-    """At most one option per group (``deltas[group][option]``: its change) whose changes sum into ``[low, high]``:
-    ``{group: option}`` with the fewest groups, then the largest sum; ``None`` if there is none. Sums are kept exactly;
+                 quantum: float) -> list[dict[str, int]]:
+    """Choices of at most one option per group (``deltas[group][option]``: its change) whose changes sum into
+    ``[low, high]``, as ``{group: option}``, best first: the fewest groups, then the largest sum. Sums are kept exactly;
     states whose sums fall in the same ``quantum``-wide bucket are merged (the best kept), so the search is
     polynomial."""
     groups = list(deltas)
@@ -259,8 +263,8 @@ def fewest_moves(deltas: Mapping[str, Mapping[int, int]], low: float, high: floa
                 if kept is None or rank(state) < rank(kept):
                     grown[bucket] = state
         states = grown
-    inside = [state for state in states.values() if low <= state[1] <= high]
-    return dict(min(inside, key=rank)[2]) if inside else None
+    inside = sorted((state for state in states.values() if low <= state[1] <= high), key=rank)
+    return [dict(state[2]) for state in inside]
 
 
 def _key(plan: PruningPlan) -> tuple:
