@@ -185,10 +185,11 @@ def fit_budget(graph: ChannelGraph, model: nn.Module, example_inputs: Any, pruni
     batch = latency_batch_size if kind == "latency_ms" else 0
     search = _fit_macs if kind == "macs" else _fit_latency
     value = float(target_macs if kind == "macs" else target_latency_ms)
-    fit = search(Candidates(graph, model, example_inputs, shape, method, batch, device), value)
-    space = Candidates(graph, model, example_inputs, shape, method, batch, device, forward=True)
+    space = Candidates(graph, model, example_inputs, shape, method, batch, device)
+    fit = search(space, value)
     if fit.plan.groups and space.counted(fit.plan) != fit.budget.macs:
-        fit = search(space, value)  # a layer whose positions change with the widths: count every candidate's forward
+        # a layer whose positions change with the widths: search again, counting every candidate's forward pass
+        fit = search(Candidates(graph, model, example_inputs, shape, method, batch, device, forward=True), value)
     return fit
 
 
