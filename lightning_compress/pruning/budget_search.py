@@ -22,6 +22,7 @@ from .surgery import prune
 GRID = 10**6  # the factor is a multiple of 1 / GRID: every candidate ratio is a decimal a user can type
 MACS_TOLERANCE = 0.01  # a MACs target is met when target * (1 - MACS_TOLERANCE) <= MACs <= target
 TRIES = 8  # subset-sum choices measured per window: the predicted sums miss where neighbouring steps interact
+MOVES = 2  # the subset-sum's options: a group one or two channel steps wider or narrower
 ROUNDS = 16  # refinement rounds: a group's width ends at most this many channel steps from the uniform rate's
 
 
@@ -202,9 +203,12 @@ class Candidates:
         options: dict[str, dict[int, int]] = {}  # group -> {count it could take: MACs change}
         for gid in groups:
             for move in (+1, -1):
-                trial = self.step(counts, gid, move)
-                if trial is not None and abs(start.get(gid, 0) - trial.get(gid, 0)) <= self.method["round_to"]:
-                    options.setdefault(gid, {})[trial.get(gid, 0)] = self.macs(self.with_counts(plan, trial)) - macs
+                trial = counts
+                for _ in range(MOVES):  # one and two steps
+                    trial = self.step(trial, gid, move) if trial is not None else None
+                    if trial is not None:
+                        options.setdefault(gid, {})[trial.get(gid, 0)] = (self.macs(self.with_counts(plan, trial))
+                                                                          - macs)
         lo, hi, best = low - macs, target - macs, plan
         for _ in range(3):
             choices = fewest_moves(options, lo, hi, target * MACS_TOLERANCE / 100)[:TRIES]

@@ -47,8 +47,8 @@ def test_l1_filter_scales_a_dict_ratio_to_the_target(make_trainer):
 def test_fpgm_uses_the_counts_found_in_setup_for_every_selection(make_trainer):
     module = tiny_module(tiny_resnet())
     callback = FPGMPruning(target_macs=0.5, residual="select", verbose=False)
-    make_trainer(callbacks=[callback], max_epochs=2, limit_train_batches=2).fit(module, datamodule=tiny_data())
-    assert callback.selection_epochs == [-1, 0, 1] and callback.finished
+    make_trainer(callbacks=[callback], max_epochs=1, limit_train_batches=2).fit(module, datamodule=tiny_data())
+    assert callback.selection_epochs == [-1, 0] and callback.finished
     _assert_met(callback)
     resumed = FPGMPruning(target_macs=0.5, residual="select", verbose=False)
     resumed.load_state_dict(callback.state_dict())
@@ -61,6 +61,25 @@ def test_slimming_searches_the_global_ratio_on_the_trained_scales(make_trainer):
     make_trainer(callbacks=[callback], limit_train_batches=2).fit(module, datamodule=tiny_data())
     _assert_met(callback)
     assert isinstance(callback.budget.pruning_ratio, float)
+
+
+def test_l1_filter_meets_a_latency_target_timed_at_its_batch_size(make_trainer, monkeypatch):
+    from lightning_compress.profiling import Latency, count_macs
+    from lightning_compress.pruning import budget_search
+
+    def fake(net, inputs, *args, **kwargs):  # deterministic: proportional to the MACs, no spread
+        ms = 1e-3 * count_macs(net, inputs[:1]) * inputs.shape[0]
+        return Latency(ms, ms, ms, inputs.shape[0], str(inputs.device), 1, 0, 1, "fake")
+
+    monkeypatch.setattr(budget_search, "measure_latency", fake)
+    module = tiny_module(tiny_vgg())
+    base_ms = 1e-3 * count_macs(module.net, X) * 8
+    callback = L1FilterPruning(target_latency_ms=0.5 * base_ms, latency_batch_size=8, verbose=False)
+    make_trainer(callbacks=[callback], max_steps=0).fit(module, datamodule=tiny_data())
+    latency = callback.budget.latency
+    assert latency["batch_size"] == 8 and latency["device"] == "cpu"
+    assert 0.99 * 0.5 * base_ms <= latency["median_ms"] <= 0.5 * base_ms
+    assert callback.profile["after"]["macs"] == callback.budget.macs
 
 
 @pytest.mark.parametrize("cls", [L1FilterPruning, FPGMPruning, NetworkSlimming])
