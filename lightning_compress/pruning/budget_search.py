@@ -23,7 +23,7 @@ GRID = 10**6  # the factor is a multiple of 1 / GRID: every candidate ratio is a
 MACS_TOLERANCE = 0.01  # a MACs target is met when target * (1 - MACS_TOLERANCE) <= MACs <= target
 TRIES = 8  # subset-sum choices measured per window: the predicted sums miss where neighbouring steps interact
 MOVES = 2  # the subset-sum's options: a group one or two channel steps wider or narrower
-ROUNDS = 16  # refinement rounds: a group's width ends at most this many channel steps from the uniform rate's
+ROUNDS = 16  # refinement rounds (each stops as soon as it gets no closer)
 
 
 class Candidates:
@@ -164,14 +164,15 @@ class Candidates:
         return -(-first // step) * step
 
     def refine(self, plan: PruningPlan, target: float) -> PruningPlan:
-        """Come within :data:`MACS_TOLERANCE` below ``target`` (never above it) by moving single groups' widths one
-        channel step away from ``plan``'s, up to :data:`ROUNDS` steps per group; returns the closest plan found.
+        """Come within :data:`MACS_TOLERANCE` below ``target`` (never above it) by moving single groups' widths a few
+        channel steps away from ``plan``'s in up to :data:`ROUNDS` rounds; returns the closest plan found.
 
         A step is one channel (up to the next multiple of ``round_to``), chosen by the method at the new count: a group
         keeping one more gets its best removed channel back, one keeping one less loses its lowest-scored kept channel.
         Each round first gives single groups a step back in the order of the method's scores (the group whose best
         removed channel scores highest relative to its group's mean first), skipping any that would exceed the target;
-        if that ends short, the MACs change of every single step is measured and :func:`fewest_moves` proposes the
+        if that ends short, the MACs change of every group's move by one or two steps (:data:`MOVES`) either way is
+        measured and :func:`fewest_moves` proposes the
         fewest steps whose changes add up to the window; up to :data:`TRIES` proposals are measured (neighbouring
         layers' steps interact, so the sums miss), the window is shifted by the best one's miss, up to two more times,
         and the closest plan under the target starts the next round.
