@@ -48,7 +48,8 @@ class Budget:
         pruning_ratio: the uniform ratio found (``select_on_graph`` at it gives the plan before any refinement): a
             float, or the dict's rates scaled by ``factor``; ``None`` when the model already meets the target.
         base_macs, macs: MACs per image of the unpruned and the pruned network.
-        counts: channels removed per group; ``adjusted``: groups the refinement gave channels back (how many).
+        counts: channels removed per group; ``adjusted``: the groups whose width the refinement moved off the uniform
+            rate, by how many channels (positive: kept more).
         latency, base_latency: ``Latency.as_dict()`` of the pruned and the unpruned network (latency targets).
         evaluations: candidate networks built and measured.
     """
