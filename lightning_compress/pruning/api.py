@@ -50,7 +50,7 @@ def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float 
         graph: a graph from :func:`build_channel_graph` to skip tracing (its ``residual`` must match).
         target_macs: instead of ``pruning_ratio``: MACs per image the pruned network may have, a fraction (<= 1) of
             the unpruned MACs (0.5 = half) or an absolute count (> 1); met within 1% below it (see
-            :mod:`.budget`: the widths may then deviate from a uniform rate by one channel in some groups).
+            :mod:`.budget`: the widths may then deviate from a uniform rate by a few channels in some groups).
         target_latency_ms: instead of ``pruning_ratio``: the median latency (ms) of one forward pass of
             ``latency_batch_size`` copies of ``example_inputs`` on the model's device
             (:func:`~lightning_compress.profiling.measure_latency`).

@@ -12,7 +12,7 @@ one is not built again.
 A budget is a ceiling: MACs (the median latency) of the result never exceed the target, and a MACs target is met
 within :data:`~.budget_search.MACS_TOLERANCE` (1%) below it. The bisection gives the least-pruned uniform candidate
 under the target; integer widths make the reachable MACs discrete (one uniform step can shrink many groups at once),
-so when it lies more than 1% below, a refinement moves single groups' widths by one channel step at a time (the
+so when it lies more than 1% below, a refinement moves single groups' widths a channel step or two at a time (the
 method's own scores choose the channels; :meth:`~.budget_search.Candidates.refine`). ``Budget.adjusted`` names the
 groups that then deviate from the uniform rate, and by how many channels. A latency target whose uniform result lies
 more than its measured inter-quartile range below the target is refined the same way towards the MACs interpolated
