@@ -35,34 +35,36 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return total
 
 
-def _layer_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+def _positions(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+    """Places per image where a conv/linear layer applies its kernel: its output positions (a transposed conv's input
+    positions). Channel pruning leaves them as they are."""
     batch = output.shape[0] if output.dim() > 1 else 1
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return inputs[0][0].numel() // module.in_channels  # every input element is scattered through the kernel
     if isinstance(module, _CONV_TYPES):
-        kernel = math.prod(module.kernel_size)
-        if isinstance(module, nn.modules.conv._ConvTransposeNd):
-            # Every input element is scattered through the kernel to out_channels / groups outputs.
-            per_image = inputs[0][0].numel() * (module.out_channels // module.groups) * kernel
-        else:
-            per_image = (output.numel() // batch) * (module.in_channels // module.groups) * kernel
-        return per_image
-    if isinstance(module, nn.Linear):
-        return (output.numel() // batch) * module.in_features
-    return 0
+        return output.numel() // batch // module.out_channels
+    return output.numel() // batch // module.out_features
 
 
-def count_macs(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
-    """Multiply-accumulates of conv and linear layers per input image, measured on ``example_inputs``.
+def _macs_per_position(module: nn.Module) -> int:
+    if isinstance(module, _CONV_TYPES):
+        return module.in_channels * module.out_channels // module.groups * math.prod(module.kernel_size)
+    return module.in_features * module.out_features
 
-    The model runs once in eval mode under ``torch.no_grad``; its training mode is restored afterwards.
-    """
+
+def layer_positions(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> dict[str, list[int]]:
+    """Per conv/linear layer name, the positions (per image) of each of its calls on ``example_inputs`` (one forward
+    in eval mode under ``torch.no_grad``; the training mode is restored)."""
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    total = 0
+    names = {module: name for name, module in model.named_modules()}
+    positions: dict[str, list[int]] = {}
 
     def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
-        total += _layer_macs(module, args, output)
+        positions.setdefault(names[module], []).append(_positions(module, args, output))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (*_CONV_TYPES, nn.Linear))]
+    # prepend: count what the layer computes, before a residual="select" hook re-expands its output to the stream
+    handles = [m.register_forward_hook(hook, prepend=True) for m in model.modules()
+               if isinstance(m, (*_CONV_TYPES, nn.Linear))]
     was_training = model.training
     try:
         model.eval()
@@ -72,7 +74,22 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tens
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return total
+    return positions
+
+
+def macs_at(model: nn.Module, positions: dict[str, list[int]]) -> int:
+    """MACs per image of ``model``'s conv/linear layers applied at ``positions`` (:func:`layer_positions`, e.g. of the
+    network before channel pruning, which keeps them): no forward pass."""
+    modules = dict(model.named_modules())
+    return sum(p * _macs_per_position(modules[name]) for name, calls in positions.items() for p in calls)
+
+
+def count_macs(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
+    """Multiply-accumulates of conv and linear layers per input image, measured on ``example_inputs``.
+
+    The model runs once in eval mode under ``torch.no_grad``; its training mode is restored afterwards.
+    """
+    return macs_at(model, layer_positions(model, example_inputs))
 
 
 TIMED_REPEATS = 20  # default timed runs per model: enough for a median and an inter-quartile range

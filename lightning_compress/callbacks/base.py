@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
@@ -34,7 +34,8 @@ from lightning_compress.callbacks.network import (
     resolve_net,
 )
 from lightning_compress.profiling import count_macs, count_params
-from lightning_compress.pruning import ChannelGraph, PruningPlan, build_channel_graph, prune
+from lightning_compress.pruning import Budget, ChannelGraph, PruningPlan, build_channel_graph, fit_budget, prune
+from lightning_compress.pruning.budget import check_amount
 from lightning_compress.pruning.errors import check_positive_int
 from lightning_compress.pruning.selection import ignored_names
 from lightning_compress.pruning.streams import check_residual
@@ -70,10 +71,14 @@ class BasePruningCallback(pl.Callback):
         plan: the cumulative plan relative to the unpruned network once pruned physically, else ``None``.
         finished: True once the callback has made its one structural change.
         net, net_path: the resolved network and its attribute path in the LightningModule.
+        device: the trainer's root device (set in ``setup``): where a latency target is timed.
         example_inputs: a batch of one input (for tracing and MACs), made in ``setup`` on the network's device and
             dtype of that moment; Lightning moves and converts the module afterwards (GPU, ``*-true`` precisions), so
             every use moves it to the network's device and dtype.
         profile: ``{"before": {"params", "macs"}, "after": {...}}`` of the structural change.
+        target_macs, target_latency_ms, latency_batch_size: the budget of a subclass that takes one (see
+            :meth:`init_amount`); ``budget``: what the search found (:class:`~lightning_compress.pruning.Budget`, kept
+            in the callback state), ``None`` without a target.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -108,6 +113,11 @@ class BasePruningCallback(pl.Callback):
         self.net_path = ""
         self.example_inputs: torch.Tensor | None = None
         self.profile: dict[str, dict[str, int]] = {}
+        self.target_macs: float | None = None
+        self.target_latency_ms: float | None = None
+        self.latency_batch_size = 1
+        self.budget: Budget | None = None
+        self.device: torch.device | None = None
         self._restorer = PlanRestorer(self)
 
     # ------------------------------------------------------------------ identity and state
@@ -117,7 +127,8 @@ class BasePruningCallback(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"plan": self.plan.to_dict() if self.plan is not None else None, "finished": self.finished,
-                "profile": copy.deepcopy(self.profile), **self.extra_state()}
+                "profile": copy.deepcopy(self.profile),
+                "budget": self.budget.as_dict() if self.budget is not None else None, **self.extra_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         plan = state_dict.get("plan")
@@ -125,6 +136,8 @@ class BasePruningCallback(pl.Callback):
             self.plan = PruningPlan.from_dict(plan)
         self.finished = bool(state_dict.get("finished", self.finished))
         self.profile = dict(state_dict.get("profile", self.profile))
+        if state_dict.get("budget") is not None:
+            self.budget = Budget.from_dict(state_dict["budget"])
         self.load_extra_state(state_dict)
 
     def extra_state(self) -> dict[str, Any]:
@@ -141,6 +154,7 @@ class BasePruningCallback(pl.Callback):
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.net, self.net_path = resolve_net(pl_module, self.submodule)
+        self.device = getattr(getattr(trainer, "strategy", None), "root_device", None)  # None: the net's device
         if self.ignored_layers:
             ignored_names(self.net, list(self.ignored_layers))  # every glob must match (lists the names)
         if stage == "fit":
@@ -165,6 +179,48 @@ class BasePruningCallback(pl.Callback):
         return self.plan
 
     # ------------------------------------------------------------------ helpers for subclasses
+    def init_amount(self, pruning_ratio: Any, default: float, target_macs: float | None,
+                    target_latency_ms: float | None, latency_batch_size: int) -> Any:
+        """Validate how much to prune and keep the targets; returns the ratio to use.
+
+        The rule: a target wins and the ratio is searched; ``pruning_ratio`` must then be ``None`` (or, where the
+        method takes one, a ``{glob: ratio}`` dict whose rates are scaled together). A float ratio with a target is an
+        error. Without a target ``None`` means ``default``.
+        """
+        check_positive_int("latency_batch_size", latency_batch_size)
+        if pruning_ratio is None and target_macs is None and target_latency_ms is None:
+            pruning_ratio = default
+        target = "target_macs" if target_macs is not None else "target_latency_ms"
+        if isinstance(pruning_ratio, (int, float)) and (target_macs is not None or target_latency_ms is not None):
+            raise ValueError(f"`pruning_ratio`={pruning_ratio!r} and `{target}` both fix how much is pruned: with a "
+                             f"target the ratio is searched, so set `pruning_ratio` to null (train.py: "
+                             f"method.callback.pruning_ratio=null method.callback.{target}=...).")
+        check_amount(pruning_ratio, target_macs, target_latency_ms, latency_batch_size)
+        self.target_macs = None if target_macs is None else float(target_macs)
+        self.target_latency_ms = None if target_latency_ms is None else float(target_latency_ms)
+        self.latency_batch_size = latency_batch_size
+        return dict(pruning_ratio) if isinstance(pruning_ratio, Mapping) else pruning_ratio
+
+    @property
+    def has_target(self) -> bool:
+        """Whether a MACs or latency target replaces the fixed ratio."""
+        return self.target_macs is not None or self.target_latency_ms is not None
+
+    def fit_to_budget(self, graph: ChannelGraph, pruning_ratio: Any, importance: Any, **method: Any) -> PruningPlan:
+        """:func:`~lightning_compress.pruning.fit_budget` of ``net`` for this callback's target (latency timed on
+        ``device``, the trainer's); keeps ``budget``, logs its summary and returns the plan (changes nothing)."""
+        net = self.require_net()
+        was_training = net.training
+        try:
+            fit = fit_budget(graph, net, self._example_on(net), pruning_ratio, self.target_macs,
+                             self.target_latency_ms, self.latency_batch_size, importance,
+                             device=self.device, **method, **self.selection_args())
+        finally:
+            net.train(was_training)
+        self.budget = fit.budget
+        rank_zero_info(f"[{type(self).__name__}] budget: {fit.budget.summary()}")
+        return fit.plan
+
     def build_graph(self) -> ChannelGraph:
         """The channel graph of ``net`` in this callback's ``residual`` mode (traced on ``example_inputs``)."""
         net = self.require_net()

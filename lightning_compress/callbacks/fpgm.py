@@ -56,8 +56,8 @@ from lightning_compress.pruning import (
     build_channel_graph,
     prune,
 )
-from lightning_compress.pruning.errors import check_fraction, check_positive_int, check_ratio
-from lightning_compress.pruning.selection import group_ratios, select_on_graph
+from lightning_compress.pruning.errors import check_fraction, check_positive_int
+from lightning_compress.pruning.selection import group_ratios, select_counts, select_on_graph
 
 SOFT_MODES = ("authors_code", "paper", "strict")
 
@@ -68,7 +68,8 @@ class FPGMPruning(BasePruningCallback):
     Args:
         pruning_ratio: fraction of each group's filters removed, in ``[0, 1)``: a float for every prunable group (the
             paper: the same rate for all layers) or ``{module-name glob: ratio}`` (a group takes the first glob
-            matching one of its convs; groups matched by none are left whole).
+            matching one of its convs; groups matched by none are left whole); ``None``: 0.4 without a target, the
+            searched rate with one (a mapping is then the shape whose rates are scaled together).
         distance: the GM distance: ``l2`` (paper), ``l1`` or ``cos`` (1 - cosine similarity).
         norm_ratio: FPGM-mix: fraction of each group's filters chosen first by smallest L2 norm; ``0`` = FPGM-only.
         frequency: re-select every ``frequency`` epochs (epochs ``0, f, 2f, ...`` and the last one).
@@ -77,6 +78,9 @@ class FPGMPruning(BasePruningCallback):
             network (``plan`` stays ``None``; ``selection`` holds the final selection).
         submodule, ignored_layers, input_shape, residual, min_channels, round_to, verbose: see
             :class:`BasePruningCallback`.
+        target_macs, target_latency_ms, latency_batch_size: a budget instead of a float ratio (see
+            :class:`~lightning_compress.callbacks.L1FilterPruning`): resolved in ``setup`` on the weights of that
+            moment; the per-group counts found (``budget.counts``) are used by every selection and the removal.
 
     Attributes:
         selection: the current soft-pruning selection (relative to the unpruned net) or ``None`` before the first one.
@@ -90,25 +94,26 @@ class FPGMPruning(BasePruningCallback):
             ``pruning_ratio`` glob matching no layer, or no prunable channel group.
     """
 
-    def __init__(self, pruning_ratio: float | Mapping[str, float] = 0.4, distance: str = "l2",
+    def __init__(self, pruning_ratio: float | Mapping[str, float] | None = None, distance: str = "l2",
                  norm_ratio: float = 0.0, frequency: int = 1, soft_mode: str = "authors_code", prune: bool = True,
                  submodule: str | None = None, ignored_layers: Sequence[str] = (),
                  input_shape: Sequence[int] | None = None, residual: str = "couple", min_channels: int = 1,
-                 round_to: int = 1, verbose: bool = True) -> None:
-        ratios = check_ratio(pruning_ratio)
+                 round_to: int = 1, verbose: bool = True, target_macs: float | None = None,
+                 target_latency_ms: float | None = None, latency_batch_size: int = 1) -> None:
         if distance not in DISTANCES:
             raise ValueError(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
         check_fraction("norm_ratio", norm_ratio)
-        active = [r for r in (ratios.values() if isinstance(ratios, dict) else [ratios]) if r > 0]
-        if active and norm_ratio > min(active):
-            raise ValueError(f"`norm_ratio` must be <= `pruning_ratio` (it is the part removed by the norm criterion),"
-                             f" got {norm_ratio!r} > {pruning_ratio!r}.")
         check_positive_int("frequency", frequency)
         if soft_mode not in SOFT_MODES:
             raise ValueError(f"`soft_mode` must be one of {SOFT_MODES}, got {soft_mode!r}.")
         check_bool("prune", prune)
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
                          residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose)
+        ratios = self.init_amount(pruning_ratio, 0.4, target_macs, target_latency_ms, latency_batch_size)
+        active = [r for r in (ratios.values() if isinstance(ratios, dict) else [ratios]) if r is not None and r > 0]
+        if active and norm_ratio > min(active):
+            raise ValueError(f"`norm_ratio` must be <= `pruning_ratio` (it is the part removed by the norm criterion),"
+                             f" got {norm_ratio!r} > {pruning_ratio!r}.")
         self.pruning_ratio = ratios
         self.distance = distance
         self.norm_ratio = float(norm_ratio)
@@ -145,7 +150,10 @@ class FPGMPruning(BasePruningCallback):
         if stage != "fit" or self.finished:
             return
         self._graph = self.build_graph()
-        if not group_ratios(self._graph, self.require_net(), self.pruning_ratio, list(self.ignored_layers)):
+        if self.has_target:
+            if self.budget is None:  # the counts that meet the target, used by every selection and the removal
+                self.fit_to_budget(self._graph, self.pruning_ratio, self.importance(), rounding="remove")
+        elif not group_ratios(self._graph, self.require_net(), self.pruning_ratio, list(self.ignored_layers)):
             raise ValueError(f"FPGMPruning found no prunable channel group for `pruning_ratio`={self.pruning_ratio!r}"
                              f" (after `ignored_layers`={list(self.ignored_layers)!r}).")
 
@@ -213,6 +221,8 @@ class FPGMPruning(BasePruningCallback):
         """The GM selection of the current weights (rank-local; changes nothing): ``select_channels`` with this
         callback's arguments."""
         graph = self._graph if self._graph is not None else self.build_graph()
+        if self.budget is not None:  # a target: the counts found in setup
+            return select_counts(graph, self.require_net(), self.budget.counts, self.importance())
         return select_on_graph(graph, self.require_net(), self.pruning_ratio, self.importance(), rounding="remove",
                                **self.selection_args())
 
@@ -235,8 +245,9 @@ class FPGMPruning(BasePruningCallback):
             raise ValueError("`example_inputs` must be given to `finalize`: no `input_shape`, `example_input_array` or "
                              "datamodule `example_input` was found.")
         graph = build_channel_graph(net, example.to(next(net.parameters()).device), residual=self.residual)
-        ratios = group_ratios(graph, net, self.pruning_ratio, list(self.ignored_layers))
-        removed = {gid: _zero_positions(graph.group(gid), net) for gid in ratios}
+        groups = (self.budget.counts if self.budget is not None
+                  else group_ratios(graph, net, self.pruning_ratio, list(self.ignored_layers)))
+        removed = {gid: _zero_positions(graph.group(gid), net) for gid in groups}
         plan = graph.plan({gid: positions for gid, positions in removed.items() if positions})
         prune(net, plan)
         self.net, self.plan, self.finished, self.selection = net, plan, True, plan

@@ -24,7 +24,6 @@ from typing import Any
 
 from lightning_compress.callbacks.base import OneShotPruning, check_int
 from lightning_compress.pruning import Magnitude, PruningPlan, Random
-from lightning_compress.pruning.errors import check_ratio
 from lightning_compress.pruning.selection import STRATEGIES, select_on_graph
 
 CRITERIA = ("l1", "l2", "random", "largest")
@@ -35,24 +34,33 @@ class L1FilterPruning(OneShotPruning):
 
     Args:
         pruning_ratio: fraction in ``[0, 1)`` of filters removed from every prunable layer, or a mapping of
-            module-name globs to such fractions (e.g. ``{"features.conv1": 0.5, "layer1.*.conv1": 0.6}``).
+            module-name globs to such fractions (e.g. ``{"features.conv1": 0.5, "layer1.*.conv1": 0.6}``); ``None``:
+            0.5 without a target, the one searched rate with one. With a target a mapping is the *shape*: its rates
+            are multiplied by one common factor.
         criterion: ``l1`` | ``l2`` | ``random`` | ``largest``.
         strategy: ``independent`` | ``greedy`` (paper 3.3).
         seed: seed of the ``random`` criterion.
         submodule, ignored_layers, input_shape, residual, min_channels, round_to, verbose: see
             :class:`BasePruningCallback`.
+        target_macs: instead of a float ratio: MACs per image of the pruned network, a fraction (<= 1) of the unpruned
+            MACs or an absolute count; met within 1% below (see README "Budgets").
+        target_latency_ms: instead of a float ratio: median latency (ms) of the pruned network's forward pass at
+            ``latency_batch_size`` on the trainer's device.
 
     Raises:
         TypeError: ``pruning_ratio`` not a number or a mapping of str to numbers; other arguments of the wrong type.
+        ValueError: a float ``pruning_ratio`` together with a target, both targets, a target <= 0; in ``setup``: a
+            target below the smallest network the method reaches.
         ValueError: a ratio outside ``[0, 1)``, an unknown ``criterion``/``strategy``/``residual``, ``min_channels``
             or ``round_to`` < 1; in ``setup``: a glob of ``pruning_ratio`` or ``ignored_layers`` matching no layer.
     """
 
-    def __init__(self, pruning_ratio: float | Mapping[str, float] = 0.5, criterion: str = "l1",
+    def __init__(self, pruning_ratio: float | Mapping[str, float] | None = None, criterion: str = "l1",
                  strategy: str = "independent", seed: int = 0, submodule: str | None = None,
                  ignored_layers: Sequence[str] = (), input_shape: Sequence[int] | None = None,
-                 residual: str = "couple", min_channels: int = 1, round_to: int = 1, verbose: bool = True) -> None:
-        self.pruning_ratio = check_ratio(pruning_ratio)
+                 residual: str = "couple", min_channels: int = 1, round_to: int = 1, verbose: bool = True,
+                 target_macs: float | None = None, target_latency_ms: float | None = None,
+                 latency_batch_size: int = 1) -> None:
         if criterion not in CRITERIA:
             raise ValueError(f"`criterion` must be one of {CRITERIA}, got {criterion!r}.")
         if strategy not in STRATEGIES:
@@ -60,6 +68,7 @@ class L1FilterPruning(OneShotPruning):
         check_int("seed", seed)
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
                          residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose)
+        self.pruning_ratio = self.init_amount(pruning_ratio, 0.5, target_macs, target_latency_ms, latency_batch_size)
         self.criterion = criterion
         self.strategy = strategy
         self.seed = seed
@@ -71,9 +80,14 @@ class L1FilterPruning(OneShotPruning):
         return Magnitude(p=2 if self.criterion == "l2" else 1, largest=self.criterion == "largest")
 
     def select(self) -> PruningPlan:
-        """The plan of the current weights (changes nothing): ``select_channels`` with this callback's arguments."""
-        return select_on_graph(self.build_graph(), self.require_net(), self.pruning_ratio, self.importance(),
-                               rounding="keep", strategy=self.strategy, **self.selection_args())
+        """The plan of the current weights (changes nothing): ``select_channels`` with this callback's arguments (with
+        a target: the ratio, or the dict's common factor, that meets it)."""
+        graph = self.build_graph()
+        if self.has_target:
+            return self.fit_to_budget(graph, self.pruning_ratio, self.importance(), rounding="keep",
+                                      strategy=self.strategy)
+        return select_on_graph(graph, self.require_net(), self.pruning_ratio, self.importance(), rounding="keep",
+                               strategy=self.strategy, **self.selection_args())
 
     def extra_state(self) -> dict[str, Any]:
         return {"criterion": self.criterion}

@@ -46,7 +46,8 @@ class NetworkSlimming(BasePruningCallback):
 
     Args:
         sparsity_lambda: the paper's ``s``: 1e-4 for VGG, 1e-5 for ResNet/DenseNet (0 = no penalty, prune only).
-        pruning_ratio: fraction in ``[0, 1)`` of all prunable channels removed by the global threshold.
+        pruning_ratio: fraction in ``[0, 1)`` of all prunable channels removed by the global threshold; ``None``: 0.5
+            without a target, searched with one.
         init_gamma: set every prunable BN scale to this value in ``setup`` of the first fit (paper: 0.5; only
             sensible when the sparsity fit starts from scratch). ``None`` keeps the weights.
         group_score: how coupled BNs' ``|gamma|`` combine into one channel score: ``sum``, ``mean`` or ``max``.
@@ -57,6 +58,9 @@ class NetworkSlimming(BasePruningCallback):
             no plot.
         submodule, ignored_layers, input_shape, residual, min_channels, round_to, verbose: see
             :class:`BasePruningCallback`.
+        target_macs, target_latency_ms, latency_batch_size: a budget instead of ``pruning_ratio`` (see
+            :class:`~lightning_compress.callbacks.L1FilterPruning`): the one global ratio (so the threshold) is
+            searched in ``on_train_end`` on the trained scales.
 
     Raises:
         TypeError: for arguments of the wrong type (bool is not accepted as a number).
@@ -65,14 +69,17 @@ class NetworkSlimming(BasePruningCallback):
             pure half-precision Trainer (``16-true``/``bf16-true``: the push is below its resolution).
     """
 
-    def __init__(self, sparsity_lambda: float = 1e-4, pruning_ratio: float = 0.5, init_gamma: float | None = None,
-                 group_score: str = "sum", threshold: str = "count", prune: bool = True, small_gamma: float = 1e-2,
-                 plot_dir: str | None = None, submodule: str | None = None, ignored_layers: Sequence[str] = (),
+    def __init__(self, sparsity_lambda: float = 1e-4, pruning_ratio: float | None = None,
+                 init_gamma: float | None = None, group_score: str = "sum", threshold: str = "count",
+                 prune: bool = True, small_gamma: float = 1e-2, plot_dir: str | None = None,
+                 submodule: str | None = None, ignored_layers: Sequence[str] = (),
                  input_shape: Sequence[int] | None = None, residual: str = "couple", min_channels: int = 1,
-                 round_to: int = 1, verbose: bool = True) -> None:
+                 round_to: int = 1, verbose: bool = True, target_macs: float | None = None,
+                 target_latency_ms: float | None = None, latency_batch_size: int = 1) -> None:
         if not check_number("sparsity_lambda", sparsity_lambda) >= 0:
             raise ValueError(f"`sparsity_lambda` must be >= 0, got {sparsity_lambda!r}.")
-        check_fraction("pruning_ratio", pruning_ratio)
+        if pruning_ratio is not None:
+            check_fraction("pruning_ratio", pruning_ratio)  # one global ratio: no dict
         if init_gamma is not None and not math.isfinite(check_number("init_gamma", init_gamma)):
             raise ValueError(f"`init_gamma` must be a finite number or None, got {init_gamma!r}.")
         if group_score not in BN_REDUCTIONS:
@@ -87,7 +94,8 @@ class NetworkSlimming(BasePruningCallback):
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
                          residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose)
         self.sparsity_lambda = float(sparsity_lambda)
-        self.pruning_ratio = float(pruning_ratio)
+        ratio = self.init_amount(pruning_ratio, 0.5, target_macs, target_latency_ms, latency_batch_size)
+        self.pruning_ratio = None if ratio is None else float(ratio)
         self.init_gamma = None if init_gamma is None else float(init_gamma)
         self.group_score = group_score
         self.threshold = threshold
@@ -157,9 +165,10 @@ class NetworkSlimming(BasePruningCallback):
         if self.finished or not self.prune or trainer.sanity_checking or not self.groups:
             return
         plan = self.select()
+        ratio = self.budget.pruning_ratio if self.budget is not None else self.pruning_ratio
         rank_zero_info(f"[NetworkSlimming] global threshold: removing {plan.num_removed}/"
                        f"{sum(self._graph.group(g).size for g in self.groups)} prunable channels "
-                       f"(target {100 * self.pruning_ratio:.0f}%)")
+                       f"(ratio {100 * (ratio or 0):.1f}%)")
         self._write_plot(trainer)
         self.apply_plan(trainer, plan)
         self._gammas, self._graph = [], None
@@ -170,8 +179,10 @@ class NetworkSlimming(BasePruningCallback):
 
     def select(self) -> PruningPlan:
         """The global-threshold plan of the current scales (changes nothing): ``select_channels`` with this callback's
-        arguments."""
+        arguments (with a target: the global ratio that meets it, searched on these scales; sets ``budget``)."""
         graph = self._graph if self._graph is not None else self.build_graph()
+        if self.has_target:
+            return self.fit_to_budget(graph, None, self.importance(), global_pruning=True, threshold=self.threshold)
         return select_on_graph(graph, self.require_net(), self.pruning_ratio, self.importance(), global_pruning=True,
                                threshold=self.threshold, **self.selection_args())
 

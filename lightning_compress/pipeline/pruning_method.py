@@ -46,7 +46,10 @@ def run_pruning_method(ctx: RunContext) -> None:
         module, _ = fit_classifier(ctx, "compress", start, int(compress.get("epochs", 0)), [callback],
                                    optim=compress.get("optim"), scheduler=compress.get("scheduler"))
         net, plan = start, callback.finalize(module, ctx.datamodule.example_input(1))
-        record_stage(ctx, "compressed", module, net, plan)
+        entry = record_stage(ctx, "compressed", module, net, plan)
+        budget = getattr(callback, "budget", None)
+        if budget is not None:  # target_macs / target_latency_ms: what the search found and reached
+            entry["budget"] = budget.as_dict()
     finetune = method.get("finetune") or {}
     # A finished callback rides along (it only writes the pruning plan into every fine-tune checkpoint).
     riders = [callback] if callback.finished else []

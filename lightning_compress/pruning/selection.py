@@ -1,8 +1,9 @@
 """Choosing channels to remove: per-group ratios, an importance, and the count (per group or one global threshold).
 
 The counts and the threshold are :mod:`lightning_compress.functional.pruning`'s; the scores are the importance's
-(:mod:`.importance`). ``select_channels`` and every pruning callback go through :func:`select_on_graph`, so a callback's
-plan is the plan ``select_channels`` gives with the same arguments.
+(:mod:`.importance`). ``select_channels`` (:mod:`.api`) and every pruning callback go through :func:`select_on_graph`
+(and, for a MACs or latency target, :func:`.budget.fit_budget`, which calls it), so a callback's plan is the plan
+``select_channels`` gives with the same arguments.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from torch import nn
 from lightning_compress.functional.pruning import ROUNDINGS, THRESHOLD_RULES, global_threshold, keep_count
 
 from .errors import check_positive_int, check_ratio
-from .graph import ChannelGraph, build_channel_graph
+from .graph import ChannelGraph
 from .importance import BNScale, GeometricMedian, group_scores, remove_lowest, resolve_importance
 from .masking import ChannelMask
 from .plan import PruningPlan
-from .streams import check_residual
 
 STRATEGIES = ("independent", "greedy")
 
@@ -111,7 +111,8 @@ def select_on_graph(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, i
                     ignored_layers: Any = (), global_pruning: bool = False, min_channels: int = 1,
                     round_to: int = 1, rounding: str = "keep", strategy: str = "independent",
                     threshold: str = "count") -> PruningPlan:
-    """The plan of :func:`select_channels` on an existing graph (see there)."""
+    """The plan of :func:`~.api.select_channels` at a fixed ``pruning_ratio`` on an existing graph (see there; for a
+    MACs or latency target: :func:`~.budget.fit_budget`)."""
     scorer = resolve_importance(importance)
     check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning)
     if global_pruning and isinstance(scorer, GeometricMedian) and scorer.norm_ratio > 0:
@@ -121,65 +122,56 @@ def select_on_graph(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, i
         raise ValueError("`strategy='greedy'` scores layers one after the other; it needs global_pruning=False.")
     ratios = group_ratios(graph, model, pruning_ratio, ignored_layers)
     graph.check(model)
+    if not global_pruning:
+        return select_counts(graph, model, removal_counts(graph, ratios, min_channels, round_to, rounding), scorer,
+                             strategy)
     removed: dict[str, list[int]] = {}
-    if global_pruning:
-        normalize = not isinstance(scorer, BNScale)  # BN scales share one scale: the paper's raw threshold
-        for scope in _scopes(graph, pruning_ratio, ratios):
-            scores = {gid: s for gid in scope if (s := group_scores(scorer, graph.group(gid), model)) is not None}
-            if scores:
-                removed.update(global_threshold(scores, ratios[next(iter(scores))], min_channels, round_to,
-                                                threshold, normalize))
-        return graph.plan(removed)
-    scoring = copy.deepcopy(model) if strategy == "greedy" else model
-    for gid, ratio in ratios.items():
-        group = graph.group(gid)
-        n = group.size - keep_count(group.size, ratio, min_channels, round_to, rounding)
-        picks = remove_lowest(scorer, group, scoring, n) if n > 0 else None
-        if not picks:
-            continue
-        removed[gid] = sorted(int(p) for p in picks)
-        if strategy == "greedy":  # Li et al. 3.3: later layers are scored without the kernels of removed maps
-            ChannelMask(scoring, graph.plan({gid: picks}), include_inputs=True, slots={"in"}).apply()
+    normalize = not isinstance(scorer, BNScale)  # BN scales share one scale: the paper's raw threshold
+    for scope in _scopes(graph, pruning_ratio, ratios):
+        scores = {gid: s for gid in scope if (s := group_scores(scorer, graph.group(gid), model)) is not None}
+        if scores:
+            removed.update(global_threshold(scores, ratios[next(iter(scores))], min_channels, round_to, threshold,
+                                            normalize))
     return graph.plan(removed)
 
 
-def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float | Mapping[str, float],
-                    importance: Any = "l1", ignored_layers: Any = (), global_pruning: bool = False,
-                    min_channels: int = 1, round_to: int = 1, strict: bool = False,
-                    graph: ChannelGraph | None = None, residual: str = "couple", rounding: str = "keep",
-                    strategy: str = "independent", threshold: str = "count") -> PruningPlan:
-    """Choose channels to remove; changes nothing.
+def removal_counts(graph: ChannelGraph, ratios: Mapping[str, float], min_channels: int = 1, round_to: int = 1,
+                   rounding: str = "keep") -> dict[str, int]:
+    """Channels each group loses at its ratio (``ratios`` from :func:`group_ratios`) when every group is counted on
+    its own (:func:`keep_count`); groups losing nothing are left out. Pure arithmetic: no scores."""
+    counts: dict[str, int] = {}
+    for gid, ratio in ratios.items():
+        size = graph.group(gid).size
+        n = size - keep_count(size, ratio, min_channels, round_to, rounding)
+        if n > 0:
+            counts[gid] = n
+    return counts
 
-    Args:
-        pruning_ratio: float in [0, 1) (of each group's channels, or of all channels with ``global_pruning``), or
-            ``{module-name glob: float}``: a group is pruned only if one of its producers (else its norms) matches a
-            glob; the first matching glob wins.
-        importance: ``"l1"``, ``"l2"``, ``"fpgm"``, ``"bn_scale"``, ``"random"``, an importance object
-            (:class:`~.importance.Magnitude`, ``GeometricMedian``, ``BNScale``, ``Random``) or
-            ``callable(group, model) -> scores`` (higher = keep).
-        ignored_layers: names, globs or modules whose output width must not change.
-        global_pruning: one threshold over all groups' scores (Network Slimming) instead of a count per group.
-        min_channels, round_to: every group keeps at least ``min_channels``, rounded up to a multiple of ``round_to``.
-        residual: ``"couple"`` (a residual stream and its writers/readers are one group) or ``"select"`` (each
-            layer on its own; the stream keeps its width). See :func:`build_channel_graph`.
-        rounding: ``"keep"`` keeps ``floor(n * (1 - ratio))`` (Li et al.'s code), ``"remove"`` removes
-            ``floor(n * ratio)`` (the FPGM authors' code).
-        strategy: ``"independent"`` or ``"greedy"`` (Li et al. 3.3: a layer is scored without the kernels of the
-            feature maps already removed upstream).
-        threshold: with ``global_pruning``: ``"count"`` (exactly ``floor(N * ratio)``) or ``"authors_code"``
-            (Network Slimming's ``<= sorted[int(N * ratio)]``).
-        graph: a graph from :func:`build_channel_graph` to skip tracing (its ``residual`` must match).
-    """
-    check_ratio(pruning_ratio)
-    resolve_importance(importance)
-    check_residual(residual)
-    check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning)
-    if graph is None:
-        graph = build_channel_graph(model, example_inputs, strict=strict, residual=residual)
-    elif graph.residual != residual:
-        raise ValueError(f"`graph` was built with residual={graph.residual!r}, got residual={residual!r}.")
-    return select_on_graph(graph, model, pruning_ratio, importance, ignored_layers, global_pruning, min_channels,
-                           round_to, rounding, strategy, threshold)
+
+def select_counts(graph: ChannelGraph, model: nn.Module, counts: Mapping[str, int], importance: Any = "l1",
+                  strategy: str = "independent") -> PruningPlan:
+    """The plan removing ``counts[group]`` channels of each group, chosen by ``importance`` within the group (groups
+    it cannot score are left whole); ``strategy="greedy"`` scores the groups in graph order, each without the input
+    kernels of the channels removed before it (Li et al. 3.3)."""
+    scorer = resolve_importance(importance)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {STRATEGIES}, got {strategy!r}.")
+    removed: dict[str, list[int]] = {}
+    scoring = copy.deepcopy(model) if strategy == "greedy" else model
+    for g in graph.groups:
+        n = counts.get(g.id, 0)
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < g.size:
+            raise ValueError(f"`counts[{g.id!r}]` must be an int in [0, {g.size}), got {n!r}.")
+        picks = remove_lowest(scorer, g, scoring, n) if n > 0 else None
+        if not picks:
+            continue
+        removed[g.id] = sorted(int(p) for p in picks)
+        if strategy == "greedy":  # Li et al. 3.3: later layers are scored without the kernels of removed maps
+            ChannelMask(scoring, graph.plan({g.id: picks}), include_inputs=True, slots={"in"}).apply()
+    unknown = set(counts) - {g.id for g in graph.groups}
+    if unknown:
+        raise ValueError(f"`counts` names groups the graph does not have: {sorted(unknown)}.")
+    return graph.plan(removed)
 
 
 def _short(names: list[str], limit: int = 30) -> str:
