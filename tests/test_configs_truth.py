@@ -62,3 +62,13 @@ def test_experiment_callback_settings_differ_from_the_method(path: Path) -> None
     ours = _leaves(experiment.get("method") or {})
     repeated = sorted(k for k, v in ours.items() if k.startswith(("callback.", "module.")) and base.get(k) == v)
     assert not repeated, f"{path.name} repeats the method's values: {repeated}"
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_every_experiment_composes(path: Path, compose_config) -> None:
+    """`python train.py +experiment=<name>` composes (Hydra's defaults-list rules, e.g. overrides last) and resolves."""
+    cfg = compose_config(f"+experiment={path.stem}")
+    OmegaConf.resolve(cfg)
+    assert cfg.model._target_ and cfg.data._target_
+    if path.stem.endswith("_cpu"):  # the CPU budget of experiments/RESULTS.md is on top of the paper recipe
+        assert cfg.trainer.precision == "32-true" and cfg.module.channels_last
