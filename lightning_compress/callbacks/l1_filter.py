@@ -35,7 +35,7 @@ class L1FilterPruning(OneShotPruning):
     Args:
         pruning_ratio: fraction in ``[0, 1)`` of filters removed from every prunable layer, or a mapping of
             module-name globs to such fractions (e.g. ``{"features.conv1": 0.5, "layer1.*.conv1": 0.6}``); ``None``:
-            0.5 without a target, the one searched rate with one. With a target a mapping is the *shape*: its rates
+            0.4 without a target, the one searched rate with one. With a target a mapping is the *shape*: its rates
             are multiplied by one common factor.
         criterion: ``l1`` | ``l2`` | ``random`` | ``largest``.
         strategy: ``independent`` | ``greedy`` (paper 3.3).
@@ -68,7 +68,7 @@ class L1FilterPruning(OneShotPruning):
         check_int("seed", seed)
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
                          residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose)
-        self.pruning_ratio = self.init_amount(pruning_ratio, 0.5, target_macs, target_latency_ms, latency_batch_size)
+        self.pruning_ratio = self.init_amount(pruning_ratio, 0.4, target_macs, target_latency_ms, latency_batch_size)
         self.criterion = criterion
         self.strategy = strategy
         self.seed = seed

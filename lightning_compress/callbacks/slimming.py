@@ -46,7 +46,7 @@ class NetworkSlimming(BasePruningCallback):
 
     Args:
         sparsity_lambda: the paper's ``s``: 1e-4 for VGG, 1e-5 for ResNet/DenseNet (0 = no penalty, prune only).
-        pruning_ratio: fraction in ``[0, 1)`` of all prunable channels removed by the global threshold; ``None``: 0.5
+        pruning_ratio: fraction in ``[0, 1)`` of all prunable channels removed by the global threshold; ``None``: 0.4
             without a target, searched with one.
         init_gamma: set every prunable BN scale to this value in ``setup`` of the first fit (paper: 0.5; only
             sensible when the sparsity fit starts from scratch). ``None`` keeps the weights.
@@ -94,7 +94,7 @@ class NetworkSlimming(BasePruningCallback):
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
                          residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose)
         self.sparsity_lambda = float(sparsity_lambda)
-        ratio = self.init_amount(pruning_ratio, 0.5, target_macs, target_latency_ms, latency_batch_size)
+        ratio = self.init_amount(pruning_ratio, 0.4, target_macs, target_latency_ms, latency_batch_size)
         self.pruning_ratio = None if ratio is None else float(ratio)
         self.init_gamma = None if init_gamma is None else float(init_gamma)
         self.group_score = group_score
