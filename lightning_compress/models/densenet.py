@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_compress.models.resnet_cifar import init_conv_bn
+from lightning_compress.models.resnet_cifar import add_preact_head, init_conv_bn, preact_head
 
 STAGES = 3
 
@@ -77,17 +77,13 @@ class DenseNet(nn.Module):
             self.add_module(f"dense{stage}", nn.Sequential(*block))
             if stage < STAGES:
                 self.add_module(f"trans{stage}", Transition(channels))
-        self.bn = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
+        add_preact_head(self, channels, num_classes)
         init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.trans1(self.dense1(self.conv1(x)))
         x = self.dense3(self.trans2(self.dense2(x)))
-        x = self.relu(self.bn(x))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return preact_head(self, x)
 
 
 def _check_positive_int(name: str, value: object) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_compress.models.resnet_cifar import STAGE_WIDTHS, init_conv_bn
+from lightning_compress.models.resnet_cifar import STAGE_WIDTHS, add_preact_head, init_conv_bn, preact_head
 
 EXPANSION = 4
 
@@ -66,16 +66,12 @@ class PreActResNet(nn.Module):
                 layers.append(PreActBottleneck(channels, planes, stride))
                 channels = EXPANSION * planes
             self.add_module(f"layer{stage}", nn.Sequential(*layers))
-        self.bn = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
+        add_preact_head(self, channels, num_classes)
         init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        x = self.relu(self.bn(x))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return preact_head(self, x)
 
 
 def resnet164(num_classes: int = 10, in_channels: int = 3) -> PreActResNet:

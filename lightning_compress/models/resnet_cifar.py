@@ -99,6 +99,20 @@ def init_conv_bn(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def add_preact_head(model: nn.Module, channels: int, num_classes: int) -> None:
+    """The pre-activation networks' head as attributes ``bn``, ``relu``, ``pool``, ``fc`` of ``model`` (their names
+    are the configs' and the checkpoints'); :func:`preact_head` runs it."""
+    model.bn = nn.BatchNorm2d(channels)
+    model.relu = nn.ReLU(inplace=True)
+    model.pool = nn.AdaptiveAvgPool2d(1)
+    model.fc = nn.Linear(channels, num_classes)
+
+
+def preact_head(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """BN-ReLU, global average pooling, the linear classifier (see :func:`add_preact_head`)."""
+    return model.fc(torch.flatten(model.pool(model.relu(model.bn(x))), 1))
+
+
 def _factory(depth: int):
     def build(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
         return CifarResNet(depth, num_classes, in_channels, shortcut)
