@@ -19,7 +19,8 @@ Soft pruning during the fit, physical removal at its end:
     before every optimizer step their gradients and optimizer state (momentum, Adam moments), then re-zeroed after
     it; the first selection is kept for the whole fit, so the removal at the end changes nothing.
 * **Removal** (``on_train_end``): the final selection is zeroed as whole channels and removed with ``prune``. In the
-  two filter-only modes this drops the constant the selected channels' BN still emitted (fine-tune afterwards). The
+  two filter-only modes this drops the constant the selected channels' BN still emitted (fine-tune afterwards:
+  on CIFAR-10 ResNet-20 at 40%, 83.8% masked became 67.3% removed: experiments/RESULTS.md). The
   last checkpoint of the fit (``ModelCheckpoint.last_model_path``) is then written again, holding the pruned network
   and its plan; checkpoints written earlier hold the full-width soft-pruned network and say so, so
   ``load_pruned_checkpoint`` refuses them. Under ``ddp_spawn`` the workers' pruned weights cannot be loaded into the
