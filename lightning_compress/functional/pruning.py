@@ -35,8 +35,7 @@ def filter_norms(rows: Tensor, p: int = 1) -> Tensor:
     """Lp norm of every row of ``rows`` (``N x D``): ``p=1`` is Li et al.'s sum of absolute kernel weights."""
     if p not in (1, 2):
         raise ValueError(f"`p` must be 1 or 2, got {p!r}.")
-    flat = rows.detach().flatten(1).float()
-    return flat.abs().sum(1) if p == 1 else flat.pow(2).sum(1).sqrt()
+    return torch.linalg.vector_norm(rows.detach().flatten(1).float(), ord=p, dim=1)  # one pass, no |w| copy
 
 
 def distance_sums(rows: Tensor, distance: str = "l2") -> Tensor:

@@ -23,6 +23,7 @@ from .context import Call, TraceContext
 from .errors import TraceError
 from .ops import METHOD_RULES, function_rule
 from .rules import get_module_rule
+from .shape_only import shape_only_output
 from .sizes import python_reads
 from .streams import Link, boundary_module, stream_values, writes_stream
 from .tracing import drop_unused_attrs, freeze_guarded_channels, runnable_train_graph, trace
@@ -31,12 +32,12 @@ from .tracing import drop_unused_attrs, freeze_guarded_channels, runnable_train_
 def symbolic_trace(model: nn.Module, example_inputs: Any = None) -> fx.GraphModule:
     """fx-trace ``model`` (sharing its parameters) or raise :class:`TraceError` with a hint (see ``tracing.py``;
     with ``example_inputs``, shape-dependent Python control flow is followed on them)."""
-    return trace(model, example_inputs)[0]
+    return fx.GraphModule(model, trace(model, example_inputs)[0])
 
 
-def _op_name(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str]:
+def _op_name(node: fx.Node, root: nn.Module) -> tuple[str, str]:
     if node.op == "call_module":
-        mod = gm.get_submodule(node.target)
+        mod = root.get_submodule(node.target)
         return f"{node.target} ({type(mod).__name__})", f"module {node.target!r} ({type(mod).__name__})"
     if node.op == "call_method":
         return f".{node.target}()", f"method .{node.target}()"
@@ -46,13 +47,17 @@ def _op_name(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str]:
 
 
 class _ChannelInterpreter(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, ctx: TraceContext, root: nn.Module) -> None:
-        super().__init__(gm)
+    def __init__(self, graph: fx.Graph, ctx: TraceContext, root: nn.Module) -> None:
+        super().__init__(root, graph=graph)  # runs ``graph`` on the model itself: no GraphModule, no codegen
         self.ctx = ctx
-        self.root = root  # fx copies parents of get_attr targets as plain Modules; names resolve on the real model
+        self.root = root
         self.infos: dict[fx.Node, Any] = ctx.infos
-        self.stream = stream_values(gm)  # residual / dense-concat values: their channels get linked ids
+        self.stream = stream_values(graph, root)  # residual / dense-concat values: their channels get linked ids
         self._reads: dict[tuple[fx.Node, fx.Node], Any] = {}
+
+    def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        out = shape_only_output(self.fetch_attr(target), args, kwargs)  # rules read shapes only (shape_only.py)
+        return out if out is not None else super().call_module(target, args, kwargs)
 
     def run_node(self, n: fx.Node) -> Any:
         with self._set_current_node(n):
@@ -140,8 +145,8 @@ def _set_mode(modes: dict[nn.Module, bool], training: bool | None) -> None:
         m.training = mode if training is None else training
 
 
-def _positional(gm: fx.GraphModule, example_inputs: Any) -> list[Any]:
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+def _positional(graph: fx.Graph, example_inputs: Any) -> list[Any]:
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     if isinstance(example_inputs, Mapping):
         return [example_inputs[n.target] for n in placeholders if n.target in example_inputs]
     if isinstance(example_inputs, (tuple, list)):
@@ -149,11 +154,15 @@ def _positional(gm: fx.GraphModule, example_inputs: Any) -> list[Any]:
     return [example_inputs]
 
 
-def _called_modules(gm: fx.GraphModule) -> set[str]:
-    return {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+def _called_modules(graph: fx.Graph) -> set[str]:
+    return {str(n.target) for n in graph.nodes if n.op == "call_module"}
 
 
-def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[fx.GraphModule]]:
+def _code(graph: fx.Graph) -> str:
+    return graph.python_code("self").src
+
+
+def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[fx.Graph]]:
     """Trace ``model`` once per mode and propagate channel ids on ``example_inputs``.
 
     ``example_inputs``: a tensor, a tuple of tensors, or a dict of keyword inputs. ``forward`` is traced in train and
@@ -167,15 +176,15 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
     The forward runs single-threaded: it is tiny, and on a loaded CPU intra-op threads made it ~50x slower.
     """
     modes = {m: m.training for m in model.modules()}
-    traced: list[tuple[fx.GraphModule, list]] = []
+    traced: list[tuple[fx.Graph, list]] = []
     python_reads.clear()  # size attributes read by Python in either mode's forward are not rewritten (sizes.py)
     try:
         for training in (True, False):
             _set_mode(modes, training)
-            gm, guards, both_modes = trace(model, example_inputs)
-            gm = runnable_train_graph(gm) if training else drop_unused_attrs(gm)
-            if not traced or gm.code != traced[0][0].code:
-                traced.append((gm, guards))
+            graph, guards, both_modes = trace(model, example_inputs)
+            graph = runnable_train_graph(graph) if training else drop_unused_attrs(graph)
+            if not traced or _code(graph) != _code(traced[0][0]):
+                traced.append((graph, guards))
             if both_modes:  # forward never branched on self.training: the eval graph (see tracing.trace)
                 break
     finally:
@@ -186,13 +195,13 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
         torch.set_num_threads(1)
         _set_mode(modes, False)
         with torch.no_grad():
-            for i, (gm, guards) in enumerate(traced):
+            for i, (graph, guards) in enumerate(traced):
                 ctx.infos.clear()
                 ctx.ndims.clear()
                 try:
-                    _ChannelInterpreter(gm, ctx, model).run(*_positional(gm, example_inputs))
+                    _ChannelInterpreter(graph, ctx, model).run(*_positional(graph, example_inputs))
                 except Exception as exc:
-                    if i + 1 < len(traced) and _called_modules(gm) <= _called_modules(traced[-1][0]):
+                    if i + 1 < len(traced) and _called_modules(graph) <= _called_modules(traced[-1][0]):
                         continue  # a train-only failure; the eval graph reaches every module
                     mode = "train" if i + 1 < len(traced) else "eval"
                     raise TraceError(f"the {mode}-mode forward of {type(model).__name__} failed on "
@@ -201,4 +210,4 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
     finally:
         torch.set_num_threads(threads)
         _set_mode(modes, None)
-    return ctx, [gm for gm, _ in traced]
+    return ctx, [graph for graph, _ in traced]

@@ -33,69 +33,96 @@ Info = Carry | Opaque | None
 
 
 class UnionFind:
-    """Union-find over channel ids; each root remembers why its class is frozen (if it is)."""
+    """Union-find over channel ids, vectorised over numpy arrays of ids.
+
+    Frozen reasons are kept on whichever id was frozen and gathered per root on demand (``frozen_reasons``), so a
+    union never has to move them.
+    """
 
     def __init__(self) -> None:
-        self.parent: list[int] = []
-        self.reasons: dict[int, set[str]] = {}
+        self._parent = np.zeros(1024, dtype=np.int64)
+        self._size = 0
+        self._reasons: dict[int, set[str]] = {}
+        self._by_root: dict[int, set[str]] | None = None  # reasons gathered per root; None when stale
+
+    def __len__(self) -> int:
+        return self._size
+
+    def copy(self) -> UnionFind:
+        other = UnionFind()
+        other._parent = self._parent.copy()
+        other._size = self._size
+        other._reasons = {k: set(v) for k, v in self._reasons.items()}
+        return other
 
     def new(self, n: int, reason: str | None = None) -> np.ndarray:
         """Allocate ``n`` fresh ids (frozen with ``reason`` when given)."""
-        start = len(self.parent)
-        self.parent.extend(range(start, start + n))
+        start, end = self._size, self._size + n
+        if end > len(self._parent):
+            grown = np.zeros(max(2 * len(self._parent), end), dtype=np.int64)
+            grown[:start] = self._parent[:start]
+            self._parent = grown
+        ids = np.arange(start, end, dtype=np.int64)
+        self._parent[start:end] = ids
+        self._size = end
         if reason is not None:
-            for i in range(start, start + n):
-                self.reasons[i] = {reason}
-        return np.arange(start, start + n, dtype=np.int64)
+            for i in range(start, end):
+                self._reasons[i] = {reason}
+            self._by_root = None
+        return ids
+
+    def find_all(self, ids: np.ndarray) -> np.ndarray:
+        """Root of every id in ``ids`` (same shape); compresses the paths it walks."""
+        ids = np.asarray(ids, dtype=np.int64)
+        parent = self._parent
+        x = ids.ravel()
+        while True:
+            p = parent[x]
+            if np.array_equal(p, x):
+                break
+            parent[x] = parent[p]  # path halving
+            x = p
+        return x.reshape(ids.shape)
 
     def find(self, x: int) -> int:
-        parent = self.parent
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        if rb < ra:
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        moved = self.reasons.pop(rb, None)
-        if moved:
-            self.reasons.setdefault(ra, set()).update(moved)
+        return int(self.find_all(np.array([x]))[0])
 
     def union_arrays(self, a: np.ndarray, b: np.ndarray) -> None:
-        """Union ``a[i]`` with ``b[i]`` elementwise (arrays of equal shape)."""
-        a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
-        diff = a != b
-        if not diff.any():
-            return
-        a, b = a[diff], b[diff]
-        keys = np.unique(a * len(self.parent) + b)  # distinct pairs (ids < len(parent)), much faster than axis=0
-        for x, y in zip((keys // len(self.parent)).tolist(), (keys % len(self.parent)).tolist()):
-            self.union(x, y)
+        """Union ``a[i]`` with ``b[i]`` elementwise (arrays of equal shape, or ``b`` broadcast to ``a``)."""
+        a = np.asarray(a, dtype=np.int64)
+        b = np.broadcast_to(np.asarray(b, dtype=np.int64), a.shape).ravel()
+        a = a.ravel()
+        while True:
+            ra, rb = self.find_all(a), self.find_all(b)
+            differ = ra != rb
+            if not differ.any():
+                return
+            self._by_root = None
+            a, b = ra[differ], rb[differ]
+            self._parent[np.maximum(a, b)] = np.minimum(a, b)  # conflicting hooks: the next round joins them
+
+    def union(self, a: int, b: int) -> None:
+        self.union_arrays(np.array([a]), np.array([b]))
 
     def union_all(self, ids: np.ndarray, target: int) -> None:
         """Union every id in ``ids`` with ``target``."""
-        for x in np.unique(np.asarray(ids)).tolist():
-            self.union(target, x)
+        self.union_arrays(np.asarray(ids).ravel(), np.int64(target))
 
     def union_along(self, ids: np.ndarray, axis: int) -> None:
         """Union entries that differ only in their index along ``axis`` (keeps that axis' size fixed)."""
         arr = np.moveaxis(np.asarray(ids), axis, 0)
-        for k in range(1, arr.shape[0]):
-            self.union_arrays(arr[0], arr[k])
+        if arr.shape[0] > 1:
+            self.union_arrays(arr[1:], np.broadcast_to(arr[:1], arr[1:].shape))
 
     def freeze(self, ids: np.ndarray, reason: str) -> None:
         """Mark all classes of ``ids`` frozen (never pruned) for ``reason``."""
-        for x in np.unique(np.asarray(ids)).tolist():
-            self.reasons.setdefault(self.find(x), set()).add(reason)
+        for x in np.unique(self.find_all(np.asarray(ids).ravel())).tolist():
+            self._reasons.setdefault(x, set()).add(reason)
+        self._by_root = None
 
     def roots(self) -> np.ndarray:
         """Root of every id, as an array indexed by id."""
-        parent = np.asarray(self.parent, dtype=np.int64)
+        parent = self._parent[:self._size].copy()
         while True:  # pointer jumping: every id reaches its root in O(log depth) vectorised steps
             grand = parent[parent]
             if np.array_equal(grand, parent):
@@ -103,4 +130,11 @@ class UnionFind:
             parent = grand
 
     def frozen_reasons(self, root: int) -> set[str]:
-        return self.reasons.get(root, set())
+        if self._by_root is None:
+            keys = list(self._reasons)
+            owners = self.find_all(np.asarray(keys, dtype=np.int64)).tolist() if keys else []
+            by_root: dict[int, set[str]] = {}
+            for key, owner in zip(keys, owners):
+                by_root.setdefault(owner, set()).update(self._reasons[key])
+            self._by_root = by_root
+        return self._by_root.get(root, set())

@@ -68,7 +68,7 @@ class TraceContext:
     members: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     module_types: dict[str, str] = field(default_factory=dict)
     produced: dict[str, np.ndarray] = field(default_factory=dict)
-    origin_of: dict[int, tuple[str, int]] = field(default_factory=dict)
+    origins: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (producer, ids): ids[i] is its channel i
     order: dict[str, int] = field(default_factory=dict)
     unknown: dict[str, str] = field(default_factory=dict)
     root: nn.Module | None = None
@@ -113,8 +113,7 @@ class TraceContext:
         if module_name in self.produced and len(self.produced[module_name]) == n:
             return self.produced[module_name]
         ids = self.uf.new(n)
-        for i, x in enumerate(ids.tolist()):
-            self.origin_of[x] = (module_name, i)
+        self.origins.append((module_name, ids))
         self.produced.setdefault(module_name, ids)
         return ids
 

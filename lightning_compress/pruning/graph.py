@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -155,16 +154,17 @@ def build_channel_graph(model: nn.Module, example_inputs: Any, strict: bool = Fa
 READER_SUFFIX = ":input"  # a reader group's id: the channels selected at the input of this module
 
 
-def _resolve_links(ctx: TraceContext, residual: str) -> tuple[Any, dict[int, tuple[str, int]], dict[str, int]]:
-    """The union-find of ``residual``'s mode, the origin of every id and the graph order of every origin.
+def _resolve_links(ctx: TraceContext, residual: str) -> tuple[Any, list[tuple[str, np.ndarray]], dict[str, int]]:
+    """The union-find of ``residual``'s mode, the origin blocks (``(origin, ids)``: ``ids[i]`` is channel i of
+    ``origin``) and the graph order of every origin.
 
     Origins are the producing modules; in select mode also ``<reader module>:input`` for reader groups.
     ``couple`` unions both sides of every stream link (one group per stream, as if there were no boundary).
     ``select`` keeps them apart, freezes the streams themselves and the sides whose boundary is not a module (no place
     for a re-expansion or a selection).
     """
-    uf = copy.deepcopy(ctx.uf)
-    origins = dict(ctx.origin_of)
+    uf = ctx.uf.copy()
+    origins = list(ctx.origins)
     order = dict(ctx.order)
     for link in ctx.links:
         if residual == "couple":
@@ -178,8 +178,7 @@ def _resolve_links(ctx: TraceContext, residual: str) -> tuple[Any, dict[int, tup
         elif link.kind == "read":
             name = link.module + READER_SUFFIX
             order.setdefault(name, ctx.order.get(link.module, 0))
-            for i, x in enumerate(link.target.tolist()):
-                origins.setdefault(x, (name, i))
+            origins.append((name, link.target))
     return uf, origins, order
 
 
@@ -205,32 +204,66 @@ def _boundaries(ctx: TraceContext, roots: Any, group_of: Any, members: list[list
     return writers, readers, problems
 
 
-def _groups_from_context(ctx: TraceContext, residual: str = "couple") -> ChannelGraph:
-    uf, origin_of, origin_order = _resolve_links(ctx, residual)
-    roots = uf.roots()
+def _order_groups(roots: np.ndarray, origins: list[tuple[str, np.ndarray]], origin_order: dict[str, int]
+                  ) -> tuple[list[np.ndarray], list[frozenset[str]], np.ndarray, np.ndarray]:
+    """Roots with the same set of origins form one group. Returns each group's roots (in order), its origin names,
+    and per id-root its group index and position (-1 where it has no origin).
+
+    Order: by (graph order of the origin, channel index) of a root's first channel, ties by first appearance in
+    ``origins``; groups by the smallest such key of their roots. Vectorised: a ResNet-50 has ~40k ids.
+    """
     n = len(roots)
-    origin_names: dict[int, set[str]] = {}
-    sort_key: dict[int, tuple[int, int]] = {}
-    for x, (producer, index) in origin_of.items():
-        r = int(roots[x])
-        origin_names.setdefault(r, set()).add(producer)
-        key = (origin_order[producer], index)
-        if r not in sort_key or key < sort_key[r]:
-            sort_key[r] = key
-    by_key: dict[frozenset[str], list[int]] = {}
-    for r, names in origin_names.items():
-        by_key.setdefault(frozenset(names), []).append(r)
-    ordered = sorted(by_key.values(), key=lambda rs: min(sort_key[r] for r in rs))
     group_of = np.full(n, -1, dtype=np.int64)
     pos_of = np.full(n, -1, dtype=np.int64)
-    group_roots: list[list[int]] = []
-    for gi, rs in enumerate(ordered):
-        rs = sorted(rs, key=lambda r: sort_key[r])
-        group_roots.append(rs)
-        for p, r in enumerate(rs):
-            group_of[r] = gi
-            pos_of[r] = p
-    members: list[list[Member]] = [[] for _ in ordered]
+    if not origins:
+        return [], [], group_of, pos_of
+    names = list(dict.fromkeys(name for name, _ in origins))
+    name_rank = {name: i for i, name in enumerate(names)}
+    ids = np.concatenate([block for _, block in origins])
+    producer = np.concatenate([np.full(len(block), name_rank[name], dtype=np.int64) for name, block in origins])
+    index = np.concatenate([np.arange(len(block), dtype=np.int64) for _, block in origins])
+    graph_order = np.asarray([origin_order[name] for name in names], dtype=np.int64)
+    key = graph_order[producer] * (int(index.max()) + 1) + index
+    root = roots[ids]
+    big = np.iinfo(np.int64).max
+    root_key, root_first = np.full(n, big), np.full(n, big)
+    np.minimum.at(root_key, root, key)
+    np.minimum.at(root_first, root, np.arange(len(root), dtype=np.int64))
+    pairs = np.unique(root * len(names) + producer)  # distinct (root, producer), sorted by root
+    pair_root, pair_producer = pairs // len(names), pairs % len(names)
+    uniq, start, count = np.unique(pair_root, return_index=True, return_counts=True)
+    label = pair_producer[start].copy()  # one origin: labelled by it; several: by their set (below)
+    sets: dict[tuple[int, ...], int] = {}
+    for i in np.nonzero(count > 1)[0].tolist():
+        members = tuple(pair_producer[start[i]:start[i] + count[i]].tolist())
+        label[i] = sets.setdefault(members, len(names) + len(sets))
+    rkey, rfirst = root_key[uniq], root_first[uniq]
+    labels, inverse = np.unique(label, return_inverse=True)
+    gkey, gfirst = np.full(len(labels), big), np.full(len(labels), big)
+    np.minimum.at(gkey, inverse, rkey)
+    np.minimum.at(gfirst, inverse, rfirst)
+    group_rank = np.empty(len(labels), dtype=np.int64)
+    group_rank[np.lexsort((gfirst, gkey))] = np.arange(len(labels))
+    gi = group_rank[inverse]
+    ordered = np.lexsort((rfirst, rkey, gi))
+    sizes = np.bincount(gi, minlength=len(labels))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    group_of[uniq[ordered]] = gi[ordered]
+    pos_of[uniq[ordered]] = np.arange(len(ordered)) - starts[gi[ordered]]
+    group_roots = np.split(uniq[ordered], np.cumsum(sizes)[:-1])
+    set_names = {v: frozenset(names[p] for p in k) for k, v in sets.items()}
+    label_names = [set_names[int(lb)] if lb >= len(names) else frozenset((names[int(lb)],)) for lb in labels]
+    group_names = [frozenset()] * len(labels)
+    for li, rank in enumerate(group_rank.tolist()):
+        group_names[rank] = label_names[li]
+    return group_roots, group_names, group_of, pos_of
+
+
+def _groups_from_context(ctx: TraceContext, residual: str = "couple") -> ChannelGraph:
+    uf, origins, origin_order = _resolve_links(ctx, residual)
+    roots = uf.roots()
+    group_roots, group_names, group_of, pos_of = _order_groups(roots, origins, origin_order)
+    members: list[list[Member]] = [[] for _ in group_roots]
     slot_sizes: dict[tuple[str, str], int] = {}
     for (name, slot), ids in ctx.members.items():
         slot_sizes[(name, slot)] = len(ids)
@@ -245,10 +278,10 @@ def _groups_from_context(ctx: TraceContext, residual: str = "couple") -> Channel
     for gi, rs in enumerate(group_roots):
         ms = sorted(members[gi], key=lambda m: (ctx.order.get(m.module, 0), m.slot))
         producers = tuple(dict.fromkeys(m.module for m in ms if m.slot == "out"))
-        first = min(set().union(*(origin_names[r] for r in rs)), key=lambda p: origin_order[p])
+        first = min(group_names[gi], key=lambda p: (origin_order[p], p))
         used[first] = used.get(first, 0) + 1
         gid = first if used[first] == 1 else f"{first}#{used[first]}"
-        reasons = set().union(*(uf.frozen_reasons(r) for r in rs)) | problems.get(gi, set())
+        reasons = set().union(*(uf.frozen_reasons(r) for r in rs.tolist())) | problems.get(gi, set())
         if residual == "select" and all(m.slot == "in" for m in ms):
             reasons.add("residual='select': only input channels of a stream reader (nothing scores or masks them)")
         order = lambda b: (ctx.order.get(b.module, 0), b.slot)  # noqa: E731

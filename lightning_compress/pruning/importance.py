@@ -87,6 +87,9 @@ def position_vectors(group: ChannelGroup, model: nn.Module) -> torch.Tensor | No
         rows = rows.detach()
         counts = np.bincount(m.positions, minlength=group.size)
         order = np.argsort(m.positions, kind="stable")
+        if len(order) == group.size and counts.max() == 1:  # one row per position (the common case): a gather
+            parts.append(rows[torch.as_tensor(m.indices[order])].float())
+            continue
         pos_sorted = m.positions[order]
         first = np.concatenate([[0], np.cumsum(counts)[:-1]])
         rank = np.arange(len(order)) - first[pos_sorted]

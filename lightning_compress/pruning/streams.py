@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import fx
+from torch import fx, nn
 
 from .ops import METHOD_RULES, function_rule
 from .ops import _pad as _pad_rule
@@ -76,7 +76,7 @@ def is_join(node: fx.Node) -> bool:
     return additive and len(_tensor_args(node)) >= 2
 
 
-def is_passthrough(node: fx.Node, root: fx.GraphModule) -> bool:
+def is_passthrough(node: fx.Node, root: nn.Module) -> bool:
     """A single-tensor op that keeps every channel where it was (activations, pooling, spatial slices, padding)."""
     if node.op == "call_module":
         return isinstance(get_module_rule(root.get_submodule(node.target)), _PASSTHROUGH_MODULE_RULES)
@@ -93,11 +93,11 @@ def is_passthrough(node: fx.Node, root: fx.GraphModule) -> bool:
     return rule in _PASSTHROUGH_RULES and len(_tensor_args(node)) == 1
 
 
-def stream_values(gm: fx.GraphModule) -> set[fx.Node]:
-    """The nodes of ``gm`` whose output is a stream value (see the module docstring)."""
-    nodes = list(gm.graph.nodes)
+def stream_values(graph: fx.Graph, root: nn.Module) -> set[fx.Node]:
+    """The nodes of ``graph`` (traced on ``root``) whose output is a stream value (see the module docstring)."""
+    nodes = list(graph.nodes)
     joins = {n for n in nodes if is_join(n)}
-    passthrough = {n for n in nodes if is_passthrough(n, gm)}
+    passthrough = {n for n in nodes if is_passthrough(n, root)}
     reach: dict[fx.Node, int] = {}  # bit i set: node i (in graph order) is reachable from this node
     for index in range(len(nodes) - 1, -1, -1):
         mask = 1 << index
@@ -134,12 +134,12 @@ def _branches_meet_at_a_join(node: fx.Node, reach: dict[fx.Node, int], nodes: li
     return first is not None and nodes[first] in joins
 
 
-def writes_stream(node: fx.Node, stream: set[fx.Node], root: fx.GraphModule) -> bool:
+def writes_stream(node: fx.Node, stream: set[fx.Node], root: nn.Module) -> bool:
     """``node`` computes a stream value itself (it is not a join or a channel-preserving op of one)."""
     return node in stream and not is_join(node) and not is_passthrough(node, root)
 
 
-def boundary_module(node: fx.Node, root: fx.GraphModule) -> str | None:
+def boundary_module(node: fx.Node, root: nn.Module) -> str | None:
     """The module called by ``node`` if it has prunable slots (the place a boundary hook can go), else ``None``."""
     if node.op != "call_module":
         return None

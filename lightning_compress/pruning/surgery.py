@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -13,13 +14,20 @@ from .validation import compile_plan
 from .verify import prune_checked
 
 
-def _keep(size: int, removed: torch.Tensor) -> torch.Tensor:
-    mask = torch.ones(size, dtype=torch.bool)
-    mask[removed] = False
-    return torch.nonzero(mask).flatten()
+def _keep(size: int, removed: np.ndarray, cache: dict[tuple[int, bytes], torch.Tensor]) -> torch.Tensor:
+    """The indices of ``range(size)`` not in ``removed`` (shared by the tensors cut the same way, e.g. a BN's four)."""
+    key = (size, removed.tobytes())
+    if key not in cache:
+        mask = np.ones(size, dtype=bool)
+        mask[removed] = False
+        cache[key] = torch.from_numpy(np.flatnonzero(mask))
+    return cache[key]
 
 
 def _slice(t: torch.Tensor, keeps: dict[int, torch.Tensor]) -> torch.Tensor:
+    """A new tensor (never a view of ``t``): ``t`` with only the ``keeps[dim]`` indices along each dim."""
+    if not keeps:
+        return t.clone()
     for dim, keep in keeps.items():
         t = t.index_select(dim, keep.to(t.device))
     return t
@@ -47,6 +55,7 @@ def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"`optimizer` must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}.")
     replaced: dict[nn.Parameter, tuple[nn.Parameter, dict[int, torch.Tensor]]] = {}
+    keep_cache: dict[tuple[int, bytes], torch.Tensor] = {}
     for edit in edits:
         module = edit.module
         for attr, dims in edit.slices.items():
@@ -54,13 +63,13 @@ def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer
             if isinstance(old, nn.Parameter) and old in replaced:  # tied weights: one new parameter
                 setattr(module, attr, replaced[old][0])
                 continue
-            keeps = {dim: _keep(old.shape[dim], torch.as_tensor(idx)) for dim, idx in dims.items()}
+            keeps = {dim: _keep(old.shape[dim], idx, keep_cache) for dim, idx in dims.items()}
             with torch.no_grad():
-                new_data = _slice(old.detach(), keeps).clone()
+                new_data = _slice(old.detach(), keeps)
             if isinstance(old, nn.Parameter):
                 new = nn.Parameter(new_data, requires_grad=old.requires_grad)
                 if old.grad is not None:
-                    new.grad = _slice(old.grad, keeps).clone()
+                    new.grad = _slice(old.grad, keeps)
                 setattr(module, attr, new)
                 replaced[old] = (new, keeps)
             else:
@@ -86,6 +95,6 @@ def _remap_optimizer(optimizer: torch.optim.Optimizer,
             continue
         state = optimizer.state.pop(old)
         optimizer.state[new] = {
-            k: _slice(v, keeps).clone() if isinstance(v, torch.Tensor) and v.shape == old.shape else v
+            k: _slice(v, keeps) if isinstance(v, torch.Tensor) and v.shape == old.shape else v
             for k, v in state.items()
         }

@@ -272,10 +272,11 @@ def _settle_flags(graph: fx.Graph, value: bool) -> bool:
 
 
 def trace(model: nn.Module, example_inputs: Any = None
-          ) -> tuple[fx.GraphModule, list[tuple[fx.Node, str]], bool]:
-    """fx-trace ``model`` (sharing its parameters); falls back to :class:`ConcreteTracer` when ``example_inputs``
-    are given and the plain trace fails. Returns the graph module, its guards (empty for a plain trace) and whether
-    the graph is the same in both modes.
+          ) -> tuple[fx.Graph, list[tuple[fx.Node, str]], bool]:
+    """fx-trace ``model``; falls back to :class:`ConcreteTracer` when ``example_inputs`` are given and the plain
+    trace fails. Returns the graph (its targets name ``model``'s submodules and attributes; no ``GraphModule`` is
+    built, whose code generation costs more than the channel mapping on small models), its guards (empty for a
+    plain trace) and whether the graph is the same in both modes.
 
     In train mode the traced modules' ``training`` is a :class:`TrainingFlag`: when forward never branched on it and
     only passed it to ops whose flag changes values, never shapes (dropout, batch norm, stochastic depth), the graph
@@ -293,7 +294,7 @@ def trace(model: nn.Module, example_inputs: Any = None
         both = training and not branched and _settle_flags(graph, False)
         if not both:
             _settle_flags(graph, training)
-        return fx.GraphModule(tracer.root, graph), [], both
+        return graph, [], both
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
         first = exc
     if example_inputs is not None:
@@ -301,7 +302,7 @@ def trace(model: nn.Module, example_inputs: Any = None
         try:
             with _buffers_kept(model), tracked_size_attrs(model, concrete.is_leaf_module):
                 graph = concrete.trace(model)
-            return fx.GraphModule(concrete.root, graph), concrete.guards, False
+            return graph, concrete.guards, False
         except Exception as exc:
             first = exc
     raise TraceError(
@@ -311,10 +312,10 @@ def trace(model: nn.Module, example_inputs: Any = None
     ) from first
 
 
-def runnable_train_graph(gm: fx.GraphModule) -> fx.GraphModule:
+def runnable_train_graph(graph: fx.Graph) -> fx.Graph:
     """The train-mode graph with eval-mode batch norm and without in-place buffer updates (see module docstring)."""
     changed = False
-    for node in list(gm.graph.nodes):
+    for node in list(graph.nodes):
         if node.op == "call_function" and node.target is F.batch_norm:
             args = list(node.args)
             stats = [args[i] if i < len(args) else node.kwargs.get(k) for i, k in ((1, "running_mean"),
@@ -328,21 +329,19 @@ def runnable_train_graph(gm: fx.GraphModule) -> fx.GraphModule:
                 changed = True
         elif (node.op == "call_method" and str(node.target).endswith("_") and not node.users and node.args
               and isinstance(node.args[0], fx.Node) and node.args[0].op == "get_attr"):
-            gm.graph.erase_node(node)
+            graph.erase_node(node)
             changed = True
     if changed:
-        drop_unused_attrs(gm)
-    return gm
+        drop_unused_attrs(graph)
+    return graph
 
 
-def drop_unused_attrs(gm: fx.GraphModule) -> fx.GraphModule:
+def drop_unused_attrs(graph: fx.Graph) -> fx.Graph:
     """Remove get_attr nodes nothing uses (left by a removed buffer update) so equal graphs compare equal."""
-    unused = [n for n in gm.graph.nodes if n.op == "get_attr" and not n.users]
+    unused = [n for n in graph.nodes if n.op == "get_attr" and not n.users]
     for node in unused:
-        gm.graph.erase_node(node)
-    if unused:
-        gm.recompile()
-    return gm
+        graph.erase_node(node)
+    return graph
 
 
 def _size_reads(node: Any, picks: tuple = (), seen: set | None = None) -> set[tuple[fx.Node, tuple]]:

@@ -1,0 +1,100 @@
+"""The engine's speed shortcuts change nothing: shape-only conv/linear outputs, the vectorised union-find and
+grouping give the same graph as the plain computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lightning_compress.models import resnet20
+from lightning_compress.pruning import build_channel_graph
+from lightning_compress.pruning import capture as capture_module
+from lightning_compress.pruning.channels import UnionFind
+from lightning_compress.pruning.shape_only import shape_only_output
+
+from .archs import ARCHS
+
+CONVS = [
+    nn.Conv2d(6, 8, 3, 2, 1), nn.Conv2d(6, 6, 3, 1, "same", dilation=2, groups=3), nn.Conv2d(6, 4, (1, 5), (2, 1),
+                                                                                           "valid"),
+    nn.Conv2d(6, 4, 4, 3, (2, 0), dilation=(1, 2), bias=False), nn.Conv1d(6, 5, 3, 2, 2), nn.Conv3d(6, 2, 2, 1, 1),
+    nn.Linear(7, 3),
+]
+
+
+@pytest.mark.parametrize("layer", CONVS, ids=lambda m: repr(m))
+def test_shape_only_output_has_the_real_shape_and_layout(layer: nn.Module) -> None:
+    x = torch.randn(2, 6, 9, 7) if isinstance(layer, nn.Conv2d) else (
+        torch.randn(2, 6, 11) if isinstance(layer, nn.Conv1d) else
+        torch.randn(2, 6, 4, 5, 3) if isinstance(layer, nn.Conv3d) else torch.randn(2, 4, 7))
+    for inp in ([x, x.contiguous(memory_format=torch.channels_last)] if x.dim() == 4 else [x]):
+        stub, real = shape_only_output(layer, (inp,), {}), layer(inp)
+        assert stub is not None and stub.shape == real.shape and stub.stride() == real.stride()
+
+
+class WeightStandardised(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # the weight is computed in forward: must run for real
+        return self._conv_forward(x, self.weight - self.weight.mean(), self.bias)
+
+
+def test_shape_only_output_runs_anything_else_for_real() -> None:
+    x = torch.randn(1, 6, 8, 8)
+    hooked = nn.Conv2d(6, 4, 3)
+    hooked.register_forward_hook(lambda m, i, o: None)
+    for layer, args in [(WeightStandardised(6, 4, 3), (x,)), (nn.Conv2d(6, 4, 3, padding_mode="reflect"), (x,)),
+                        (hooked, (x,)), (nn.Conv2d(5, 4, 3), (x,)), (nn.Conv2d(6, 4, 9), (x,)),
+                        (nn.Conv2d(6, 4, 3).double(), (x,)), (nn.Linear(8, 3), (x[:, :, :, :7],))]:
+        assert shape_only_output(layer, args, {}) is None, layer
+
+
+def _signature(graph) -> list:
+    return [(g.id, g.size, g.prunable, g.frozen_reasons, g.writers, g.readers,
+             [(m.module, m.slot, m.size, m.indices.tolist(), m.positions.tolist()) for m in g.members])
+            for g in graph.groups]
+
+
+@pytest.mark.parametrize("residual", ["couple", "select"])
+@pytest.mark.parametrize("arch", sorted(ARCHS) + ["resnet20"])
+def test_graph_is_the_same_with_real_conv_arithmetic(monkeypatch, arch: str, residual: str) -> None:
+    factory, size, _ = ARCHS[arch] if arch in ARCHS else (lambda: resnet20(num_classes=10), 16, True)
+    torch.manual_seed(0)
+    model, x = factory().eval(), torch.randn(1, 3, size, size)
+    fast = _signature(build_channel_graph(model, x, residual=residual))
+    monkeypatch.setattr(capture_module, "shape_only_output", lambda *a: None)
+    assert _signature(build_channel_graph(model, x, residual=residual)) == fast
+
+
+def _classes(uf: UnionFind, n: int) -> set[frozenset[int]]:
+    roots = uf.roots()
+    return {frozenset(np.nonzero(roots == r)[0].tolist()) for r in np.unique(roots[:n])}
+
+
+def test_union_find_matches_a_plain_one_on_random_unions() -> None:
+    rng = np.random.default_rng(0)
+    uf, n = UnionFind(), 3000
+    uf.new(n)
+    plain = list(range(n))
+
+    def find(x: int) -> int:
+        while plain[x] != x:
+            x = plain[x]
+        return x
+
+    for _ in range(40):
+        a, b = rng.integers(0, n, 50), rng.integers(0, n, 50)
+        uf.union_arrays(a, b)
+        for x, y in zip(a.tolist(), b.tolist()):
+            rx, ry = find(x), find(y)
+            plain[max(rx, ry)] = min(rx, ry)
+    uf.freeze(np.array([5]), "five")
+    expected = {frozenset(i for i in range(n) if find(i) == r) for r in {find(i) for i in range(n)}}
+    assert _classes(uf, n) == expected
+    assert all(int(uf.roots()[i]) == find(i) for i in range(n))  # the root is the class minimum, as before
+    other = next(find(i) for i in range(n) if find(i) != find(5))
+    assert uf.frozen_reasons(find(5)) == {"five"} and uf.frozen_reasons(other) == set()
+    clone = uf.copy()
+    clone.union(0, 1)
+    clone.freeze(np.array([2]), "two")
+    assert int(uf.roots()[1]) == find(1) and "two" not in uf.frozen_reasons(find(2))
