@@ -35,9 +35,9 @@ def symbolic_trace(model: nn.Module, example_inputs: Any = None) -> fx.GraphModu
     return fx.GraphModule(model, trace(model, example_inputs)[0])
 
 
-def _op_name(node: fx.Node, root: nn.Module) -> tuple[str, str]:
+def _op_name(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[str, str]:
     if node.op == "call_module":
-        mod = root.get_submodule(node.target)
+        mod = modules[node.target]
         return f"{node.target} ({type(mod).__name__})", f"module {node.target!r} ({type(mod).__name__})"
     if node.op == "call_method":
         return f".{node.target}()", f"method .{node.target}()"
@@ -51,21 +51,23 @@ class _ChannelInterpreter(fx.Interpreter):
         super().__init__(root, graph=graph)  # runs ``graph`` on the model itself: no GraphModule, no codegen
         self.ctx = ctx
         self.root = root
+        self.modules = dict(root.named_modules(remove_duplicate=False))  # shared modules under every name
         self.infos: dict[fx.Node, Any] = ctx.infos
-        self.stream = stream_values(graph, root)  # residual / dense-concat values: their channels get linked ids
+        self.stream = stream_values(graph, self.modules)  # residual / dense-concat values (linked ids)
         self._reads: dict[tuple[fx.Node, fx.Node], Any] = {}
 
     def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
-        out = shape_only_output(self.fetch_attr(target), args, kwargs)  # rules read shapes only (shape_only.py)
-        return out if out is not None else super().call_module(target, args, kwargs)
+        module = self.modules[target]
+        out = shape_only_output(module, args, kwargs)  # rules read shapes only (shape_only.py)
+        return out if out is not None else module(*args, **kwargs)
 
     def run_node(self, n: fx.Node) -> Any:
         with self._set_current_node(n):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             out = getattr(self, n.op)(n.target, args, kwargs)
         info = self._transfer(n, args, kwargs, out)
-        if writes_stream(n, self.stream, self.module):
-            info = self._link("write", info, boundary_module(n, self.module), n)
+        if writes_stream(n, self.stream, self.modules):
+            info = self._link("write", info, boundary_module(n, self.modules), n)
         self.infos[n] = info
         if isinstance(out, torch.Tensor):
             self.ctx.ndims[n] = out.dim()
@@ -83,10 +85,10 @@ class _ChannelInterpreter(fx.Interpreter):
             return self._get_attr(n, out)
         infos = fx.node.map_arg(n.args, lambda a: self._seen_by(a, n))
         kwinfos = fx.node.map_arg(n.kwargs, lambda a: self._seen_by(a, n))
-        short, description = _op_name(n, self.module)
+        short, description = _op_name(n, self.modules)
         call = Call(n, short, args, kwargs, tuple(infos), dict(kwinfos), out)
         if n.op == "call_module":
-            call.module = self.module.get_submodule(n.target)
+            call.module = self.modules[n.target]
             if has_boundary_hooks(call.module):
                 return tf.unknown(ctx, call, f"{description}, already pruned with residual='select'")
             rule = get_module_rule(call.module)
@@ -113,7 +115,7 @@ class _ChannelInterpreter(fx.Interpreter):
             return info
         key = (arg, user)
         if key not in self._reads:
-            self._reads[key] = self._link("read", info, boundary_module(user, self.module), user)
+            self._reads[key] = self._link("read", info, boundary_module(user, self.modules), user)
         return self._reads[key]
 
     def _link(self, kind: str, info: Any, module: str | None, node: fx.Node) -> Any:
@@ -122,7 +124,7 @@ class _ChannelInterpreter(fx.Interpreter):
             return info
         fresh = self.ctx.uf.new(info.ids.size).reshape(info.ids.shape)
         dim = info.dims[0] if len(info.dims) == 1 else None
-        self.ctx.links.append(Link(kind, info.ids.ravel(), fresh.ravel(), module, dim, _op_name(node, self.module)[1]))
+        self.ctx.links.append(Link(kind, info.ids.ravel(), fresh.ravel(), module, dim, _op_name(node, self.modules)[1]))
         return Carry(info.dims, fresh)
 
     def _get_attr(self, n: fx.Node, value: Any) -> Any:
@@ -141,8 +143,8 @@ class _ChannelInterpreter(fx.Interpreter):
 
 
 def _set_mode(modes: dict[nn.Module, bool], training: bool | None) -> None:
-    for m, mode in modes.items():
-        m.training = mode if training is None else training
+    for m, mode in modes.items():  # a plain attribute: no nn.Module.__setattr__ bookkeeping
+        object.__setattr__(m, "training", mode if training is None else training)
 
 
 def _positional(graph: fx.Graph, example_inputs: Any) -> list[Any]:

@@ -16,6 +16,7 @@ writer's output is re-expanded into its kept positions of the stream, a pruned r
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,10 +77,10 @@ def is_join(node: fx.Node) -> bool:
     return additive and len(_tensor_args(node)) >= 2
 
 
-def is_passthrough(node: fx.Node, root: nn.Module) -> bool:
+def is_passthrough(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
     """A single-tensor op that keeps every channel where it was (activations, pooling, spatial slices, padding)."""
     if node.op == "call_module":
-        return isinstance(get_module_rule(root.get_submodule(node.target)), _PASSTHROUGH_MODULE_RULES)
+        return isinstance(get_module_rule(modules[node.target]), _PASSTHROUGH_MODULE_RULES)
     if node.op == "call_function" and node.target is operator.getitem:
         index = node.args[1]
         return isinstance(index, tuple) and len(index) >= 2 and all(isinstance(i, slice) for i in index) \
@@ -93,11 +94,12 @@ def is_passthrough(node: fx.Node, root: nn.Module) -> bool:
     return rule in _PASSTHROUGH_RULES and len(_tensor_args(node)) == 1
 
 
-def stream_values(graph: fx.Graph, root: nn.Module) -> set[fx.Node]:
-    """The nodes of ``graph`` (traced on ``root``) whose output is a stream value (see the module docstring)."""
+def stream_values(graph: fx.Graph, modules: Mapping[str, nn.Module]) -> set[fx.Node]:
+    """The nodes of ``graph`` whose output is a stream value (see the module docstring); ``modules``: the traced
+    model's ``named_modules()``."""
     nodes = list(graph.nodes)
     joins = {n for n in nodes if is_join(n)}
-    passthrough = {n for n in nodes if is_passthrough(n, root)}
+    passthrough = {n for n in nodes if is_passthrough(n, modules)}
     reach: dict[fx.Node, int] = {}  # bit i set: node i (in graph order) is reachable from this node
     for index in range(len(nodes) - 1, -1, -1):
         mask = 1 << index
@@ -134,16 +136,16 @@ def _branches_meet_at_a_join(node: fx.Node, reach: dict[fx.Node, int], nodes: li
     return first is not None and nodes[first] in joins
 
 
-def writes_stream(node: fx.Node, stream: set[fx.Node], root: nn.Module) -> bool:
+def writes_stream(node: fx.Node, stream: set[fx.Node], modules: Mapping[str, nn.Module]) -> bool:
     """``node`` computes a stream value itself (it is not a join or a channel-preserving op of one)."""
-    return node in stream and not is_join(node) and not is_passthrough(node, root)
+    return node in stream and not is_join(node) and not is_passthrough(node, modules)
 
 
-def boundary_module(node: fx.Node, root: nn.Module) -> str | None:
+def boundary_module(node: fx.Node, modules: Mapping[str, nn.Module]) -> str | None:
     """The module called by ``node`` if it has prunable slots (the place a boundary hook can go), else ``None``."""
     if node.op != "call_module":
         return None
-    module = root.get_submodule(node.target)
+    module = modules[node.target]
     rule = get_module_rule(module)
     return node.target if rule is not None and rule.slot_sizes(module) else None
 

@@ -70,10 +70,10 @@ def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer
                 new = nn.Parameter(new_data, requires_grad=old.requires_grad)
                 if old.grad is not None:
                     new.grad = _slice(old.grad, keeps)
-                setattr(module, attr, new)
+                _replace(module, attr, new, module._parameters)
                 replaced[old] = (new, keeps)
             else:
-                setattr(module, attr, new_data)
+                _replace(module, attr, new_data, module._buffers)
         for rule in {id(r): r for r in edit.rules.values()}.values():
             rule.update(module, edit.removed)
         layer = plan.layers[edit.name]
@@ -84,6 +84,15 @@ def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer
     if optimizer is not None:
         _remap_optimizer(optimizer, replaced)
     return model
+
+
+def _replace(module: nn.Module, attr: str, value: torch.Tensor, registry: dict[str, Any]) -> None:
+    """``setattr(module, attr, value)``; straight into the parameter / buffer dict when ``attr`` is registered there
+    (the same result without ``nn.Module.__setattr__``'s checks, the largest part of surgery on small models)."""
+    if attr in registry:
+        registry[attr] = value
+    else:
+        setattr(module, attr, value)
 
 
 def _remap_optimizer(optimizer: torch.optim.Optimizer,
