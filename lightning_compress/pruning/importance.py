@@ -111,10 +111,18 @@ class Magnitude:
             raise ValueError(f"`p` must be 1 or 2, got {self.p!r}.")
 
     def scores(self, group: ChannelGroup, model: nn.Module) -> torch.Tensor | None:
-        rows = position_vectors(group, model)
-        if rows is None:
+        """The norm of each position's :func:`position_vectors` row, computed producer by producer (the p-th powers
+        of each producer's row norms add up), so no concatenated copy of the weights is made."""
+        powers = None
+        for m, _, rows in _rule_tensors(group, model, "out", lambda rule, module: rule.out_rows(module)):
+            norms = filter_norms(rows, self.p)[torch.as_tensor(m.indices, device=rows.device)]
+            if powers is None:
+                powers = torch.zeros(group.size, dtype=norms.dtype, device=norms.device)
+            at = torch.as_tensor(m.positions, device=norms.device)
+            powers.index_add_(0, at, norms if self.p == 1 else norms**2)
+        if powers is None:
             return None
-        norms = filter_norms(rows, self.p)
+        norms = powers if self.p == 1 else powers.sqrt()
         return -norms if self.largest else norms
 
 
