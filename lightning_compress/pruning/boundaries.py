@@ -55,7 +55,8 @@ def attach_select(module: nn.Module, dim: int, kept: list[int]) -> None:
 
 def has_boundary_hooks(module: nn.Module) -> bool:
     """Whether an earlier ``residual="select"`` prune re-expands or selects at ``module``."""
-    return hasattr(module, REEXPAND) or hasattr(module, SELECT)
+    attrs = vars(module)  # both are plain attributes (set by attach_*): no nn.Module.__getattr__ miss per call
+    return REEXPAND in attrs or SELECT in attrs
 
 
 def _index(module: nn.Module, kept: list[int]) -> Tensor:
