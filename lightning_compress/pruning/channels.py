@@ -45,9 +45,6 @@ class UnionFind:
         self._reasons: dict[int, set[str]] = {}
         self._by_root: dict[int, set[str]] | None = None  # reasons gathered per root; None when stale
 
-    def __len__(self) -> int:
-        return self._size
-
     def copy(self) -> UnionFind:
         other = UnionFind()
         other._parent = self._parent.copy()
