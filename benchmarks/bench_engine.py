@@ -87,13 +87,10 @@ def _wall(fn: Callable[[], object]) -> float:
     """Wall seconds of ``fn()``; garbage collected before and paused during it (a cyclic-GC pass over the
     benchmark's heap of models took up to 0.3 s inside either engine's timed call)."""
     gc.collect()
-    gc.disable()
-    try:
+    with _gc_paused():
         start = time.perf_counter()
         fn()
         return time.perf_counter() - start
-    finally:
-        gc.enable()
 
 
 class PhaseProfile:
