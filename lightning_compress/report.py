@@ -7,6 +7,9 @@ writes ``report.md``, ``report.csv`` and ``accuracy_vs_cost.png`` there: one row
 differ between runs, baseline and final accuracy, MACs, parameters and measured latency, and their changes. The plot
 has two panels: test accuracy against MACs and against measured latency (median with inter-quartile bars, from the
 run's interleaved before/after comparison), for every final model, with each run's baseline.
+
+When more config keys differ than ``--max-keys`` (a folder of unrelated rows, e.g. ``experiments/results``), the
+config columns are left out and runs are named by their folder, in the tables and the plot.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ REPORT_COLUMNS = ("baseline_acc", "final_acc", "delta_acc_pt", "baseline_macs", 
                   "baseline_params", "final_params", "params_reduction_pct", "baseline_latency_ms", "final_latency_ms",
                   "latency_speedup", "latency_verdict", "latency_setting", "wall_time_s")
 PLOT_FILE = "accuracy_vs_cost.png"
+MAX_KEYS = 6  # more varying config keys than this: runs are named by folder instead
 
 
 def load_runs(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -120,19 +124,20 @@ def group_by_seed(keys: list[str], rows: list[dict[str, Any]]) -> list[dict[str,
     return merged
 
 
-def _seed_table(keys: list[str], rows: list[dict[str, Any]]) -> str:
-    """The markdown of :func:`group_by_seed` (empty when no two runs differ only in seed)."""
+def _seed_table(keys: list[str], rows: list[dict[str, Any]], shown: list[str] | None = None) -> str:
+    """The markdown of :func:`group_by_seed` (empty when no two runs differ only in seed); only the ``shown`` keys
+    (default: all) get columns, and the merged runs are named."""
     if SEED_KEY not in keys:
         return ""
     merged = group_by_seed(keys, rows)
     if all(m["n"] == 1 for m in merged):
         return ""
-    others = [k for k in keys if k != SEED_KEY]
-    header = [*others, "n", "seeds", *_NUMERIC]
+    others = [k for k in (keys if shown is None else shown) if k != SEED_KEY]
+    header = [*others, "runs", "n", "seeds", *_NUMERIC]
     lines = ["", "Runs that differ only in `seed`, merged: mean +- half the range over the seeds.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in merged:
-        cells = [str(m.get(k)) for k in [*others, "n", "seeds"]]
+        cells = [str(m.get(k)) for k in [*others, "runs", "n", "seeds"]]
         for column in _NUMERIC:
             value, spread = m[column], m[f"{column}_spread"]
             cells.append("-" if value is None else f"{value:.4g}" + (f" +- {spread:.2g}" if spread else ""))
@@ -156,19 +161,28 @@ def _latency_columns(record: dict[str, Any], base: dict[str, Any], final: dict[s
     return columns
 
 
-def write_report(folder: Path) -> dict[str, Path]:
-    """Write the markdown table, the CSV and the plot into ``folder``; return their paths."""
+def write_report(folder: Path, max_keys: int = MAX_KEYS) -> dict[str, Path]:
+    """Write the markdown table, the CSV and the plot into ``folder``; return their paths. With more than
+    ``max_keys`` varying config keys, runs are shown by folder name only."""
+    if max_keys < 0:
+        raise ValueError(f"`max_keys` must be >= 0, got {max_keys}.")
     runs, skipped = finished_runs(load_runs(folder))
     if not runs:
         raise FileNotFoundError(f"no finished run below {str(folder)!r}:{skipped_note(skipped, folder)}")
-    keys, rows = build_rows(runs, folder)
+    all_keys, rows = build_rows(runs, folder)
+    keys = all_keys if len(all_keys) <= max_keys else []
     columns = ["run", *keys, *REPORT_COLUMNS]
     csv_path, md_path = folder / "report.csv", folder / "report.md"
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    md_path.write_text(_markdown(columns, rows) + _seed_table(keys, rows) + skipped_note(skipped, folder))
+    named = ""
+    if len(all_keys) > max_keys:
+        named = (f"\n{len(all_keys)} config keys differ between these runs (more than {max_keys}): runs are named by "
+                 "folder; each run's config is in its results.json.\n")
+    md_path.write_text(_markdown(columns, rows) + named + _seed_table(all_keys, rows, shown=keys)
+                       + skipped_note(skipped, folder))
     return {"csv": csv_path, "markdown": md_path, "plot": _plot(rows, folder / PLOT_FILE, keys)}
 
 
@@ -268,9 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry: ``python -m lightning_compress.report <folder>``."""
     parser = argparse.ArgumentParser(prog="python -m lightning_compress.report", description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path, help="a run or multirun folder holding results.json files")
+    parser.add_argument("--max-keys", type=int, default=MAX_KEYS,
+                        help=f"name runs by folder when more config keys differ than this (default {MAX_KEYS})")
     args = parser.parse_args(argv)
     try:
-        paths = write_report(args.folder)
+        paths = write_report(args.folder, max_keys=args.max_keys)
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     print(paths["markdown"].read_text())

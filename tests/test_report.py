@@ -124,3 +124,23 @@ def test_runs_that_differ_only_in_seed_are_merged_with_their_spread(tmp_path):
     assert merged[0.5]["n"] == 1 and merged[0.5]["final_acc_spread"] is None
     markdown = write_report(tmp_path)["markdown"].read_text()
     assert "differ only in `seed`" in markdown and "0.965 +- 0.005" in markdown
+
+
+def test_runs_are_named_by_folder_when_more_keys_vary_than_max_keys(tmp_path):
+    _run(tmp_path / "l1_row", 0.3, 0.960, 700_000, seed=0)
+    _run(tmp_path / "l1_row_seed1", 0.3, 0.970, 700_000, seed=1)
+    _run(tmp_path / "fpgm_row", 0.5, 0.950, 500_000, seed=0)
+    markdown = write_report(tmp_path, max_keys=1)["markdown"].read_text()
+    header = markdown.splitlines()[0]
+    assert "pruning_ratio" not in header and header.startswith("| run | baseline_acc")
+    assert "2 config keys differ between these runs (more than 1)" in markdown
+    assert "| l1_row, l1_row_seed1 | 2 | 0,1 |" in markdown  # the seed merge still uses every key
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert "seed" not in rows[0] and [r["run"] for r in rows] == ["fpgm_row", "l1_row", "l1_row_seed1"]
+    assert "config keys differ" not in write_report(tmp_path)["markdown"].read_text()  # 2 <= the default
+
+
+def test_max_keys_must_not_be_negative(tmp_path):
+    _run(tmp_path / "0", 0.3, 0.965, 700_000)
+    with pytest.raises(ValueError, match="max_keys"):
+        write_report(tmp_path, max_keys=-1)
