@@ -75,7 +75,7 @@ class UnionFind:
         x = ids.ravel()
         while True:
             p = parent[x]
-            if np.array_equal(p, x):
+            if (p == x).all():  # cheaper than np.array_equal (no conversions or shape checks: same shape here)
                 break
             parent[x] = parent[p]  # path halving
             x = p

@@ -269,7 +269,9 @@ def _groups_from_context(ctx: TraceContext, residual: str = "couple") -> Channel
         slot_sizes[(name, slot)] = len(ids)
         r = roots[ids]
         g = group_of[r]
-        for gi in np.unique(g[g >= 0]).tolist():
+        in_groups = g[g >= 0]
+        one = in_groups.size and (in_groups == in_groups[0]).all()  # the common case: one group (no np.unique)
+        for gi in ([int(in_groups[0])] if one else np.unique(in_groups).tolist()):
             idx = np.nonzero(g == gi)[0]
             members[gi].append(Member(name, slot, ctx.module_types.get(name, ""), len(ids), idx, pos_of[r[idx]]))
     writers, readers, problems = _boundaries(ctx, roots, group_of, members) if residual == "select" else ({}, {}, {})
