@@ -127,6 +127,10 @@ class UnionFind:
             parent = grand
 
     def frozen_reasons(self, root: int) -> set[str]:
+        return self.frozen_roots().get(root, set())
+
+    def frozen_roots(self) -> dict[int, set[str]]:
+        """Root -> the reasons its class is frozen for (only frozen classes; do not modify)."""
         if self._by_root is None:
             keys = list(self._reasons)
             owners = self.find_all(np.asarray(keys, dtype=np.int64)).tolist() if keys else []
@@ -134,4 +138,4 @@ class UnionFind:
             for key, owner in zip(keys, owners):
                 by_root.setdefault(owner, set()).update(self._reasons[key])
             self._by_root = by_root
-        return self._by_root.get(root, set())
+        return self._by_root

@@ -275,6 +275,10 @@ def _groups_from_context(ctx: TraceContext, residual: str = "couple") -> Channel
             idx = np.nonzero(g == gi)[0]
             members[gi].append(Member(name, slot, ctx.module_types.get(name, ""), len(ids), idx, pos_of[r[idx]]))
     writers, readers, problems = _boundaries(ctx, roots, group_of, members) if residual == "select" else ({}, {}, {})
+    frozen: dict[int, set[str]] = {}  # group index -> reasons, from the (few) frozen roots
+    for root, why in uf.frozen_roots().items():
+        if group_of[root] >= 0:
+            frozen.setdefault(int(group_of[root]), set()).update(why)
     groups: list[ChannelGroup] = []
     used: dict[str, int] = {}
     for gi, rs in enumerate(group_roots):
@@ -283,7 +287,7 @@ def _groups_from_context(ctx: TraceContext, residual: str = "couple") -> Channel
         first = min(group_names[gi], key=lambda p: (origin_order[p], p))
         used[first] = used.get(first, 0) + 1
         gid = first if used[first] == 1 else f"{first}#{used[first]}"
-        reasons = set().union(*(uf.frozen_reasons(r) for r in rs.tolist())) | problems.get(gi, set())
+        reasons = frozen.get(gi, set()) | problems.get(gi, set())
         if residual == "select" and all(m.slot == "in" for m in ms):
             reasons.add("residual='select': only input channels of a stream reader (nothing scores or masks them)")
         order = lambda b: (ctx.order.get(b.module, 0), b.slot)  # noqa: E731
