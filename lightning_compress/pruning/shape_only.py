@@ -1,10 +1,11 @@
-"""Outputs of plain convolutions and linear layers by shape alone, for the channel-mapping forward.
+"""Outputs of plain convolutions, linear and batch-norm layers by shape alone, for the channel-mapping forward.
 
 The op rules read shapes, never values (``capture.py``), and on 224x224 models the arithmetic of the convolutions was
-most of the engine's time. For a module of exactly ``nn.Conv1d/2d/3d`` (zero padding) or ``nn.Linear``, without
-hooks, called on one tensor of the expected rank, channels and dtype, the output is a zero tensor of the shape the
-layer would produce; anything else (subclasses, which may compute their weight or padding in forward, other padding
-modes, a mismatched input that must raise its real error) runs the real layer.
+most of the engine's time. For a module of exactly ``nn.Conv1d/2d/3d`` (zero padding), ``nn.Linear`` or
+``nn.BatchNorm1d/2d/3d``, without hooks, called on one tensor of the expected rank, channels and dtype, the output
+is a zero tensor of the shape (and layout) the layer would produce; anything else (subclasses, which may compute
+their weight or padding in forward, other padding modes, a mismatched input that must raise its real error) runs the
+real layer. The mapping forward runs in eval mode, so a skipped batch norm misses no statistics update.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 _CONVS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+_NORMS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}  # accepted input ranks
 
 
 def _conv_shape(conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> tuple[int, ...] | None:
@@ -34,8 +36,11 @@ def _conv_shape(conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> tup
 
 
 def shape_only_output(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
-    """Zeros shaped like ``module(*args)`` for a plain conv / linear layer (see the module docstring), else None."""
+    """Zeros shaped like ``module(*args)`` for a plain conv / linear / batch-norm layer (see the module docstring),
+    else None."""
     kind = type(module)
+    if kind in _NORMS:
+        return _norm_output(module, args, kwargs)
     if (kind not in _CONVS and kind is not nn.Linear) or kwargs or len(args) != 1:
         return None
     x = args[0]
@@ -55,6 +60,20 @@ def shape_only_output(module: nn.Module, args: tuple, kwargs: dict) -> torch.Ten
     if shape is None:
         return None
     return torch.zeros(shape, dtype=x.dtype, device=x.device).contiguous(memory_format=layout)
+
+
+def _norm_output(norm: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    if (kwargs or len(args) != 1 or norm.training or norm.running_mean is None or norm._forward_hooks
+            or norm._forward_pre_hooks):  # batch statistics (training, or no running ones): run it for real
+        return None
+    x = args[0]
+    if type(x) is not torch.Tensor or x.dim() not in _NORMS[type(norm)] or x.shape[1] != norm.num_features:
+        return None
+    params = [t for t in (norm.weight, norm.running_mean) if t is not None]  # dtype / device as batch_norm needs
+    if any(t.dtype != x.dtype or t.device != x.device for t in params) or not (
+            x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+        return None
+    return torch.zeros_like(x)  # same shape and strides (contiguous or channels-last), as batch_norm returns
 
 
 def _memory_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format | None:

@@ -24,11 +24,17 @@ CONVS = [
 ]
 
 
-@pytest.mark.parametrize("layer", CONVS, ids=lambda m: repr(m))
+NORMS = [nn.BatchNorm2d(6), nn.BatchNorm2d(6, affine=False), nn.BatchNorm1d(6), nn.BatchNorm3d(6)]
+
+
+@pytest.mark.parametrize("layer", CONVS + NORMS, ids=lambda m: repr(m))
 def test_shape_only_output_has_the_real_shape_and_layout(layer: nn.Module) -> None:
-    x = torch.randn(2, 6, 9, 7) if isinstance(layer, nn.Conv2d) else (
+    layer.eval()  # the mapping forward runs in eval mode
+    x = torch.randn(2, 6, 9, 7) if isinstance(layer, (nn.Conv2d, nn.BatchNorm2d)) else (
+        torch.randn(2, 6) if isinstance(layer, nn.BatchNorm1d) else
+        torch.randn(2, 6, 4, 5, 3) if isinstance(layer, nn.BatchNorm3d) else (
         torch.randn(2, 6, 11) if isinstance(layer, nn.Conv1d) else
-        torch.randn(2, 6, 4, 5, 3) if isinstance(layer, nn.Conv3d) else torch.randn(2, 4, 7))
+        torch.randn(2, 6, 4, 5, 3) if isinstance(layer, nn.Conv3d) else torch.randn(2, 4, 7)))
     for inp in ([x, x.contiguous(memory_format=torch.channels_last)] if x.dim() == 4 else [x]):
         stub, real = shape_only_output(layer, (inp,), {}), layer(inp)
         assert stub is not None and stub.shape == real.shape and stub.stride() == real.stride()
@@ -47,6 +53,13 @@ def test_shape_only_output_runs_anything_else_for_real() -> None:
                         (hooked, (x,)), (nn.Conv2d(5, 4, 3), (x,)), (nn.Conv2d(6, 4, 9), (x,)),
                         (nn.Conv2d(6, 4, 3).double(), (x,)), (nn.Linear(8, 3), (x[:, :, :, :7],))]:
         assert shape_only_output(layer, args, {}) is None, layer
+    hooked_bn = nn.BatchNorm2d(6).eval()
+    hooked_bn.register_forward_pre_hook(lambda m, i: None)
+    for norm, args in [(nn.BatchNorm2d(6), (x,)),  # training: batch statistics
+                       (nn.BatchNorm2d(6, track_running_stats=False).eval(), (x,)),  # batch statistics in eval
+                       (hooked_bn, (x,)), (nn.BatchNorm2d(5).eval(), (x,)), (nn.BatchNorm1d(6).eval(), (x,)),
+                       (nn.BatchNorm2d(6).double().eval(), (x,)), (nn.SyncBatchNorm(6).eval(), (x,))]:
+        assert shape_only_output(norm, args, {}) is None, norm
 
 
 def _signature(graph) -> list:
