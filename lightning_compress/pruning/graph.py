@@ -32,7 +32,8 @@ class Member:
     def indices_at(self, positions: Iterable[int]) -> np.ndarray:
         """Slot indices of this member that belong to the given group positions."""
         chosen = np.zeros(int(self.positions.max(initial=-1)) + 1, dtype=bool)
-        wanted = np.asarray(list(positions), dtype=np.int64)
+        wanted = (positions.astype(np.int64, copy=False) if isinstance(positions, np.ndarray)
+                  else np.asarray(list(positions), dtype=np.int64))
         chosen[wanted[(wanted >= 0) & (wanted < len(chosen))]] = True
         return self.indices[chosen[self.positions]]
 

@@ -56,7 +56,8 @@ def remove_lowest(importance: Any, group: ChannelGroup, model: nn.Module, n: int
 
 def group_scores(importance: Any, group: ChannelGroup, model: nn.Module) -> torch.Tensor | None:
     """``importance``'s scores of ``group`` as a flat CPU float tensor, checked for length."""
-    fn = importance.scores if isinstance(importance, Importance) else importance
+    # hasattr: what isinstance(importance, Importance) checks, without the runtime Protocol check's ~60 us per group
+    fn = importance.scores if hasattr(importance, "scores") else importance
     scores = fn(group, model)
     if scores is None:
         return None
