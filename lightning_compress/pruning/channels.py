@@ -35,7 +35,7 @@ Info = Carry | Opaque | None
 class UnionFind:
     """Union-find over channel ids, vectorised over numpy arrays of ids.
 
-    Frozen reasons are kept on whichever id was frozen and gathered per root on demand (``frozen_reasons``), so a
+    Frozen reasons are kept on whichever id was frozen and gathered per root on demand (``frozen_roots``), so a
     union never has to move them.
     """
 
@@ -125,9 +125,6 @@ class UnionFind:
             if np.array_equal(grand, parent):
                 return parent
             parent = grand
-
-    def frozen_reasons(self, root: int) -> set[str]:
-        return self.frozen_roots().get(root, set())
 
     def frozen_roots(self) -> dict[int, set[str]]:
         """Root -> the reasons its class is frozen for (only frozen classes; do not modify)."""
