@@ -1,16 +1,16 @@
 """Trace a model with torch.fx and propagate channel ids through every node.
 
-Why torch.fx (symbolic trace + one concrete run through ``fx.Interpreter``) rather than forward hooks or walking
+Why torch.fx (symbolic trace + one concrete run of the graph) rather than forward hooks or walking
 ``grad_fn``: hooks only see module calls, so functional ops in ``forward`` (``x + y``, ``torch.cat``, ``chunk``,
 ``view``/``transpose`` channel shuffles, ``flatten``, slicing) are invisible, and autograd-node walking classifies ops
 by ``grad_fn`` name and treats everything unknown as element-wise (Torch-Pruning's failure mode on ShuffleNetV2).
 fx gives every op with its exact target and its unevaluated arguments (so ``x.size(1) // 2`` is distinguishable from
-a hard-coded ``58``), and the interpreter gives concrete shapes, so each op gets an explicit rule or is frozen.
+a hard-coded ``58``), and running the graph gives concrete shapes, so each op gets an explicit rule or is frozen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -35,6 +35,9 @@ def symbolic_trace(model: nn.Module, example_inputs: Any = None) -> fx.GraphModu
     return fx.GraphModule(model, trace(model, example_inputs)[0])
 
 
+_MISSING = object()
+
+
 def _op_name(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[str, str]:
     if node.op == "call_module":
         mod = modules[node.target]
@@ -46,9 +49,16 @@ def _op_name(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[str, str]
     return name, f"function {module + '.' if module else ''}{name}"
 
 
-class _ChannelInterpreter(fx.Interpreter):
+class _ChannelInterpreter:
+    """Runs ``graph`` on the model itself (no GraphModule, no codegen) and maps channel ids through every node.
+
+    A plain loop over the nodes with ``fx.Interpreter``'s semantics for the six node kinds and its freeing of values
+    after their last use; it skips the interpreter's per-node progress bar and metadata context, which cost more
+    than the channel mapping of a node whose module output is shape-only (``shape_only.py``).
+    """
+
     def __init__(self, graph: fx.Graph, ctx: TraceContext, root: nn.Module) -> None:
-        super().__init__(root, graph=graph)  # runs ``graph`` on the model itself: no GraphModule, no codegen
+        self.graph = graph
         self.ctx = ctx
         self.root = root
         self.modules = dict(root.named_modules(remove_duplicate=False))  # shared modules under every name
@@ -56,22 +66,58 @@ class _ChannelInterpreter(fx.Interpreter):
         self.stream = stream_values(graph, self.modules)  # residual / dense-concat values (linked ids)
         self._reads: dict[tuple[fx.Node, fx.Node], Any] = {}
 
-    def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
-        module = self.modules[target]
-        out = shape_only_output(module, args, kwargs)  # rules read shapes only (shape_only.py)
-        return out if out is not None else module(*args, **kwargs)
+    def run(self, *inputs: Any) -> Any:
+        last_uses: dict[fx.Node, list[fx.Node]] = {}  # user -> the values it is the last user of
+        seen: set[fx.Node] = set()
+        for node in reversed(self.graph.nodes):
+            for source in node.all_input_nodes:
+                if source not in seen:
+                    seen.add(source)
+                    last_uses.setdefault(node, []).append(source)
+        env: dict[fx.Node, Any] = {}
+        pending = iter(inputs)
+        for n in self.graph.nodes:
+            args = fx.node.map_arg(n.args, env.__getitem__)
+            kwargs = fx.node.map_arg(n.kwargs, env.__getitem__)
+            out = self._evaluate(n, args, kwargs, pending)
+            info = self._transfer(n, args, kwargs, out)
+            if writes_stream(n, self.stream, self.modules):
+                info = self._link("write", info, boundary_module(n, self.modules), n)
+            self.infos[n] = info
+            if isinstance(out, torch.Tensor):
+                self.ctx.ndims[n] = out.dim()
+            if n.op == "output":
+                return out
+            env[n] = out
+            for source in last_uses.get(n, ()):
+                del env[source]
+        return None
 
-    def run_node(self, n: fx.Node) -> Any:
-        with self._set_current_node(n):
-            args, kwargs = self.fetch_args_kwargs_from_env(n)
-            out = getattr(self, n.op)(n.target, args, kwargs)
-        info = self._transfer(n, args, kwargs, out)
-        if writes_stream(n, self.stream, self.modules):
-            info = self._link("write", info, boundary_module(n, self.modules), n)
-        self.infos[n] = info
-        if isinstance(out, torch.Tensor):
-            self.ctx.ndims[n] = out.dim()
-        return out
+    def _evaluate(self, n: fx.Node, args: Any, kwargs: dict, pending: Iterator[Any]) -> Any:
+        """The node's concrete value, as ``fx.Interpreter`` computes it (module outputs may be shape-only)."""
+        if n.op == "call_module":
+            module = self.modules[n.target]
+            out = shape_only_output(module, args, kwargs)  # rules read shapes only (shape_only.py)
+            return out if out is not None else module(*args, **kwargs)
+        if n.op == "call_function":
+            return n.target(*args, **kwargs)
+        if n.op == "call_method":
+            return getattr(args[0], n.target)(*args[1:], **kwargs)
+        if n.op == "get_attr":
+            value: Any = self.root
+            for part in n.target.split("."):
+                value = getattr(value, part)
+            return value
+        if n.op == "placeholder":
+            if n.target.startswith("*"):
+                return list(pending)
+            value = next(pending, _MISSING)
+            if value is not _MISSING:
+                return value
+            if n.args:
+                return n.args[0]
+            raise TypeError(f"forward expects an input {n.target!r}, `example_inputs` gives none.")
+        return args[0]  # output
 
     def _transfer(self, n: fx.Node, args: tuple, kwargs: dict, out: Any) -> Any:
         ctx = self.ctx
