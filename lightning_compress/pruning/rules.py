@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import transfer as tf
-from .channels import Carry, Info
+from .channels import Carry, Info, unique_sorted
 from .context import Call, TraceContext
 
 TensorSlice = tuple[str, int, np.ndarray]  # (tensor attribute, dim, indices along dim)
@@ -100,7 +100,7 @@ class ConvRule(ModuleRule):
             rows = (np.asarray(idx)[:, None] * co + np.arange(co)[None, :]).ravel()
             return [("weight", 0, rows), ("bias", 0, rows)]
         ci = m.in_channels // m.groups
-        return [("weight", 1, np.unique(np.asarray(idx) % ci))]
+        return [("weight", 1, unique_sorted(np.asarray(idx) % ci))]
 
     def validate(self, module: nn.Module, removed: dict[str, np.ndarray]) -> None:
         m = module

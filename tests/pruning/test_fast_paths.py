@@ -11,7 +11,8 @@ from torch import nn
 from lightning_compress.models import resnet20
 from lightning_compress.pruning import build_channel_graph
 from lightning_compress.pruning import capture as capture_module
-from lightning_compress.pruning.channels import UnionFind
+from lightning_compress.pruning.channels import UnionFind, unique_sorted
+from lightning_compress.pruning.graph import _label_origin_sets
 from lightning_compress.pruning.shape_only import shape_only_output
 
 from .archs import ARCHS
@@ -111,3 +112,22 @@ def test_union_find_matches_a_plain_one_on_random_unions() -> None:
     clone.union(0, 1)
     clone.freeze(np.array([2]), "two")
     assert int(uf.roots()[1]) == find(1) and "two" not in uf.frozen_roots().get(find(2), set())
+
+
+@pytest.mark.parametrize("values", [[], [3], [2, 2], [5, 1, 5, 0, 1, 9], list(range(50, 0, -3)) * 3])
+def test_unique_sorted_is_np_unique(values: list[int]) -> None:
+    arr = np.asarray(values, dtype=np.int64)
+    assert np.array_equal(unique_sorted(arr), np.unique(arr))
+    assert unique_sorted(arr).dtype == np.unique(arr).dtype
+
+
+def test_origin_sets_label_each_distinct_set_once() -> None:
+    # roots 0..4; (root, origin) pairs sorted by root: 0:{1}, 1:{0,2}, 2:{3}, 3:{0,2}, 4:{0,1,2}
+    pair_producer = np.array([1, 0, 2, 3, 0, 2, 0, 1, 2])
+    count = np.array([1, 2, 1, 2, 3])
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    label = pair_producer[start].copy()
+    sets = _label_origin_sets(label, start, count, pair_producer, n_names=4)
+    assert label[0] == 1 and label[2] == 3  # one origin: labelled by it
+    assert label[1] == label[3] >= 4 and label[4] >= 4 and label[4] != label[1]
+    assert sets == {int(label[1]): (0, 2), int(label[4]): (0, 1, 2)}
