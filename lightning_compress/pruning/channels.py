@@ -16,7 +16,7 @@ import numpy as np
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
     """``np.unique(values)`` of a 1-D array by sorting: numpy 2's hash-based ``unique`` (the path taken without
-    ``return_*``) was ~10x slower on the engine's id arrays, from a few to ~20k ids."""
+    ``return_*``) was slower on the engine's id arrays, from a few to ~20k ids."""
     ordered = np.sort(np.asarray(values).ravel())
     if ordered.size < 2:
         return ordered

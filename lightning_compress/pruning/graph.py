@@ -235,7 +235,7 @@ def _order_groups(roots: np.ndarray, origins: list[tuple[str, np.ndarray]], orig
     pair_root, pair_producer = pairs // len(names), pairs % len(names)
     uniq, start, count = np.unique(pair_root, return_index=True, return_counts=True)
     label = pair_producer[start].copy()  # one origin: labelled by it; several: by their set (below)
-    set_members = _label_origin_sets(label, start, count, pair_producer, len(names))
+    set_members = _label_origin_sets(label, count, pair_producer, len(names))
     rkey, rfirst = root_key[uniq], root_first[uniq]
     labels, inverse = np.unique(label, return_inverse=True)
     gkey, gfirst = np.full(len(labels), big), np.full(len(labels), big)
@@ -258,8 +258,8 @@ def _order_groups(roots: np.ndarray, origins: list[tuple[str, np.ndarray]], orig
     return group_roots, group_names, group_of, pos_of
 
 
-def _label_origin_sets(label: np.ndarray, start: np.ndarray, count: np.ndarray, pair_producer: np.ndarray,
-                       n_names: int) -> dict[int, tuple[int, ...]]:
+def _label_origin_sets(label: np.ndarray, count: np.ndarray, pair_producer: np.ndarray, n_names: int
+                       ) -> dict[int, tuple[int, ...]]:
     """Relabel, in place, every root with several origins by its set of origins (labels from ``n_names`` on, one per
     distinct set) and return label -> origin indices. Vectorised: EfficientNet-B0 has ~9k such roots, ~20 sets."""
     multi = np.nonzero(count > 1)[0]
@@ -274,9 +274,10 @@ def _label_origin_sets(label: np.ndarray, start: np.ndarray, count: np.ndarray, 
     packed = np.ascontiguousarray(np.packbits(member, axis=1))
     keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()  # one byte string per root: its origin set
     order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
     first = np.empty(len(keys), dtype=bool)
     first[0] = True
-    first[1:] = keys[order][1:] != keys[order][:-1]
+    first[1:] = ordered[1:] != ordered[:-1]
     set_of = np.empty(len(keys), dtype=np.int64)
     set_of[order] = np.cumsum(first) - 1
     label[multi] = n_names + set_of

@@ -125,9 +125,8 @@ def test_origin_sets_label_each_distinct_set_once() -> None:
     # roots 0..4; (root, origin) pairs sorted by root: 0:{1}, 1:{0,2}, 2:{3}, 3:{0,2}, 4:{0,1,2}
     pair_producer = np.array([1, 0, 2, 3, 0, 2, 0, 1, 2])
     count = np.array([1, 2, 1, 2, 3])
-    start = np.concatenate([[0], np.cumsum(count)[:-1]])
-    label = pair_producer[start].copy()
-    sets = _label_origin_sets(label, start, count, pair_producer, n_names=4)
+    label = pair_producer[np.concatenate([[0], np.cumsum(count)[:-1]])].copy()
+    sets = _label_origin_sets(label, count, pair_producer, n_names=4)
     assert label[0] == 1 and label[2] == 3  # one origin: labelled by it
     assert label[1] == label[3] >= 4 and label[4] >= 4 and label[4] != label[1]
     assert sets == {int(label[1]): (0, 2), int(label[4]): (0, 1, 2)}
