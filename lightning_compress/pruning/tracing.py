@@ -31,14 +31,35 @@ from .context import TraceContext
 from .rules import get_module_rule
 from .sizes import tracked_size_attrs, untracked_reads
 
+_PLAIN_ARGS = (int, float, bool, str, type(None))
+
 
 class RuleTracer(fx.Tracer):
-    """Modules with a registered rule are leaves; everything else is traced through."""
+    """Modules with a registered rule are leaves; everything else is traced through.
+
+    ``stored_flag``: whether a :class:`TrainingFlag` became a node argument (see :func:`trace`).
+    """
+
+    stored_flag = False
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if get_module_rule(m) is not None:
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+    def create_arg(self, a: Any) -> Any:
+        """fx's conversion, with a short path for the common exact types (a proxy, a plain number, a tuple or
+        list of them); subclasses such as :class:`TrainingFlag` and ``SizeAttr`` take fx's path unchanged."""
+        kind = type(a)
+        if kind is fx.Proxy:
+            return a.node
+        if kind in _PLAIN_ARGS:
+            return a
+        if kind is tuple or kind is list:
+            return kind(self.create_arg(v) for v in a)
+        if kind is TrainingFlag:
+            self.stored_flag = True
+        return super().create_arg(a)
 
 
 def _batch_norm_eval(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -173,10 +194,21 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
+def _traced_through_buffers(model: nn.Module, is_leaf: Any, prefix: str = "") -> Iterator[torch.Tensor]:
+    """Buffers of the modules whose forward the symbolic trace runs (a leaf module's forward never runs)."""
+    yield from model.buffers(recurse=False)
+    for name, child in model.named_children():
+        qualified = f"{prefix}.{name}" if prefix else name
+        if not is_leaf(child, qualified):
+            yield from _traced_through_buffers(child, is_leaf, qualified)
+
+
 @contextlib.contextmanager
-def _buffers_kept(model: nn.Module) -> Iterator[None]:
-    """Buffers are put back as they were (tracing in train mode may update BN statistics or counters)."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
+def _buffers_kept(model: nn.Module, is_leaf: Any = None) -> Iterator[None]:
+    """Buffers are put back as they were (Python in a traced forward may update BN statistics or counters); with
+    ``is_leaf``, only those of the modules the symbolic trace runs (:func:`_traced_through_buffers`)."""
+    buffers = model.buffers() if is_leaf is None else _traced_through_buffers(model, is_leaf)
+    saved = [(b, b.detach().clone()) for b in buffers]
     try:
         yield
     finally:
@@ -287,12 +319,12 @@ def trace(model: nn.Module, example_inputs: Any = None
     tracer = RuleTracer()
     training = model.training
     try:  # fx runs Python on real attributes while tracing (timm's `num_batches_tracked.add_(1)`): keep buffers
-        with (_buffers_kept(model), tracked_size_attrs(model, tracer.is_leaf_module),
+        with (_buffers_kept(model, tracer.is_leaf_module), tracked_size_attrs(model, tracer.is_leaf_module),
               _training_flags(model, tracer.is_leaf_module)):
             graph = tracer.trace(model)
             branched = TrainingFlag.read
-        both = training and not branched and _settle_flags(graph, False)
-        if not both:
+        both = training and not branched and (not tracer.stored_flag or _settle_flags(graph, False))
+        if not both and tracer.stored_flag:
             _settle_flags(graph, training)
         return graph, [], both
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
