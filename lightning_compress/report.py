@@ -134,7 +134,8 @@ def _seed_table(keys: list[str], rows: list[dict[str, Any]], shown: list[str] | 
         return ""
     others = [k for k in (keys if shown is None else shown) if k != SEED_KEY]
     header = [*others, "runs", "n", "seeds", *_NUMERIC]
-    lines = ["", "Runs that differ only in `seed` (or not at all: reruns), merged: mean +- half the range over the runs.", "",
+    title = "Runs that differ only in `seed` (or not at all: reruns), merged: mean +- half the range over the runs."
+    lines = ["", title, "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in merged:
         cells = [str(m.get(k)) for k in [*others, "runs", "n", "seeds"]]
