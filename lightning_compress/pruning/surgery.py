@@ -10,7 +10,7 @@ from torch import nn
 
 from .boundaries import attach_reexpand, attach_select
 from .plan import PruningPlan
-from .validation import compile_plan
+from .validation import ModuleEdit, compile_plan
 from .verify import prune_checked
 
 
@@ -54,7 +54,19 @@ def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer
     edits = compile_plan(model, plan)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"`optimizer` must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}.")
-    replaced: dict[nn.Parameter, tuple[nn.Parameter, dict[int, torch.Tensor]]] = {}
+    with torch.no_grad():  # once for the whole surgery, not per tensor
+        replaced = _cut(edits, plan)
+    if optimizer is not None:
+        _remap_optimizer(optimizer, replaced)
+    return model
+
+
+Replaced = dict[nn.Parameter, tuple[nn.Parameter, dict[int, torch.Tensor]]]  # old -> (new, kept indices per dim)
+
+
+def _cut(edits: list[ModuleEdit], plan: PruningPlan) -> Replaced:
+    """Apply compiled ``edits``; returns what :func:`_remap_optimizer` needs."""
+    replaced: Replaced = {}
     keep_cache: dict[tuple[int, bytes], torch.Tensor] = {}
     for edit in edits:
         module = edit.module
@@ -64,8 +76,7 @@ def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer
                 setattr(module, attr, replaced[old][0])
                 continue
             keeps = {dim: _keep(old.shape[dim], idx, keep_cache) for dim, idx in dims.items()}
-            with torch.no_grad():
-                new_data = _slice(old.detach(), keeps)
+            new_data = _slice(old.detach(), keeps)
             if isinstance(old, nn.Parameter):
                 new = nn.Parameter(new_data, requires_grad=old.requires_grad)
                 if old.grad is not None:
@@ -81,9 +92,7 @@ def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer
             attach_reexpand(module, dim, layer.slots[slot].kept_indices(), layer.slots[slot].size)
         for slot, dim in layer.select.items():
             attach_select(module, dim, layer.slots[slot].kept_indices())
-    if optimizer is not None:
-        _remap_optimizer(optimizer, replaced)
-    return model
+    return replaced
 
 
 def _replace(module: nn.Module, attr: str, value: torch.Tensor, registry: dict[str, Any]) -> None:
@@ -95,8 +104,7 @@ def _replace(module: nn.Module, attr: str, value: torch.Tensor, registry: dict[s
         setattr(module, attr, value)
 
 
-def _remap_optimizer(optimizer: torch.optim.Optimizer,
-                     replaced: dict[nn.Parameter, tuple[nn.Parameter, dict[int, torch.Tensor]]]) -> None:
+def _remap_optimizer(optimizer: torch.optim.Optimizer, replaced: Replaced) -> None:
     for group in optimizer.param_groups:
         group["params"] = [replaced[p][0] if p in replaced else p for p in group["params"]]
     for old, (new, keeps) in replaced.items():
