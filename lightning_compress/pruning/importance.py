@@ -100,6 +100,13 @@ def position_vectors(group: ChannelGroup, model: nn.Module) -> torch.Tensor | No
     return torch.cat(parts, 1) if parts else None
 
 
+def _whole(member: Member, size: int, rows: int) -> bool:
+    """Whether ``member``'s slot index i is group position i for every i (no gather or scatter needed)."""
+    n = len(member.indices)
+    return n == size == rows and bool((member.indices == member.positions).all()) and bool(
+        (member.positions == np.arange(n)).all())
+
+
 @dataclass(frozen=True)
 class Magnitude:
     """Lp norm of each position's filters (``p=1``: Li et al.); ``largest=True`` scores the reverse (an ablation)."""
@@ -116,7 +123,11 @@ class Magnitude:
         of each producer's row norms add up), so no concatenated copy of the weights is made."""
         powers = None
         for m, _, rows in _rule_tensors(group, model, "out", lambda rule, module: rule.out_rows(module)):
-            norms = filter_norms(rows, self.p)[torch.as_tensor(m.indices, device=rows.device)]
+            norms = filter_norms(rows, self.p)
+            if powers is None and _whole(m, group.size, len(norms)):  # the common case: rows are the positions
+                powers = norms if self.p == 1 else norms**2
+                continue
+            norms = norms[torch.as_tensor(m.indices, device=rows.device)]
             if powers is None:
                 powers = torch.zeros(group.size, dtype=norms.dtype, device=norms.device)
             at = torch.as_tensor(m.positions, device=norms.device)

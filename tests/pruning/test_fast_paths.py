@@ -13,6 +13,7 @@ from lightning_compress.pruning import build_channel_graph
 from lightning_compress.pruning import capture as capture_module
 from lightning_compress.pruning.channels import UnionFind, unique_sorted
 from lightning_compress.pruning.graph import _label_origin_sets
+from lightning_compress.pruning.importance import Magnitude, position_vectors
 from lightning_compress.pruning.shape_only import shape_only_output
 
 from .archs import ARCHS
@@ -130,3 +131,43 @@ def test_origin_sets_label_each_distinct_set_once() -> None:
     assert label[0] == 1 and label[2] == 3  # one origin: labelled by it
     assert label[1] == label[3] >= 4 and label[4] >= 4 and label[4] != label[1]
     assert sets == {int(label[1]): (0, 2), int(label[4]): (0, 1, 2)}
+
+
+@pytest.mark.parametrize("residual", ["couple", "select"])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("arch", ["resnet20", "resnext", "mobilenet_v2", "densenet", "shufflenet_v2", "googlenet"])
+def test_magnitude_scores_match_the_concatenated_rows(arch: str, p: int, residual: str) -> None:
+    """Magnitude's per-producer sum (with its shortcut for producers whose rows are the positions) equals the norm of
+    each position's concatenated producer rows."""
+    factory, size, _ = ARCHS[arch] if arch in ARCHS else (lambda: resnet20(num_classes=10), 16, True)
+    torch.manual_seed(0)
+    model, x = factory().eval(), torch.randn(1, 3, size, size)
+    graph = build_channel_graph(model, x, residual=residual)
+    checked = 0
+    for group in graph.groups:
+        scores, rows = Magnitude(p=p).scores(group, model), position_vectors(group, model)
+        assert (scores is None) == (rows is None)
+        if rows is not None:
+            torch.testing.assert_close(scores, torch.linalg.vector_norm(rows, ord=p, dim=1), rtol=1e-5, atol=1e-5)
+            checked += 1
+    assert checked > 0
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_magnitude_scores_follow_permuted_positions(p: int) -> None:
+    """A producer whose slot indices map to the group's positions in another order is scattered, not taken as is."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    graph = build_channel_graph(model, torch.randn(1, 3, 8, 8))
+    group = next(g for g in graph.groups if g.producers == ("0",))
+    order = np.random.default_rng(0).permutation(group.size)
+    members = tuple(dataclasses.replace(m, positions=order[m.indices]) for m in group.members)
+    shuffled = dataclasses.replace(group, members=members)
+    expected = torch.linalg.vector_norm(model[0].weight.detach().flatten(1), ord=p, dim=1)
+    reordered = torch.empty_like(expected)
+    reordered[torch.as_tensor(order)] = expected
+    torch.testing.assert_close(Magnitude(p=p).scores(shuffled, model), reordered)
+    torch.testing.assert_close(Magnitude(p=p).scores(shuffled, model),
+                               torch.linalg.vector_norm(position_vectors(shuffled, model), ord=p, dim=1))
