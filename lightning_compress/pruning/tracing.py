@@ -47,6 +47,14 @@ class RuleTracer(fx.Tracer):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        """fx's ``call_module`` without its scope and module-stack bookkeeping: they only fill node metadata
+        (``nn_module_stack``, copied into every node), which the engine never reads."""
+        name = self.path_of_module(m)
+        if not self.is_leaf_module(m, name):
+            return forward(*args, **kwargs)
+        return self.create_proxy("call_module", name, args, kwargs)
+
     def create_arg(self, a: Any) -> Any:
         """fx's conversion, with a short path for the common exact types (a proxy, a plain number, a tuple or
         list of them); subclasses such as :class:`TrainingFlag` and ``SizeAttr`` take fx's path unchanged."""

@@ -95,6 +95,8 @@ def channel_ids(ctx: TraceContext, x: torch.Tensor, info: Info, dim: int, reason
     dim = dim % x.dim()
     size = x.shape[dim]
     if isinstance(info, Carry) and dim in info.dims:
+        if len(info.dims) == 1:  # the common case: ids along ``dim`` only, nothing to compare
+            return np.ascontiguousarray(info.ids)
         axis = info.dims.index(dim)
         ids = np.moveaxis(info.ids, axis, 0).reshape(size, -1)
         if ids.shape[1] > 1 and not (ids == ids[:, :1]).all():
