@@ -165,7 +165,7 @@ def select_counts(graph: ChannelGraph, model: nn.Module, counts: Mapping[str, in
         picks = remove_lowest(scorer, g, scoring, n) if n > 0 else None
         if not picks:
             continue
-        removed[g.id] = sorted(int(p) for p in picks)
+        removed[g.id] = picks  # graph.plan sorts and checks them
         if strategy == "greedy":  # Li et al. 3.3: later layers are scored without the kernels of removed maps
             ChannelMask(scoring, graph.plan({g.id: picks}), include_inputs=True, slots={"in"}).apply()
     unknown = set(counts) - {g.id for g in graph.groups}

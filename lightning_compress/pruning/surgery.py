@@ -10,7 +10,7 @@ from torch import nn
 
 from .boundaries import attach_reexpand, attach_select
 from .plan import PruningPlan
-from .validation import ModuleEdit, compile_plan
+from .validation import ModuleEdit, compile_plan, tensor_attr
 from .verify import prune_checked
 
 
@@ -71,7 +71,7 @@ def _cut(edits: list[ModuleEdit], plan: PruningPlan) -> Replaced:
     for edit in edits:
         module = edit.module
         for attr, dims in edit.slices.items():
-            old = getattr(module, attr)
+            old = tensor_attr(module, attr)
             if isinstance(old, nn.Parameter) and old in replaced:  # tied weights: one new parameter
                 setattr(module, attr, replaced[old][0])
                 continue

@@ -42,10 +42,17 @@ class RuleTracer(fx.Tracer):
 
     stored_flag = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._leaves: dict[int, tuple[nn.Module, bool]] = {}  # id -> (module, leaf): asked ~4 times per module
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if get_module_rule(m) is not None:
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
+        known = self._leaves.get(id(m))
+        if known is not None and known[0] is m:
+            return known[1]
+        leaf = get_module_rule(m) is not None or super().is_leaf_module(m, module_qualified_name)
+        self._leaves[id(m)] = (m, leaf)
+        return leaf
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
         """fx's ``call_module`` without its scope and module-stack bookkeeping: they only fill node metadata
@@ -57,7 +64,8 @@ class RuleTracer(fx.Tracer):
 
     def create_arg(self, a: Any) -> Any:
         """fx's conversion, with a short path for the common exact types (a proxy, a plain number, a tuple or
-        list of them); subclasses such as :class:`TrainingFlag` and ``SizeAttr`` take fx's path unchanged."""
+        list of them, a dict with string keys); subclasses such as :class:`TrainingFlag` and ``SizeAttr`` take fx's
+        path unchanged."""
         kind = type(a)
         if kind is fx.Proxy:
             return a.node
@@ -65,6 +73,8 @@ class RuleTracer(fx.Tracer):
             return a
         if kind is tuple or kind is list:
             return kind(self.create_arg(v) for v in a)
+        if kind is dict and all(type(k) is str for k in a):  # keyword arguments
+            return {k: self.create_arg(v) for k, v in a.items()}
         if kind is TrainingFlag:
             self.stored_flag = True
         return super().create_arg(a)

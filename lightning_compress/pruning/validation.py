@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -22,6 +23,16 @@ class ModuleEdit:
     rules: dict[str, ModuleRule]
     slices: dict[str, dict[int, np.ndarray]]  # attr -> dim -> removed indices
     slot_slices: dict[str, list[tuple[str, int, np.ndarray]]]  # slot -> slices (for masks)
+
+
+def tensor_attr(module: nn.Module, attr: str) -> Any:
+    """``getattr(module, attr, None)``, read straight from the parameter / buffer dict when ``attr`` is registered
+    there (``nn.Module.__getattr__``, the slow fallback, is skipped; a name cannot be both registered and a plain
+    attribute or property, so the result is the same)."""
+    for registry in (module._parameters, module._buffers):
+        if attr in registry:
+            return registry[attr]
+    return getattr(module, attr, None)
 
 
 def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
@@ -66,20 +77,20 @@ def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
             rules[slot] = rule
             slot_slices[slot] = []
             for attr, dim, tidx in rule.tensor_slices(module, slot, idx):
-                if getattr(module, attr, None) is None:
+                if tensor_attr(module, attr) is None:
                     continue
                 slot_slices[slot].append((attr, dim, np.asarray(tidx, dtype=np.int64)))
                 slices.setdefault(attr, {}).setdefault(dim, set()).update(np.asarray(tidx).tolist())
         for rule in {id(r): r for r in rules.values()}.values():
             rule.validate(module, removed)
         for attr, dims in slices.items():
-            t = getattr(module, attr)
+            t = tensor_attr(module, attr)
             for dim, idx_set in dims.items():
                 if len(idx_set) >= t.shape[dim]:
                     raise ValueError(f"`plan` would empty {name}.{attr} along dim {dim}.")
         final = {a: {d: np.asarray(sorted(s), dtype=np.int64) for d, s in dims.items()} for a, dims in slices.items()}
         for attr, dims in final.items():  # a tensor shared by several modules (tied weights) must be cut one way
-            first = shared.setdefault(id(getattr(module, attr)), (f"{name}.{attr}", dims))
+            first = shared.setdefault(id(tensor_attr(module, attr)), (f"{name}.{attr}", dims))
             if first[1] is not dims and not _same_slices(first[1], dims):
                 raise ValueError(f"`plan` slices the shared tensor {first[0]} and {name}.{attr} differently.")
         edits.append(ModuleEdit(name, module, removed, rules, final, slot_slices))
