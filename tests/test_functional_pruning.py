@@ -28,6 +28,15 @@ def test_filter_norms_tell_l1_from_l2():
         filter_norms(rows, 3)
 
 
+@pytest.mark.parametrize("rows", [64, (1 << 22) // 256 + 1])  # below and above the size where L1 switches kernel
+def test_filter_norms_l1_is_the_absolute_row_sum_at_every_size(rows: int):
+    torch.manual_seed(0)
+    weight = torch.randn(rows, 16, 4, 4)
+    expected = torch.tensor([sum(abs(v) for v in row.tolist()) for row in weight.flatten(1)[:64].double()],
+                            dtype=torch.float64)
+    torch.testing.assert_close(filter_norms(weight, 1)[:64].double(), expected, rtol=1e-5, atol=1e-4)
+
+
 def test_distance_sums_are_sums_of_pairwise_distances():
     rows = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
     torch.testing.assert_close(distance_sums(rows, "l2"), torch.tensor([15.0, 10.0, 15.0]))

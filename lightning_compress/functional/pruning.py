@@ -29,6 +29,10 @@ from torch import Tensor
 DISTANCES = ("l2", "l1", "cos")
 ROUNDINGS = ("keep", "remove")
 THRESHOLD_RULES = ("count", "authors_code")
+# Up to this many elements, ``|w|`` then a row sum is faster on the CPU than ``vector_norm(ord=1)`` (no fast kernel:
+# 1.3-12x slower up to 4.7M elements); beyond it the copy costs more than the kernel (2x at 9.4M), and it would be
+# a temporary of the weight's size (benchmarks/README.md, "L1 row norms").
+L1_COPY_LIMIT = 1 << 22
 
 
 def filter_norms(rows: Tensor, p: int = 1) -> Tensor:
@@ -36,9 +40,9 @@ def filter_norms(rows: Tensor, p: int = 1) -> Tensor:
     if p not in (1, 2):
         raise ValueError(f"`p` must be 1 or 2, got {p!r}.")
     flat = rows.detach().flatten(1).float()
-    if p == 1:  # |w| then a row sum: 3-10x faster on the CPU than vector_norm(ord=1), which has no fast kernel
+    if p == 1 and flat.numel() <= L1_COPY_LIMIT:
         return flat.abs().sum(1)
-    return torch.linalg.vector_norm(flat, ord=2, dim=1)
+    return torch.linalg.vector_norm(flat, ord=p, dim=1)
 
 
 def distance_sums(rows: Tensor, distance: str = "l2") -> Tensor:
