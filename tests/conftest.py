@@ -27,6 +27,13 @@ QUIET = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _same_random_state() -> None:
+    """Every test starts from the same random state, whatever ran before it: its result does not depend on the order
+    or the selection of the tests run (CI once drew different initial weights than a local run)."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def compose_config(tmp_path: Path) -> Callable[..., DictConfig]:
     """``compose_config(*overrides, config_name="train")`` -> a resolved-ready config writing into ``tmp_path``."""

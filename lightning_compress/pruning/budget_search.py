@@ -21,8 +21,10 @@ from .surgery import prune
 
 GRID = 10**6  # the factor is a multiple of 1 / GRID: every candidate ratio is a decimal a user can type
 MACS_TOLERANCE = 0.01  # a MACs target is met when target * (1 - MACS_TOLERANCE) <= MACs <= target
-TRIES = 8  # subset-sum choices measured per window: the predicted sums miss where neighbouring steps interact
-MOVES = 2  # the subset-sum's options: a group one or two channel steps wider or narrower
+TRIES = 8  # predicted choices measured per round (a prediction misses where a layer's MACs are not bilinear)
+MOVES = 2  # each group's options: one or two channel steps wider or narrower
+BEAM = 64  # choices kept per depth of the search for moves (:func:`closest_moves`)
+DEPTH = 4  # the most groups moved at once
 ROUNDS = 16  # refinement rounds (each stops as soon as it gets no closer)
 
 
@@ -172,10 +174,10 @@ class Candidates:
         Each round first gives single groups a step back in the order of the method's scores (the group whose best
         removed channel scores highest relative to its group's mean first), skipping any that would exceed the target;
         if that ends short, the MACs change of every group's move by one or two steps (:data:`MOVES`) either way is
-        measured and :func:`fewest_moves` proposes the
-        fewest steps whose changes add up to the window; up to :data:`TRIES` proposals are measured (neighbouring
-        layers' steps interact, so the sums miss), the window is shifted by the best one's miss, up to two more times,
-        and the closest plan under the target starts the next round.
+        measured, and so is one joint move of every two groups that share a layer (a conv's MACs are its input times
+        its output channels, so such moves interact); :func:`closest_moves` predicts from these the fewest moves that
+        reach the window; up to :data:`TRIES` predictions are measured, and the closest plan under the target starts
+        the next round.
         """
         for _ in range(ROUNDS):
             if self.macs(plan) >= target * (1 - MACS_TOLERANCE):
@@ -210,23 +212,35 @@ class Candidates:
                     if trial is not None:
                         options.setdefault(gid, {})[trial.get(gid, 0)] = (self.macs(self.with_counts(plan, trial))
                                                                           - macs)
-        lo, hi, best = low - macs, target - macs, plan
-        for _ in range(3):
-            choices = fewest_moves(options, lo, hi, target * MACS_TOLERANCE / 100)[:TRIES]
-            for chosen in choices:
-                candidate = self.with_counts(plan, {g: n for g, n in {**counts, **chosen}.items() if n})
-                reached = self.macs(candidate)
-                if low <= reached <= target:
-                    return candidate
-                if self.macs(best) < reached <= target:
-                    best = candidate  # closer, still under: the next round starts there
-            if not choices:
-                break
-            first = choices[0]  # neighbouring steps interact: shift the window by the first choice's miss
-            shift = (self.macs(self.with_counts(plan, {g: n for g, n in {**counts, **first}.items() if n})) - macs
-                     - sum(options[gid][n] for gid, n in first.items()))
-            lo, hi = lo - shift, hi - shift
+        kept = {gid: {n: counts.get(gid, 0) - n for n in moves} for gid, moves in options.items()}
+        coupling = self._couplings(plan, counts, options, kept, macs)
+        best = plan
+        for chosen in closest_moves(options, kept, coupling, low - macs, target - macs)[:TRIES]:
+            candidate = self.with_counts(plan, {g: n for g, n in {**counts, **chosen}.items() if n})
+            reached = self.macs(candidate)
+            if low <= reached <= target:
+                return candidate
+            if self.macs(best) < reached <= target:
+                best = candidate  # closer, still under: the next round starts there
         return best
+
+    def _couplings(self, plan: PruningPlan, counts: Mapping[str, int], options: Mapping[str, Mapping[int, int]],
+                   kept: Mapping[str, Mapping[int, int]], macs: int) -> dict[tuple[str, str], float]:
+        """MACs per (channel kept in ``a``) x (channel kept in ``b``) of each pair of groups sharing a layer (a
+        conv's input and output channels: MACs are bilinear in them), from one measured move of both."""
+        layers: dict[str, list[str]] = {}
+        for gid in options:
+            for module in {m.module for m in self.graph.group(gid).members}:
+                layers.setdefault(module, []).append(gid)
+        pairs = sorted({(a, b) for gids in layers.values() for a in gids for b in gids if a < b})
+        coupling: dict[tuple[str, str], float] = {}
+        for a, b in pairs:
+            na, nb = next(iter(options[a])), next(iter(options[b]))
+            both = self.macs(self.with_counts(plan, {g: n for g, n in {**counts, a: na, b: nb}.items() if n})) - macs
+            extra = both - options[a][na] - options[b][nb]
+            if extra:
+                coupling[a, b] = extra / (kept[a][na] * kept[b][nb])
+        return coupling
 
     def step(self, counts: Mapping[str, int], gid: str, direction: int) -> dict[str, int] | None:
         """``counts`` with group ``gid`` keeping one step more (``+1``) or less (``-1``): one channel, or the next
@@ -240,36 +254,35 @@ class Candidates:
         return {g: n for g, n in trial.items() if n}
 
 
-def fewest_moves(deltas: Mapping[str, Mapping[int, int]], low: float, high: float,
-                 quantum: float) -> list[dict[str, int]]:
-    """Choices of at most one option per group (``deltas[group][option]``: its change) whose changes sum into
-    ``[low, high]``, as ``{group: option}``, best first: the fewest groups, then the largest sum. Sums are kept exactly;
-    states whose sums fall in the same ``quantum``-wide bucket are merged (the best kept), so the search is
-    polynomial."""
-    groups = list(deltas)
-    lowest = [min(0, *deltas[g].values()) for g in groups]
-    highest = [max(0, *deltas[g].values()) for g in groups]
-    rest_low = [sum(lowest[i:]) for i in range(len(groups) + 1)]
-    rest_high = [sum(highest[i:]) for i in range(len(groups) + 1)]
-    states: dict[int, tuple[int, int, tuple[tuple[str, int], ...]]] = {0: (0, 0, ())}  # bucket: (moves, sum, choice)
-
-    def rank(state: tuple[int, int, tuple]) -> tuple[int, int]:
-        return state[0], -state[1]
-
-    for i, gid in enumerate(groups):
-        grown = dict(states)
-        for count, total, choice in states.values():
-            for move, delta in deltas[gid].items():
-                value = total + delta
-                if value + rest_high[i + 1] < low or value + rest_low[i + 1] > high:
-                    continue  # the window cannot be reached from here
-                bucket, state = math.floor(value / quantum), (count + 1, value, (*choice, (gid, move)))
-                kept = grown.get(bucket)
-                if kept is None or rank(state) < rank(kept):
-                    grown[bucket] = state
-        states = grown
-    inside = sorted((state for state in states.values() if low <= state[1] <= high), key=rank)
-    return [dict(state[2]) for state in inside]
+def closest_moves(deltas: Mapping[str, Mapping[int, int]], kept: Mapping[str, Mapping[int, int]],
+                  coupling: Mapping[tuple[str, str], float], low: float, high: float, width: int = BEAM,
+                  depth: int = DEPTH) -> list[dict[str, int]]:
+    """Choices of at most one option per group (``deltas[group][option]``: its MACs change alone; ``kept``: the
+    channels it keeps more) whose predicted change falls in ``[low, high]``, as ``{group: option}``, best first: the
+    fewest groups, then the largest change. The prediction adds the single changes and, for each pair of moved groups
+    in ``coupling``, ``coupling[a, b] * kept_a * kept_b``. A beam search: up to ``depth`` groups, keeping at each depth
+    the ``width`` choices predicted closest to the window's middle."""
+    middle = (low + high) / 2
+    moves = [(gid, n) for gid in deltas for n in deltas[gid]]
+    found: dict[frozenset, tuple[int, float, dict[str, int]]] = {}
+    beam: list[tuple[dict[str, int], float]] = [({}, 0.0)]
+    for size in range(1, depth + 1):
+        grown: dict[frozenset, tuple[dict[str, int], float]] = {}
+        for choice, total in beam:
+            for gid, n in moves:
+                if gid in choice:
+                    continue
+                key = frozenset((*choice.items(), (gid, n)))
+                if key in grown or key in found:
+                    continue
+                value = total + deltas[gid][n] + sum(coupling.get((min(gid, g), max(gid, g)), 0.0) * kept[gid][n]
+                                                     * kept[g][m] for g, m in choice.items())
+                grown[key] = ({**choice, gid: n}, value)
+        for key, (choice, value) in grown.items():
+            if low <= value <= high:
+                found[key] = (size, -value, choice)
+        beam = sorted(grown.values(), key=lambda state: abs(state[1] - middle))[:width]
+    return [choice for _, _, choice in sorted(found.values(), key=lambda item: item[:2])]
 
 
 def _key(plan: PruningPlan) -> tuple:

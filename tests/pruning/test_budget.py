@@ -66,6 +66,30 @@ def test_macs_target_is_met_within_one_percent_on_the_test_architectures(name):
             _within(model, x, plan, budget, target)
 
 
+@pytest.mark.parametrize(("seed", "target"), [(0, 0.3), (0, 0.4), (0, 0.6), (5, 0.5), (6, 0.7)])
+def test_a_global_threshold_on_a_narrow_net_reaches_the_window_through_interacting_moves(seed, target):
+    """Widths of 8-16: every step is 1-9% of the MACs, the window is reached only by moving neighbouring layers
+    together (their MACs are products of both widths). Cases the additive subset-sum missed (by 1.0-1.8%)."""
+    from tests.callbacks.conftest import tiny_vgg
+
+    torch.manual_seed(seed)
+    model, x = tiny_vgg().eval(), torch.randn(1, 1, 8, 8)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.weight.uniform_(0.01, 1.0)
+    graph = build_channel_graph(model, x)
+    plan, budget = fit_budget(graph, model, x, target_macs=target, importance="bn_scale", global_pruning=True)
+    _within(model, x, plan, budget, target)
+
+
+def test_closest_moves_predicts_a_pair_of_layers_that_interact():
+    deltas = {"a": {1: 100}, "b": {1: 100}, "c": {1: 150}}
+    kept = {"a": {1: 1}, "b": {1: 1}, "c": {1: 1}}
+    assert budget_search.closest_moves(deltas, kept, {("a", "b"): 40.0}, 235, 245) == [{"a": 1, "b": 1}]  # 240
+    assert budget_search.closest_moves(deltas, kept, {}, 235, 245) == []  # additive: 200, 250, 250 miss it
+    assert budget_search.closest_moves(deltas, kept, {}, 240, 260) == [{"a": 1, "c": 1}, {"b": 1, "c": 1}]
+
+
 def test_a_dict_ratio_keeps_its_proportions_and_its_skipped_layers():
     model, x = models.resnet56().eval(), torch.randn(CIFAR)
     shape = {"layer1.*.conv1": 0.6, "layer2.*.conv1": 0.3, "layer3.*.conv1": 0.1}  # Li et al.'s ResNet-56-B style
