@@ -25,6 +25,7 @@ TRIES = 8  # predicted choices measured per round (a prediction misses where a l
 MOVES = 2  # each group's options: one or two channel steps wider or narrower
 BEAM = 64  # choices kept per depth of the search for moves (:func:`closest_moves`)
 DEPTH = 4  # the most groups moved at once
+PAIRS = 256  # the most pair moves measured per round (dense nets share a layer among many groups)
 ROUNDS = 16  # refinement rounds (each stops as soon as it gets no closer)
 
 
@@ -227,12 +228,18 @@ class Candidates:
     def _couplings(self, plan: PruningPlan, counts: Mapping[str, int], options: Mapping[str, Mapping[int, int]],
                    kept: Mapping[str, Mapping[int, int]], macs: int) -> dict[tuple[str, str], float]:
         """MACs per (channel kept in ``a``) x (channel kept in ``b``) of each pair of groups sharing a layer (a
-        conv's input and output channels: MACs are bilinear in them), from one measured move of both."""
+        conv's input and output channels: MACs are bilinear in them), from one measured move of both; at most
+        :data:`PAIRS` pairs, those whose single moves change the MACs most (the others are predicted additive)."""
         layers: dict[str, list[str]] = {}
         for gid in options:
             for module in {m.module for m in self.graph.group(gid).members}:
                 layers.setdefault(module, []).append(gid)
+
+        def size(pair: tuple[str, str]) -> float:
+            return abs(next(iter(options[pair[0]].values())) * next(iter(options[pair[1]].values())))
+
         pairs = sorted({(a, b) for gids in layers.values() for a in gids for b in gids if a < b})
+        pairs = sorted(pairs, key=size, reverse=True)[:PAIRS]
         coupling: dict[tuple[str, str], float] = {}
         for a, b in pairs:
             na, nb = next(iter(options[a])), next(iter(options[b]))
