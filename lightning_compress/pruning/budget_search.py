@@ -50,6 +50,7 @@ class Candidates:
         self._macs: dict[tuple, int] = {}
         self._latency: dict[tuple, Latency] = {}
         self._scores: dict[str, torch.Tensor | None] = {}
+        self._couplings_seen: dict[tuple[str, str], float] = {}
         self._positions = layer_positions(model, example_inputs)  # channel pruning keeps them: no forward per plan
         self._meta: nn.Module | None = None
         self._meta_failed = False
@@ -229,7 +230,8 @@ class Candidates:
                    kept: Mapping[str, Mapping[int, int]], macs: int) -> dict[tuple[str, str], float]:
         """MACs per (channel kept in ``a``) x (channel kept in ``b``) of each pair of groups sharing a layer (a
         conv's input and output channels: MACs are bilinear in them), from one measured move of both; at most
-        :data:`PAIRS` pairs, those whose single moves change the MACs most (the others are predicted additive)."""
+        :data:`PAIRS` pairs, those whose single moves change the MACs most (the others are predicted additive). Kept
+        for later rounds: a bilinear coupling does not depend on the widths it is measured at."""
         layers: dict[str, list[str]] = {}
         for gid in options:
             for module in {m.module for m in self.graph.group(gid).members}:
@@ -240,14 +242,13 @@ class Candidates:
 
         pairs = sorted({(a, b) for gids in layers.values() for a in gids for b in gids if a < b})
         pairs = sorted(pairs, key=size, reverse=True)[:PAIRS]
-        coupling: dict[tuple[str, str], float] = {}
         for a, b in pairs:
-            na, nb = next(iter(options[a])), next(iter(options[b]))
-            both = self.macs(self.with_counts(plan, {g: n for g, n in {**counts, a: na, b: nb}.items() if n})) - macs
-            extra = both - options[a][na] - options[b][nb]
-            if extra:
-                coupling[a, b] = extra / (kept[a][na] * kept[b][nb])
-        return coupling
+            if (a, b) not in self._couplings_seen:
+                na, nb = next(iter(options[a])), next(iter(options[b]))
+                both = self.macs(self.with_counts(plan, {g: n for g, n in {**counts, a: na, b: nb}.items() if n}))
+                self._couplings_seen[a, b] = (both - macs - options[a][na] - options[b][nb]) / (kept[a][na]
+                                                                                                 * kept[b][nb])
+        return {pair: value for pair, value in self._couplings_seen.items() if value}
 
     def step(self, counts: Mapping[str, int], gid: str, direction: int) -> dict[str, int] | None:
         """``counts`` with group ``gid`` keeping one step more (``+1``) or less (``-1``): one channel, or the next
