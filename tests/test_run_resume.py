@@ -3,6 +3,7 @@ result as an uninterrupted run; `status` in results.json (running / failed / don
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -97,6 +98,19 @@ def test_a_requeued_job_in_its_unfinished_folder_continues_it(compose_config, tm
     assert saved["attempts"][0]["error"]["message"] == "injected failure"
     other = run(compose_config("trainer.max_epochs=1"))  # another config in that folder: a new run, not a resume
     assert "attempts" not in other
+
+
+def test_a_resumed_stage_keeps_the_metrics_of_the_epochs_before_the_resume(compose_config, tmp_path):
+    overrides = ("trainer.max_epochs=3", "logger=csv", f"+callbacks.fail={{_target_: tests.faults.RaiseAt, epoch: 2, "
+                 f"marker: {tmp_path / 'failed-once'}}}")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(compose_config(*overrides))
+    run(compose_config(*overrides))  # resumes epoch 2; Lightning's CSV logger deletes the file it finds
+    with (tmp_path / "csv" / "train" / "metrics.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    validated = [int(row["epoch"]) for row in rows if row.get("val/acc")]
+    assert validated == [0, 1, 2]
+    assert [int(row["epoch"]) for row in rows] == sorted(int(row["epoch"]) for row in rows)
 
 
 @pytest.mark.parametrize("make", ["missing", "no_results", "bad_json"])

@@ -16,6 +16,7 @@ from torch import nn
 from lightning_compress.pipeline.artifacts import load_stage_model, save_stage_model
 from lightning_compress.pipeline.builders import build_classifier, build_net, build_trainer
 from lightning_compress.pipeline.context import RunContext
+from lightning_compress.pipeline.metrics_history import read_earlier_rows, restore_earlier_rows
 from lightning_compress.profiling import batch_of, compare_latency, latency_change, profile_model
 
 # Stages whose saved models are timed together at the end of a run, and the references they are compared with.
@@ -37,7 +38,11 @@ def fit_module(ctx: RunContext, stage: str, module: pl.LightningModule, epochs: 
     trainer = build_trainer(ctx.cfg, stage, epochs, callbacks, checkpoint_dir=str(ctx.stage_dir(stage)))
     rank_zero_info(f"[lightning-compress] stage {stage!r}: {epochs} epochs")
     if epochs > 0:  # a resumed run continues from the stage's checkpoint (a finished fit only restores it)
-        trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=ctx.checkpoint_to_resume(stage), weights_only=True)
+        resume_from = ctx.checkpoint_to_resume(stage)
+        earlier = read_earlier_rows(trainer) if resume_from is not None else {}
+        trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=resume_from, weights_only=True)
+        if trainer.is_global_zero:  # the CSV logger (rank 0) rewrote the file from the resumed epoch on
+            restore_earlier_rows(earlier)
     return trainer
 
 
