@@ -19,8 +19,7 @@ def read_earlier_rows(trainer: pl.Trainer) -> Rows:
         if isinstance(logger, CSVLogger):
             path = Path(logger.log_dir) / "metrics.csv"
             if path.is_file():
-                with path.open(newline="") as file:
-                    rows[path] = list(csv.DictReader(file))
+                rows[path] = _read(path)
     return rows
 
 
@@ -28,10 +27,7 @@ def restore_earlier_rows(earlier: Rows) -> None:
     """Write each file as the earlier rows of the epochs before its first new epoch, then its new rows (the
     columns are the union of both, sorted as Lightning sorts them)."""
     for path, old in earlier.items():
-        new: list[dict[str, str]] = []
-        if path.is_file():
-            with path.open(newline="") as file:
-                new = list(csv.DictReader(file))
+        new = _read(path) if path.is_file() else []
         first = min((int(row["epoch"]) for row in new if row.get("epoch")), default=None)
         kept = [row for row in old if first is None or (row.get("epoch") and int(row["epoch"]) < first)]
         columns = sorted({key for row in (*kept, *new) for key in row})
@@ -39,3 +35,8 @@ def restore_earlier_rows(earlier: Rows) -> None:
             writer = csv.DictWriter(file, fieldnames=columns)
             writer.writeheader()
             writer.writerows([*kept, *new])
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))

@@ -240,9 +240,8 @@ class Candidates:
         def size(pair: tuple[str, str]) -> float:
             return abs(next(iter(options[pair[0]].values())) * next(iter(options[pair[1]].values())))
 
-        pairs = sorted({(a, b) for gids in layers.values() for a in gids for b in gids if a < b})
-        pairs = sorted(pairs, key=size, reverse=True)[:PAIRS]
-        for a, b in pairs:
+        pairs = {(a, b) for gids in layers.values() for a in gids for b in gids if a < b}
+        for a, b in sorted(pairs, key=lambda pair: (-size(pair), pair))[:PAIRS]:
             if (a, b) not in self._couplings_seen:
                 na, nb = next(iter(options[a])), next(iter(options[b]))
                 both = self.macs(self.with_counts(plan, {g: n for g, n in {**counts, a: na, b: nb}.items() if n}))
@@ -281,7 +280,7 @@ def closest_moves(deltas: Mapping[str, Mapping[int, int]], kept: Mapping[str, Ma
                 if gid in choice:
                     continue
                 key = frozenset((*choice.items(), (gid, n)))
-                if key in grown or key in found:
+                if key in grown:  # reached from another state of this depth (found holds smaller ones only)
                     continue
                 value = total + deltas[gid][n] + sum(coupling.get((min(gid, g), max(gid, g)), 0.0) * kept[gid][n]
                                                      * kept[g][m] for g, m in choice.items())

@@ -22,6 +22,7 @@ from lightning_compress.pruning import (
     select_on_graph,
 )
 from lightning_compress.pruning.budget import check_amount
+from tests.callbacks.conftest import tiny_vgg
 
 from .archs import ARCHS
 
@@ -70,8 +71,6 @@ def test_macs_target_is_met_within_one_percent_on_the_test_architectures(name):
 def test_a_global_threshold_on_a_narrow_net_reaches_the_window_through_interacting_moves(seed, target):
     """Widths of 8-16: every step is 1-9% of the MACs, the window is reached only by moving neighbouring layers
     together (their MACs are products of both widths). Cases the additive subset-sum missed (by 1.0-1.8%)."""
-    from tests.callbacks.conftest import tiny_vgg
-
     torch.manual_seed(seed)
     model, x = tiny_vgg().eval(), torch.randn(1, 1, 8, 8)
     with torch.no_grad():
