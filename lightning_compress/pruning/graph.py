@@ -14,6 +14,7 @@ from .capture import capture
 from .channels import unique_sorted
 from .context import TraceContext
 from .errors import UnsupportedOpError
+from .module_table import module_table
 from .plan import GroupPlan, LayerPlan, PruningPlan, SlotPlan
 from .rules import slot_rule
 from .streams import check_residual
@@ -112,7 +113,7 @@ class ChannelGraph:
 
     def check(self, model: nn.Module) -> None:
         """Raise ValueError when ``model``'s widths no longer match this graph (e.g. after pruning)."""
-        modules = dict(model.named_modules())
+        modules = module_table(model)
         for (name, slot), size in self.slot_sizes.items():
             module = modules.get(name)
             rule = slot_rule(module, slot) if module is not None else None

@@ -28,6 +28,7 @@ from torch import fx, nn
 
 from .channels import Carry, Opaque
 from .context import TraceContext
+from .module_table import module_table
 from .rules import get_module_rule
 from .sizes import tracked_size_attrs, untracked_reads
 
@@ -279,7 +280,7 @@ _FLAG_OPS_BY_NAME = {"torchvision.ops.stochastic_depth.stochastic_depth"}
 
 @contextlib.contextmanager
 def _training_flags(model: nn.Module, is_leaf: Any) -> Iterator[None]:
-    swapped = [m for name, m in model.named_modules() if m.training and not (name and is_leaf(m, name))]
+    swapped = [m for name, m in module_table(model).items() if m.training and not (name and is_leaf(m, name))]
     TrainingFlag.read = False
     try:
         for m in swapped:

@@ -9,6 +9,7 @@ import numpy as np
 from torch import nn
 
 from .boundaries import has_boundary_hooks
+from .module_table import module_table
 from .plan import PruningPlan
 from .rules import ModuleRule, slot_rule
 
@@ -39,7 +40,7 @@ def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
     """Validate ``plan`` against ``model`` and return the edits; raises ValueError/TypeError, modifies nothing."""
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"`plan` must be a PruningPlan, got {type(plan).__name__}.")
-    modules = dict(model.named_modules())
+    modules = module_table(model)
     edits: list[ModuleEdit] = []
     shared: dict[int, tuple[str, dict[int, np.ndarray]]] = {}  # tensor id -> (first user, slices)
     for name, lp in plan.layers.items():
