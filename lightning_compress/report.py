@@ -68,12 +68,16 @@ def skipped_note(skipped: list[tuple[Path, dict[str, Any]]], root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+EXECUTION_KEYS = ("threads", "resume")  # how a run was executed, not what it computes
+
+
 def varying_config_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
-    """Dotted config keys whose values differ between runs (what a sweep varied); folders and paths left out."""
+    """Dotted config keys whose values differ between runs (what a sweep varied); folders, paths and the
+    :data:`EXECUTION_KEYS` left out (a run resumed, or run with other intra-op threads, is the same recipe)."""
     flat = [_flatten(c) for c in configs]
     keys = sorted(set().union(*flat)) if flat else []
     return [k for k in keys if not k.startswith(("paths.", "hydra.")) and not k.endswith(("dir", "path"))
-            and len({repr(f.get(k)) for f in flat}) > 1]
+            and k not in EXECUTION_KEYS and len({repr(f.get(k)) for f in flat}) > 1]
 
 
 def build_rows(runs: list[tuple[Path, dict[str, Any]]], root: Path) -> tuple[list[str], list[dict[str, Any]]]:

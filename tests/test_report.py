@@ -46,6 +46,12 @@ def test_varying_keys_ignore_paths_and_constant_values():
     assert varying_config_keys(configs) == ["b.c"]
 
 
+def test_varying_keys_ignore_how_a_run_was_executed():
+    configs = [{"seed": 0, "threads": None, "resume": None}, {"seed": 0, "threads": 2, "resume": "/runs/r"},
+               {"seed": 1, "threads": None, "resume": None}]
+    assert varying_config_keys(configs) == ["seed"]
+
+
 def test_report_errors_name_the_folder_or_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json"):
         write_report(tmp_path)
