@@ -72,11 +72,12 @@ EXECUTION_KEYS = ("threads", "resume")  # how a run was executed, not what it co
 
 
 def varying_config_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
-    """Dotted config keys whose values differ between runs (what a sweep varied); folders, paths and the
-    :data:`EXECUTION_KEYS` left out (a run resumed, or run with other intra-op threads, is the same recipe)."""
+    """Dotted config keys whose values differ between runs (what a sweep varied); folders, paths, data roots and the
+    :data:`EXECUTION_KEYS` left out (a run resumed, run with other intra-op threads, or reading the same data set from
+    another folder, is the same recipe)."""
     flat = [_flatten(c) for c in configs]
     keys = sorted(set().union(*flat)) if flat else []
-    return [k for k in keys if not k.startswith(("paths.", "hydra.")) and not k.endswith(("dir", "path"))
+    return [k for k in keys if not k.startswith(("paths.", "hydra.")) and not k.endswith(("dir", "path", "root"))
             and k not in EXECUTION_KEYS and len({repr(f.get(k)) for f in flat}) > 1]
 
 

@@ -52,6 +52,12 @@ def test_varying_keys_ignore_how_a_run_was_executed():
     assert varying_config_keys(configs) == ["seed"]
 
 
+def test_varying_keys_ignore_where_the_data_was_read():
+    configs = [{"seed": 0, "data": {"root": "/a/cifar10"}}, {"seed": 1, "data": {"root": "/b/../cifar10"}},
+               {"seed": 0, "data": {"root": "/a/cifar10"}, "model": {"width": 2}}]
+    assert varying_config_keys(configs) == ["model.width", "seed"]
+
+
 def test_report_errors_name_the_folder_or_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json"):
         write_report(tmp_path)
