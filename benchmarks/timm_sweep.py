@@ -3,13 +3,17 @@ MACs cut, mask == prune. Prints one Markdown table (``benchmarks/README.md``) an
 
 Usage (in a venv with timm, e.g. /work/venv-zoo):  python -m benchmarks.timm_sweep [--size 224] [names...]
 With ``--torch-pruning`` it also runs Torch-Pruning 1.6's BasePruner (group L1, the classifier ignored) on each
-model and reports whether its pruned model runs with the right output shape and what MACs it cut.
+model and reports whether its pruned model runs with the right output shape and what MACs it cut; each model runs in
+a child process stopped after ``--tp-timeout`` seconds (reported as "did not finish"), so one slow model cannot stall
+the list.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import multiprocessing as mp
+import queue
 
 import torch
 
@@ -43,12 +47,39 @@ def torch_pruning_result(model: torch.nn.Module, x: torch.Tensor, ratio: float) 
         return f"fails ({type(exc).__name__})"
 
 
+def _torch_pruning_child(name: str, size: int, ratio: float, answer: mp.Queue) -> None:
+    import timm
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    answer.put(torch_pruning_result(model, torch.randn(1, 3, size, size), ratio))
+
+
+def torch_pruning_limited(name: str, size: int, ratio: float, timeout_s: float) -> str:
+    """:func:`torch_pruning_result` on a fresh ``name`` in a child process, stopped after ``timeout_s`` seconds."""
+    ctx = mp.get_context("spawn")
+    answer = ctx.Queue()
+    child = ctx.Process(target=_torch_pruning_child, args=(name, size, ratio, answer), daemon=True)
+    child.start()
+    child.join(timeout_s)
+    if child.is_alive():
+        child.terminate()
+        child.join()
+        return f"did not finish in {timeout_s:.0f} s"
+    try:
+        return answer.get(timeout=5)
+    except queue.Empty:
+        return f"child exited with code {child.exitcode}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--torch-pruning", action="store_true")
+    parser.add_argument("--tp-timeout", type=float, default=300.0, help="seconds per model for Torch-Pruning")
     args = parser.parse_args()
     import timm
 
@@ -57,17 +88,23 @@ def main() -> None:
     x = torch.randn(1, 3, args.size, args.size)
     print(f"timm {timm.__version__}, torch {torch.__version__}, {args.size}x{args.size}, ratio {args.ratio}")
     print(TABLE_HEADER + (" Torch-Pruning |" if args.torch_pruning else ""))
-    results = []
+    results, tp = [], []
     for name in args.names or TIMM_MODELS:
         model = timm.create_model(name, pretrained=False).eval()
         r = check_model(name, model, x, args.ratio)
         results.append(r)
-        extra = f" {torch_pruning_result(model, x, args.ratio)} |" if args.torch_pruning else ""
+        extra = ""
+        if args.torch_pruning:
+            tp.append(torch_pruning_limited(name, args.size, args.ratio, args.tp_timeout))
+            extra = f" {tp[-1]} |"
         print(table_row(r) + extra, flush=True)
     cut = sum(r.ok and r.macs_cut >= 0.2 for r in results)
     exact = sum(r.ok and r.mask_vs_prune <= 1e-4 for r in results)
     print(f"\n{sum(r.ok for r in results)}/{len(results)} pruned and run; {cut} cut >= 20 % of the MACs; "
           f"{exact} with mask == prune (<= 1e-4)")
+    if args.torch_pruning:
+        print(f"Torch-Pruning: {sum(t.startswith('runs') for t in tp)}/{len(tp)} run with the head kept; "
+              f"{sum(t.startswith('runs') and int(t.split('-')[1].rstrip('%')) >= 20 for t in tp)} cut >= 20 %")
 
 
 if __name__ == "__main__":
