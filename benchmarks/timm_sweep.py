@@ -87,7 +87,8 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(1, 3, args.size, args.size)
     print(f"timm {timm.__version__}, torch {torch.__version__}, {args.size}x{args.size}, ratio {args.ratio}")
-    print(TABLE_HEADER + (" Torch-Pruning |" if args.torch_pruning else ""))
+    head, rule = TABLE_HEADER.splitlines()
+    print(f"{head} Torch-Pruning |\n{rule}---|" if args.torch_pruning else TABLE_HEADER)
     results, tp = [], []
     for name in args.names or TIMM_MODELS:
         model = timm.create_model(name, pretrained=False).eval()
