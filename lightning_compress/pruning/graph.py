@@ -14,7 +14,7 @@ from .capture import capture
 from .channels import unique_sorted
 from .context import TraceContext
 from .errors import UnsupportedOpError
-from .module_table import module_table
+from .module_table import module_table, with_shared_tables
 from .plan import GroupPlan, LayerPlan, PruningPlan, SlotPlan
 from .rules import slot_rule
 from .streams import check_residual
@@ -133,6 +133,7 @@ class ChannelGraph:
                 f"residual={self.residual!r})")
 
 
+@with_shared_tables
 def build_channel_graph(model: nn.Module, example_inputs: Any, strict: bool = False,
                         residual: str = "couple") -> ChannelGraph:
     """Trace ``model`` and return its coupled channel groups.

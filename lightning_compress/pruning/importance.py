@@ -34,6 +34,7 @@ from lightning_compress.functional.pruning import (
 )
 
 from .graph import ChannelGroup, Member
+from .module_table import submodule
 from .rules import get_module_rule
 
 BN_REDUCTIONS = ("mean", "sum", "max")
@@ -73,7 +74,7 @@ def _rule_tensors(group: ChannelGroup, model: nn.Module, slot: str, read: Callab
     for m in group.members:
         if m.slot != slot:
             continue
-        module = model.get_submodule(m.module)
+        module = submodule(model, m.module)
         rule = get_module_rule(module)
         tensor = read(rule, module) if rule is not None else None
         if tensor is not None:

@@ -21,7 +21,7 @@ from .errors import check_positive_int, check_ratio
 from .graph import ChannelGraph
 from .importance import BNScale, GeometricMedian, group_scores, remove_lowest, resolve_importance
 from .masking import ChannelMask
-from .module_table import module_table
+from .module_table import module_table, with_shared_tables
 from .plan import PruningPlan
 
 STRATEGIES = ("independent", "greedy")
@@ -108,6 +108,7 @@ def check_selection_args(min_channels: Any, round_to: Any, rounding: Any, strate
         raise TypeError(f"`global_pruning` must be a bool, got {global_pruning!r}.")
 
 
+@with_shared_tables
 def select_on_graph(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, importance: Any = "l1",
                     ignored_layers: Any = (), global_pruning: bool = False, min_channels: int = 1,
                     round_to: int = 1, rounding: str = "keep", strategy: str = "independent",
