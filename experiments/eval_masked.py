@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from lightning_compress.config import CONFIG_DIR
+from lightning_compress.config import CONFIG_DIR, register_resolvers
 from lightning_compress.pipeline.builders import build_datamodule, build_net
 
 
@@ -39,6 +39,7 @@ def zero_masked_batchnorms(net: nn.Module) -> None:
 
 def main() -> None:
     checkpoint, overrides = sys.argv[1], sys.argv[2:]
+    register_resolvers()  # ${project_root:} in conf/paths
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     state = torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
