@@ -224,7 +224,7 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
     control flow is followed on the inputs (``tracing.ConcreteTracer``); channels whose size it read are frozen.
     The forward runs single-threaded: it is tiny, and on a loaded CPU intra-op threads made it ~50x slower.
     """
-    modes = {m: m.training for m in module_table(model, duplicates=True).values()}  # the interpreter's table too
+    modes = {m: m.training for m in module_table(model).values()}
     traced: list[tuple[fx.Graph, list]] = []
     python_reads.clear()  # size attributes read by Python in either mode's forward are not rewritten (sizes.py)
     try:

@@ -170,12 +170,10 @@ def _resolve_links(ctx: TraceContext, residual: str) -> tuple[Any, list[tuple[st
     uf = ctx.uf.copy()
     origins = list(ctx.origins)
     order = dict(ctx.order)
-    if residual == "couple":  # every link at once: one vectorised union instead of one per link (a chain each)
-        if ctx.links:
-            uf.union_arrays(np.concatenate([link.source for link in ctx.links]),
-                            np.concatenate([link.target for link in ctx.links]))
-        return uf, origins, order
     for link in ctx.links:
+        if residual == "couple":
+            uf.union_arrays(link.source, link.target)  # queued: all links are joined in one pass (UnionFind)
+            continue
         stream, side = (link.target, link.source) if link.kind == "write" else (link.source, link.target)
         uf.freeze(stream, "residual='select' keeps this shared stream at full width")
         if link.module is None or link.dim is None:
