@@ -134,16 +134,34 @@ def unary(ctx: TraceContext, call: Call) -> Info:
     return info if isinstance(info, (Carry, Opaque)) else None
 
 
+def _same_shape_union(ctx: TraceContext, operands: list[tuple[torch.Tensor, Info]], out: torch.Tensor
+                      ) -> Carry | None:
+    """:func:`elementwise` when no operand broadcasts (a residual add: every operand has the output's shape and
+    carries ids along the same dims): their ids are unioned position by position. None for any other call."""
+    first = operands[0][1] if operands else None
+    if not isinstance(first, Carry) or not all(
+            isinstance(info, Carry) and info.dims == first.dims and value.shape == out.shape
+            for value, info in operands):
+        return None
+    for _, info in operands[1:]:
+        ctx.uf.union_arrays(first.ids, info.ids)
+    return Carry(first.dims, np.ascontiguousarray(first.ids))
+
+
 def elementwise(ctx: TraceContext, call: Call) -> Info:
     """Broadcasting n-ary op: union ids of operands that are not broadcast along a carrying dim."""
     out = call.out
     if not isinstance(out, torch.Tensor):
         return None
+    operands = call.tensors()
+    same = _same_shape_union(ctx, operands, out)
+    if same is not None:
+        return same
     oshape, nd = tuple(out.shape), out.dim()
     contribs: list[tuple[np.ndarray, list[int]]] = []
     opaques: list[tuple[torch.Tensor, Opaque]] = []
     dout: set[int] = set()
-    for value, info in call.tensors():
+    for value, info in operands:
         off = nd - value.dim()
         if isinstance(info, Carry):
             part = [d for d in info.dims if value.shape[d] == oshape[d + off]]

@@ -9,6 +9,7 @@ import numpy as np
 from torch import nn
 
 from .boundaries import has_boundary_hooks
+from .channels import unique_sorted
 from .module_table import module_table
 from .plan import PruningPlan
 from .rules import ModuleRule, slot_rule
@@ -43,6 +44,7 @@ def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
     modules = module_table(model)
     edits: list[ModuleEdit] = []
     shared: dict[int, tuple[str, dict[int, np.ndarray]]] = {}  # tensor id -> (first user, slices)
+    merged: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(index array) -> (it, sorted unique), for reuse
     for name, lp in plan.layers.items():
         module = modules.get(name)
         if module is None:
@@ -56,7 +58,7 @@ def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
         removed: dict[str, np.ndarray] = {}
         rules: dict[str, ModuleRule] = {}
         slot_slices: dict[str, list] = {}
-        slices: dict[str, dict[int, set[int]]] = {}
+        slices: dict[str, dict[int, list[np.ndarray]]] = {}  # attr -> dim -> the slots' index arrays
         for slot, sp in lp.slots.items():
             rule = slot_rule(module, slot)
             sizes = rule.slot_sizes(module) if rule is not None else {}
@@ -80,22 +82,34 @@ def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
             for attr, dim, tidx in rule.tensor_slices(module, slot, idx):
                 if tensor_attr(module, attr) is None:
                     continue
-                slot_slices[slot].append((attr, dim, np.asarray(tidx, dtype=np.int64)))
-                slices.setdefault(attr, {}).setdefault(dim, set()).update(np.asarray(tidx).tolist())
+                tidx = np.asarray(tidx, dtype=np.int64)
+                slot_slices[slot].append((attr, dim, tidx))
+                slices.setdefault(attr, {}).setdefault(dim, []).append(tidx)
         for rule in {id(r): r for r in rules.values()}.values():
             rule.validate(module, removed)
-        for attr, dims in slices.items():
+        final = {a: {d: _merged(parts, merged) for d, parts in dims.items()} for a, dims in slices.items()}
+        for attr, dims in final.items():
             t = tensor_attr(module, attr)
-            for dim, idx_set in dims.items():
-                if len(idx_set) >= t.shape[dim]:
+            for dim, cut in dims.items():
+                if len(cut) >= t.shape[dim]:
                     raise ValueError(f"`plan` would empty {name}.{attr} along dim {dim}.")
-        final = {a: {d: np.asarray(sorted(s), dtype=np.int64) for d, s in dims.items()} for a, dims in slices.items()}
         for attr, dims in final.items():  # a tensor shared by several modules (tied weights) must be cut one way
             first = shared.setdefault(id(tensor_attr(module, attr)), (f"{name}.{attr}", dims))
             if first[1] is not dims and not _same_slices(first[1], dims):
                 raise ValueError(f"`plan` slices the shared tensor {first[0]} and {name}.{attr} differently.")
         edits.append(ModuleEdit(name, module, removed, rules, final, slot_slices))
     return edits
+
+
+def _merged(parts: list[np.ndarray], cache: dict[int, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The sorted distinct indices of ``parts``; a lone array seen before (a BN's four tensors and a conv's weight
+    and bias are cut by the same one) is sorted once."""
+    if len(parts) > 1:
+        return unique_sorted(np.concatenate(parts))
+    hit = cache.get(id(parts[0]))
+    if hit is None or hit[0] is not parts[0]:
+        hit = cache[id(parts[0])] = (parts[0], unique_sorted(parts[0]))
+    return hit[1]
 
 
 def _same_slices(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> bool:

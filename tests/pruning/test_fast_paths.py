@@ -171,3 +171,61 @@ def test_magnitude_scores_follow_permuted_positions(p: int) -> None:
     torch.testing.assert_close(Magnitude(p=p).scores(shuffled, model), reordered)
     torch.testing.assert_close(Magnitude(p=p).scores(shuffled, model),
                                torch.linalg.vector_norm(position_vectors(shuffled, model), ord=p, dim=1))
+
+
+class _TensorConstants(nn.Module):
+    """Plain tensor attributes (not parameters or buffers), at the root and in a submodule, used in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.inner = nn.Module()
+        self.inner.offset = torch.full((1, 8, 1, 1), 0.5)
+        self.scale = torch.arange(8.0).reshape(1, 8, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * self.scale + self.inner.offset
+
+
+def test_deferred_constant_map_names_tensor_attributes_as_fx_does() -> None:
+    import torch.fx._symbolic_trace as fx_trace
+
+    from lightning_compress.pruning.tracing import RuleTracer
+
+    types = fx_trace._constant_attribute_types
+    model = _TensorConstants()
+    ours = RuleTracer().trace(model)
+    plain = torch.fx.Tracer().trace(model)
+    assert fx_trace._constant_attribute_types is types  # put back after the trace
+    attrs = sorted(n.target for n in ours.nodes if n.op == "get_attr")
+    assert attrs == sorted(n.target for n in plain.nodes if n.op == "get_attr") == ["inner.offset", "scale"]
+    assert not [k for k in vars(model) if k.startswith("_tensor_constant")]  # nothing stowed on the model
+    assert RuleTracer().trace(resnet20()) is not None and fx_trace._constant_attribute_types is types
+
+
+def test_deferred_constant_map_is_put_back_when_tracing_fails() -> None:
+    import torch.fx._symbolic_trace as fx_trace
+
+    from lightning_compress.pruning.tracing import RuleTracer
+
+    class DataDependent(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.sum() > 0 else -x
+
+    types = fx_trace._constant_attribute_types
+    with pytest.raises(torch.fx.proxy.TraceError):
+        RuleTracer().trace(DataDependent())
+    assert fx_trace._constant_attribute_types is types
+
+
+@pytest.mark.parametrize("residual", ["couple", "select"])
+@pytest.mark.parametrize("arch", sorted(ARCHS) + ["resnet20"])
+def test_graph_is_the_same_without_the_same_shape_elementwise_path(monkeypatch, arch: str, residual: str) -> None:
+    from lightning_compress.pruning import transfer
+
+    factory, size, _ = ARCHS[arch] if arch in ARCHS else (lambda: resnet20(num_classes=10), 16, True)
+    torch.manual_seed(0)
+    model, x = factory().eval(), torch.randn(1, 3, size, size)
+    fast = _signature(build_channel_graph(model, x, residual=residual))
+    monkeypatch.setattr(transfer, "_same_shape_union", lambda *a: None)
+    assert _signature(build_channel_graph(model, x, residual=residual)) == fast
