@@ -1,5 +1,5 @@
-"""The engine's speed shortcuts change nothing: shape-only conv/linear outputs, the vectorised union-find and
-grouping give the same graph as the plain computation."""
+"""The engine's speed shortcuts change nothing: shape-only conv/linear outputs, same-shape elementwise unions, the
+deferred fx constant map, the vectorised union-find and grouping give the same graph as the plain computation."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 from lightning_compress.models import resnet20
 from lightning_compress.pruning import build_channel_graph
 from lightning_compress.pruning import capture as capture_module
+from lightning_compress.pruning import transfer as transfer_module
 from lightning_compress.pruning.channels import UnionFind, unique_sorted
 from lightning_compress.pruning.graph import _label_origin_sets
 from lightning_compress.pruning.importance import Magnitude, position_vectors
@@ -70,14 +71,21 @@ def _signature(graph) -> list:
             for g in graph.groups]
 
 
+SHORTCUTS = {  # each off-switch makes the engine take the plain computation
+    "shape_only_outputs": (capture_module, "shape_only_output"),  # real conv / linear / BN arithmetic
+    "same_shape_elementwise": (transfer_module, "_same_shape_union"),  # every elementwise op broadcast
+}
+
+
+@pytest.mark.parametrize("shortcut", sorted(SHORTCUTS))
 @pytest.mark.parametrize("residual", ["couple", "select"])
 @pytest.mark.parametrize("arch", sorted(ARCHS) + ["resnet20"])
-def test_graph_is_the_same_with_real_conv_arithmetic(monkeypatch, arch: str, residual: str) -> None:
+def test_graph_is_the_same_without_the_shortcut(monkeypatch, arch: str, residual: str, shortcut: str) -> None:
     factory, size, _ = ARCHS[arch] if arch in ARCHS else (lambda: resnet20(num_classes=10), 16, True)
     torch.manual_seed(0)
     model, x = factory().eval(), torch.randn(1, 3, size, size)
     fast = _signature(build_channel_graph(model, x, residual=residual))
-    monkeypatch.setattr(capture_module, "shape_only_output", lambda *a: None)
+    monkeypatch.setattr(*SHORTCUTS[shortcut], lambda *a: None)
     assert _signature(build_channel_graph(model, x, residual=residual)) == fast
 
 
@@ -216,16 +224,3 @@ def test_deferred_constant_map_is_put_back_when_tracing_fails() -> None:
     with pytest.raises(torch.fx.proxy.TraceError):
         RuleTracer().trace(DataDependent())
     assert fx_trace._constant_attribute_types is types
-
-
-@pytest.mark.parametrize("residual", ["couple", "select"])
-@pytest.mark.parametrize("arch", sorted(ARCHS) + ["resnet20"])
-def test_graph_is_the_same_without_the_same_shape_elementwise_path(monkeypatch, arch: str, residual: str) -> None:
-    from lightning_compress.pruning import transfer
-
-    factory, size, _ = ARCHS[arch] if arch in ARCHS else (lambda: resnet20(num_classes=10), 16, True)
-    torch.manual_seed(0)
-    model, x = factory().eval(), torch.randn(1, 3, size, size)
-    fast = _signature(build_channel_graph(model, x, residual=residual))
-    monkeypatch.setattr(transfer, "_same_shape_union", lambda *a: None)
-    assert _signature(build_channel_graph(model, x, residual=residual)) == fast
