@@ -326,7 +326,7 @@ def _groups_from_context(ctx: TraceContext, residual: str = "couple") -> Channel
 
 def plan_from_groups(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) -> PruningPlan:
     """Build a plan removing ``removed[group_id]`` positions of each group of ``graph``."""
-    per_slot: dict[tuple[str, str], set[int]] = {}
+    per_slot: dict[tuple[str, str], list[np.ndarray]] = {}  # the slot's indices, one array per group
     boundaries: dict[str, dict[str, dict[str, int]]] = {}  # module -> "reexpand"/"select" -> slot -> dim
     group_plans: list[GroupPlan] = []
     for gid, positions in removed.items():
@@ -344,14 +344,15 @@ def plan_from_groups(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) 
         for m in group.members:
             idx = m.indices_at(pos_arr)
             if len(idx):
-                per_slot.setdefault((m.module, m.slot), set()).update(idx.tolist())
+                per_slot.setdefault((m.module, m.slot), []).append(idx)
         for kind, ends in (("reexpand", group.writers), ("select", group.readers)):
             for b in ends:
                 boundaries.setdefault(b.module, {}).setdefault(kind, {})[b.slot] = b.dim
         group_plans.append(GroupPlan(gid, group.size, tuple(pos), group.producers))
     layers: dict[str, LayerPlan] = {}
     order = {name: i for i, name in enumerate(graph.module_types)}
-    for (name, slot), idx in sorted(per_slot.items(), key=lambda kv: (order.get(kv[0][0], -1), kv[0][1])):
+    for (name, slot), parts in sorted(per_slot.items(), key=lambda kv: (order.get(kv[0][0], -1), kv[0][1])):
         lp = layers.setdefault(name, LayerPlan(graph.module_types.get(name, ""), {}, **boundaries.get(name, {})))
-        lp.slots[slot] = SlotPlan(graph.slot_sizes[(name, slot)], tuple(sorted(idx)))
+        idx = unique_sorted(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        lp.slots[slot] = SlotPlan(graph.slot_sizes[(name, slot)], tuple(idx.tolist()))
     return PruningPlan(layers, group_plans)
