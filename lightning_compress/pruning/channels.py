@@ -26,6 +26,11 @@ def unique_sorted(values: np.ndarray) -> np.ndarray:
     return ordered[keep]
 
 
+def unique_sorted_of(parts: list[np.ndarray]) -> np.ndarray:
+    """:func:`unique_sorted` of several 1-D arrays together (no copy-and-concatenate for a lone one)."""
+    return unique_sorted(parts[0] if len(parts) == 1 else np.concatenate(parts))
+
+
 @dataclass(frozen=True)
 class Carry:
     """Channel ids of a tensor: ``ids.shape == tuple(tensor.shape[d] for d in dims)``; other dims carry none."""

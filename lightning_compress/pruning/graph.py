@@ -11,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from .capture import capture
-from .channels import unique_sorted
+from .channels import unique_sorted, unique_sorted_of
 from .context import TraceContext
 from .errors import UnsupportedOpError
 from .module_table import module_table, with_shared_tables
@@ -353,6 +353,5 @@ def plan_from_groups(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) 
     order = {name: i for i, name in enumerate(graph.module_types)}
     for (name, slot), parts in sorted(per_slot.items(), key=lambda kv: (order.get(kv[0][0], -1), kv[0][1])):
         lp = layers.setdefault(name, LayerPlan(graph.module_types.get(name, ""), {}, **boundaries.get(name, {})))
-        idx = unique_sorted(parts[0] if len(parts) == 1 else np.concatenate(parts))
-        lp.slots[slot] = SlotPlan(graph.slot_sizes[(name, slot)], tuple(idx.tolist()))
+        lp.slots[slot] = SlotPlan(graph.slot_sizes[(name, slot)], tuple(unique_sorted_of(parts).tolist()))
     return PruningPlan(layers, group_plans)

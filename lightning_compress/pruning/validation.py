@@ -9,7 +9,7 @@ import numpy as np
 from torch import nn
 
 from .boundaries import has_boundary_hooks
-from .channels import unique_sorted
+from .channels import unique_sorted, unique_sorted_of
 from .module_table import module_table
 from .plan import PruningPlan
 from .rules import ModuleRule, slot_rule
@@ -105,7 +105,7 @@ def _merged(parts: list[np.ndarray], cache: dict[int, tuple[np.ndarray, np.ndarr
     """The sorted distinct indices of ``parts``; a lone array seen before (a BN's four tensors and a conv's weight
     and bias are cut by the same one) is sorted once."""
     if len(parts) > 1:
-        return unique_sorted(np.concatenate(parts))
+        return unique_sorted_of(parts)
     hit = cache.get(id(parts[0]))
     if hit is None or hit[0] is not parts[0]:
         hit = cache[id(parts[0])] = (parts[0], unique_sorted(parts[0]))
