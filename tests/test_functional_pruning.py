@@ -13,6 +13,7 @@ from lightning_compress.functional.pruning import (
     fpgm_remove,
     global_threshold,
     keep_count,
+    min_kept,
     norm_count,
     random_scores,
     round_up,
@@ -80,9 +81,10 @@ def test_global_threshold_authors_code_removes_the_threshold_channel_too():
     assert global_threshold(scores, 0.5, rule="authors_code") == {"a": [0, 3], "b": [0, 1, 3]}
 
 
-def test_global_threshold_floor_and_rounding_give_back_the_best_removed_channels():
+def test_global_threshold_floor_hands_the_surplus_to_the_next_lowest_scores_elsewhere():
     scores = {"big": torch.tensor([5.0, 6.0, 7.0, 8.0]), "small": torch.tensor([0.1, 0.3, 0.2])}
-    assert global_threshold(scores, 0.4, min_channels=2) == {"small": [0]}
+    # floor(7 * 0.4) = 2 go: "small" may lose only 1 (it keeps 2), so the next-lowest channel of "big" goes instead
+    assert global_threshold(scores, 0.4, min_channels=2) == {"small": [0], "big": [0]}
     assert global_threshold(scores, 0.0) == {}
     removed = global_threshold({"g": torch.arange(8.0)}, 0.5, round_to=3)  # keep 4 -> 6 (multiple of 3)
     assert removed == {"g": [0, 1]}
@@ -98,3 +100,22 @@ def test_random_scores_depend_on_seed_and_key_only():
     assert torch.equal(random_scores(8, 3, "a"), random_scores(8, 3, "a"))
     assert not torch.equal(random_scores(8, 3, "a"), random_scores(8, 4, "a"))
     assert not torch.equal(random_scores(8, 3, "a"), random_scores(8, 3, "b"))
+
+
+def test_max_pruning_ratio_caps_every_group_and_keeps_the_global_count():
+    skewed = {"dying": torch.full((10,), 1e-4), "a": torch.linspace(0.5, 1.0, 10), "b": torch.linspace(0.6, 1.2, 10)}
+    uncapped = global_threshold(skewed, 0.5)
+    assert len(uncapped["dying"]) == 9  # without a cap only the one-channel floor stays
+    capped = global_threshold(skewed, 0.5, max_pruning_ratio=0.7)
+    assert len(capped["dying"]) == 7  # 30% of it stays
+    assert sum(len(v) for v in capped.values()) == 15  # floor(30 * 0.5) still go: 8 more from a and b
+    lowest_elsewhere = sorted(torch.cat([skewed["a"], skewed["b"]]).tolist())[:8]
+    taken = [float(skewed[g][i]) for g in ("a", "b") for i in capped.get(g, [])]
+    assert sorted(taken) == pytest.approx(lowest_elsewhere)
+    assert min_kept(10, 1, 0.7) == 3 and min_kept(10, 4, 0.9) == 4 and min_kept(3, 5) == 3
+    assert keep_count(10, 0.95, max_pruning_ratio=0.7) == 3
+
+
+def test_global_threshold_says_when_the_caps_cannot_keep_the_count():
+    with pytest.raises(ValueError, match="max_pruning_ratio"):
+        global_threshold({"a": torch.arange(4.0), "b": torch.arange(4.0)}, 0.75, max_pruning_ratio=0.5)

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lightning_compress.callbacks._compat import is_spawn_worker
@@ -32,13 +32,23 @@ from lightning_compress.callbacks.network import (
     format_width_table,
     layer_widths,
     resolve_net,
+    training_inputs,
 )
 from lightning_compress.profiling import count_macs, count_params
 from lightning_compress.pruning import Budget, ChannelGraph, PruningPlan, build_channel_graph, fit_budget, prune
 from lightning_compress.pruning.budget import check_amount
+from lightning_compress.pruning.calibration import (
+    batchnorm_buffers,
+    dead_channels,
+    describe_dead,
+    recalibrate_batchnorm,
+)
 from lightning_compress.pruning.errors import check_positive_int
-from lightning_compress.pruning.selection import ignored_names
+from lightning_compress.pruning.selection import check_max_pruning_ratio, ignored_names
 from lightning_compress.pruning.streams import check_residual
+
+# The per-group cap of every pruning callback and method YAML: no layer loses more than 90% of its channels.
+MAX_PRUNING_RATIO = 0.9
 
 
 @runtime_checkable
@@ -64,7 +74,12 @@ class BasePruningCallback(pl.Callback):
         residual: ``"couple"`` (a residual / dense-concat stream is pruned jointly with all its writers and readers)
             or ``"select"`` (each layer on its own, the stream keeps its width; see ``pruning.streams``).
         min_channels: channels every group keeps at least.
+        max_pruning_ratio: no group loses more than this fraction of its channels (Torch-Pruning's name; 1 = no cap).
+            Under a global threshold the channels a capped group keeps are taken from the next-lowest scores
+            elsewhere, so the global count still goes. Default 0.9 (see ``MAX_PRUNING_RATIO``).
         round_to: kept widths are rounded up to a multiple of this (e.g. 8 for vector units).
+        bn_recalibration: after the cut, re-estimate every BatchNorm's running statistics on this many training
+            batches (no gradient; 0 = off). The statistics before it are kept in ``bn_buffers_before_recalibration``.
         verbose: log params/MACs before and after and the per-layer table of kept channels (rank 0).
 
     Attributes:
@@ -88,7 +103,8 @@ class BasePruningCallback(pl.Callback):
 
     def __init__(self, submodule: str | None = None, ignored_layers: Sequence[str] = (),
                  input_shape: Sequence[int] | None = None, residual: str = "couple", min_channels: int = 1,
-                 round_to: int = 1, verbose: bool = True) -> None:
+                 round_to: int = 1, verbose: bool = True, max_pruning_ratio: float = MAX_PRUNING_RATIO,
+                 bn_recalibration: int = 0) -> None:
         if submodule is not None and not isinstance(submodule, str):
             raise TypeError(f"`submodule` must be a str or None, got {submodule!r}.")
         if isinstance(ignored_layers, str) or not all(isinstance(p, str) for p in _as_list(ignored_layers)):
@@ -99,6 +115,9 @@ class BasePruningCallback(pl.Callback):
         check_residual(residual)
         check_positive_int("min_channels", min_channels)
         check_positive_int("round_to", round_to)
+        check_max_pruning_ratio(max_pruning_ratio)
+        if check_int("bn_recalibration", bn_recalibration) < 0:
+            raise ValueError(f"`bn_recalibration` must be >= 0 (training batches; 0 = off), got {bn_recalibration!r}.")
         check_bool("verbose", verbose)
         self.submodule = submodule
         self.ignored_layers = tuple(_as_list(ignored_layers))
@@ -106,6 +125,10 @@ class BasePruningCallback(pl.Callback):
         self.residual = residual
         self.min_channels = min_channels
         self.round_to = round_to
+        self.max_pruning_ratio = float(max_pruning_ratio)
+        self.bn_recalibration = bn_recalibration
+        self.bn_buffers_before_recalibration: dict[str, torch.Tensor] | None = None
+        self.dead_after_cut: dict[str, tuple[int, int]] = {}
         self.verbose = verbose
         self.plan: PruningPlan | None = None
         self.finished = False
@@ -236,7 +259,7 @@ class BasePruningCallback(pl.Callback):
     def selection_args(self) -> dict[str, Any]:
         """The ``select_on_graph`` arguments every callback passes through unchanged."""
         return {"ignored_layers": list(self.ignored_layers), "min_channels": self.min_channels,
-                "round_to": self.round_to}
+                "round_to": self.round_to, "max_pruning_ratio": self.max_pruning_ratio}
 
     def apply_plan(self, trainer: pl.Trainer, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None,
                    keep_unpruned: bool = False) -> None:
@@ -255,6 +278,27 @@ class BasePruningCallback(pl.Callback):
         self.profile = {"before": before, "after": self._measure(net)}
         if self.verbose:
             self._log_change(trainer, widths_before, layer_widths(net))
+        self.after_cut(trainer)
+
+    def after_cut(self, trainer: pl.Trainer) -> None:
+        """On training batches: the optional BN recalibration, then the dead-channel check (a warning naming every
+        layer with a kept channel whose ReLU output is zero on a whole batch)."""
+        net, pl_module = self.require_net(), trainer.lightning_module
+        inputs = training_inputs(trainer, pl_module, max(self.bn_recalibration, 1)) if pl_module is not None else []
+        if not inputs:
+            if self.bn_recalibration:
+                rank_zero_warn(f"[{type(self).__name__}] no training batches could be drawn after the cut: the BN "
+                               "recalibration (`bn_recalibration`) and the dead-channel check did not run.")
+            return
+        device = device_of(net)
+        if self.bn_recalibration:
+            self.bn_buffers_before_recalibration = batchnorm_buffers(net)
+            used = recalibrate_batchnorm(net, (x.to(device) for x in inputs))
+            rank_zero_info(f"[{type(self).__name__}] BN statistics re-estimated on {used} training batches")
+        self.dead_after_cut = dead_channels(net, inputs[0].to(device))
+        if self.dead_after_cut:
+            rank_zero_warn(f"[{type(self).__name__}] dead channels after the cut: "
+                           f"{describe_dead(self.dead_after_cut, int(inputs[0].shape[0]))}.")
 
     def require_net(self) -> nn.Module:
         if self.net is None:

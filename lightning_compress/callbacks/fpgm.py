@@ -15,9 +15,14 @@ Soft pruning during the fit, physical removal at its end:
     again).
   - ``"paper"`` (the paper's Algorithm 1, as SFP): the filters are zeroed at each selection only; gradients flow, so
     they can regrow until the next selection.
-  - ``"strict"`` (nothing revives): whole channels (conv rows, BN gamma/beta and running statistics) are zeroed, and
-    before every optimizer step their gradients and optimizer state (momentum, Adam moments), then re-zeroed after
-    it; the first selection is kept for the whole fit, so the removal at the end changes nothing.
+  - ``"exact"`` (soft pruning whose removal costs nothing): whole channels (conv rows, BN gamma/beta and running
+    statistics) are zeroed, and before every optimizer step their gradients and optimizer state (momentum, Adam
+    moments), then re-zeroed after it. The filters are re-selected at every selection epoch from the current weights,
+    as in the paper; a channel that leaves the selection gets back the BN scale, shift and statistics it had when it
+    was zeroed (so gradients reach its filter again and it regrows), the newly selected ones are zeroed. At the end
+    the selected channels are already exactly zero: the removal changes no output.
+  - ``"one_shot"`` (not soft pruning): as ``"exact"``, but the first selection (on the weights before training) is
+    kept for the whole fit: a one-shot cut followed by a masked fine-tune. Called ``"strict"`` before 2026-12.
 * **Removal** (``on_train_end``): the final selection is zeroed as whole channels and removed with ``prune``. In the
   two filter-only modes this drops the constant the selected channels' BN still emitted (fine-tune afterwards:
   on CIFAR-10 ResNet-20 at 40%, 83.8% masked became 67.3% removed: experiments/RESULTS.md). The
@@ -44,7 +49,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lightning_compress.callbacks._compat import is_spawning
-from lightning_compress.callbacks.base import BasePruningCallback, check_bool
+from lightning_compress.callbacks.base import MAX_PRUNING_RATIO, BasePruningCallback, check_bool
 from lightning_compress.callbacks.distributed import broadcast_plan
 from lightning_compress.callbacks.network import example_input, resolve_net
 from lightning_compress.functional.pruning import DISTANCES
@@ -60,7 +65,8 @@ from lightning_compress.pruning import (
 from lightning_compress.pruning.errors import check_fraction, check_positive_int
 from lightning_compress.pruning.selection import group_ratios, select_counts, select_on_graph
 
-SOFT_MODES = ("authors_code", "paper", "strict")
+SOFT_MODES = ("authors_code", "paper", "exact", "one_shot")
+_WHOLE_CHANNEL_MODES = ("exact", "one_shot")
 
 
 class FPGMPruning(BasePruningCallback):
@@ -74,10 +80,11 @@ class FPGMPruning(BasePruningCallback):
         distance: the GM distance: ``l2`` (paper), ``l1`` or ``cos`` (1 - cosine similarity).
         norm_ratio: FPGM-mix: fraction of each group's filters chosen first by smallest L2 norm; ``0`` = FPGM-only.
         frequency: re-select every ``frequency`` epochs (epochs ``0, f, 2f, ...`` and the last one).
-        soft_mode: ``authors_code`` | ``paper`` | ``strict`` (see the module docstring).
+        soft_mode: ``authors_code`` | ``paper`` | ``exact`` | ``one_shot`` (see the module docstring).
         prune: remove the zeroed channels physically in ``on_train_end``; ``False`` leaves the soft-pruned, full-width
             network (``plan`` stays ``None``; ``selection`` holds the final selection).
-        submodule, ignored_layers, input_shape, residual, min_channels, round_to, verbose: see
+        submodule, ignored_layers, input_shape, residual, min_channels, max_pruning_ratio, round_to,
+            bn_recalibration, verbose: see
             :class:`BasePruningCallback`.
         target_macs, target_latency_ms, latency_batch_size: a budget instead of a float ratio (see
             :class:`~lightning_compress.callbacks.L1FilterPruning`): resolved in ``setup`` on the weights of that
@@ -100,16 +107,21 @@ class FPGMPruning(BasePruningCallback):
                  submodule: str | None = None, ignored_layers: Sequence[str] = (),
                  input_shape: Sequence[int] | None = None, residual: str = "couple", min_channels: int = 1,
                  round_to: int = 1, verbose: bool = True, target_macs: float | None = None,
-                 target_latency_ms: float | None = None, latency_batch_size: int = 1) -> None:
+                 target_latency_ms: float | None = None, latency_batch_size: int = 1,
+                 max_pruning_ratio: float = MAX_PRUNING_RATIO, bn_recalibration: int = 0) -> None:
         if distance not in DISTANCES:
             raise ValueError(f"`distance` must be one of {DISTANCES}, got {distance!r}.")
         check_fraction("norm_ratio", norm_ratio)
         check_positive_int("frequency", frequency)
+        if soft_mode == "strict":
+            raise ValueError("`soft_mode='strict'` was renamed: 'exact' re-selects at every selection epoch (the "
+                             "paper's soft pruning, whole channels zeroed), 'one_shot' keeps the first selection.")
         if soft_mode not in SOFT_MODES:
             raise ValueError(f"`soft_mode` must be one of {SOFT_MODES}, got {soft_mode!r}.")
         check_bool("prune", prune)
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
-                         residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose)
+                         residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose,
+                         max_pruning_ratio=max_pruning_ratio, bn_recalibration=bn_recalibration)
         ratios = self.init_amount(pruning_ratio, 0.4, target_macs, target_latency_ms, latency_batch_size)
         active = [r for r in (ratios.values() if isinstance(ratios, dict) else [ratios]) if r is not None and r > 0]
         if active and norm_ratio > min(active):
@@ -127,12 +139,14 @@ class FPGMPruning(BasePruningCallback):
         self._graph: ChannelGraph | None = None
         self._mask: ChannelMask | None = None
         self._selected_at_step = -1
+        self._parked: dict[str, torch.Tensor] = {}  # exact: norm values of zeroed channels, as they were
 
     # ------------------------------------------------------------------ state
     def extra_state(self) -> dict[str, Any]:
         return {"selection": self.selection.to_dict() if self.selection is not None else None,
                 "selection_epochs": list(self.selection_epochs), "changed_channels": list(self.changed_channels),
-                "selected_at_step": self._selected_at_step}
+                "selected_at_step": self._selected_at_step,
+                "parked": {k: v.detach().cpu() for k, v in self._parked.items()}}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         selection = state.get("selection")
@@ -140,6 +154,7 @@ class FPGMPruning(BasePruningCallback):
         self.selection_epochs = [int(e) for e in state.get("selection_epochs", [])]
         self.changed_channels = [int(c) for c in state.get("changed_channels", [])]
         self._selected_at_step = int(state.get("selected_at_step", -1))
+        self._parked = dict(state.get("parked", {}))
         self._mask = None  # recompiled against the live network when next needed
 
     def soft_selection(self) -> PruningPlan | None:
@@ -172,12 +187,12 @@ class FPGMPruning(BasePruningCallback):
             return
         mask = self._compiled()
         mask.zero_grads()
-        if self.soft_mode == "strict":
+        if self.soft_mode in _WHOLE_CHANNEL_MODES:
             mask.zero_optimizer_state(optimizer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.soft_mode == "strict" and not self.finished and self.selection is not None:
+        if self.soft_mode in _WHOLE_CHANNEL_MODES and not self.finished and self.selection is not None:
             self._compiled().apply()  # weight decay / Adam move zero weights with zero state otherwise
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -193,7 +208,7 @@ class FPGMPruning(BasePruningCallback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.finished or self._graph is None or self.selection is None:
             return
-        if trainer.global_step != self._selected_at_step and self.soft_mode != "strict":
+        if trainer.global_step != self._selected_at_step and self.soft_mode != "one_shot":
             self._select(trainer, trainer.current_epoch)  # training stopped between selections: the final one
         ChannelMask(self.require_net(), self.selection).apply()  # whole channels: what the removal keeps equal
         if not self.prune:
@@ -257,10 +272,12 @@ class FPGMPruning(BasePruningCallback):
 
     # ------------------------------------------------------------------ internals
     def _select(self, trainer: pl.Trainer, epoch: int) -> None:
-        if self.soft_mode == "strict" and self.selection is not None:
-            plan = self.selection  # strict: the first selection stays
+        if self.soft_mode == "one_shot" and self.selection is not None:
+            plan = self.selection  # one-shot: the first selection stays
         else:
             plan = broadcast_plan(trainer, self.select())
+        if self.soft_mode == "exact":
+            self._park_and_restore(plan)
         self.changed_channels.append(_changed(self.selection, plan))
         self.selection = plan
         self.selection_epochs.append(epoch)
@@ -268,12 +285,35 @@ class FPGMPruning(BasePruningCallback):
         self._mask = None
         self._compiled().apply()
 
+    @torch.no_grad()
+    def _park_and_restore(self, new: PruningPlan) -> None:
+        """``exact`` mode before a new selection is zeroed: remember the norm values (BN scale, shift, statistics) of
+        every channel not zeroed now, and give the channels that leave the selection back what they had."""
+        net = self.require_net()
+        tensors = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+        old = _norm_masks(net, self.selection) if self.selection is not None else {}
+        for name, kept in _norm_masks(net, new).items():
+            tensor = tensors[name]
+            was_kept = old.get(name, torch.ones_like(kept)).to(tensor.device)
+            parked = self._parked.get(name)
+            parked = tensor.detach().clone() if parked is None else parked.to(tensor.device)
+            parked = torch.where(was_kept, tensor, parked)  # live values of the channels not zeroed
+            tensor.copy_(torch.where(~was_kept & kept.to(tensor.device), parked, tensor))  # leaving: restored
+            self._parked[name] = parked
+
     def _compiled(self) -> ChannelMask:
-        """The mask of ``selection`` (cached): whole channels in strict mode, else the conv filters only."""
+        """The mask of ``selection`` (cached): whole channels in exact/one-shot mode, else the conv filters only."""
         if self._mask is None:
-            slots = None if self.soft_mode == "strict" else {"out"}
+            slots = None if self.soft_mode in _WHOLE_CHANNEL_MODES else {"out"}
             self._mask = ChannelMask(self.require_net(), self.selection, slots=slots)
         return self._mask
+
+
+def _norm_masks(net: nn.Module, plan: PruningPlan) -> dict[str, torch.Tensor]:
+    """{name: bool mask, False where zeroed} of the tensors a whole-channel mask zeroes beyond the conv/linear filters
+    (norm scales, shifts and running statistics)."""
+    filters = ChannelMask(net, plan, slots={"out"}).masks()
+    return {name: m for name, m in ChannelMask(net, plan).masks().items() if name not in filters}
 
 
 def _changed(before: PruningPlan | None, after: PruningPlan) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lightning_compress.callbacks.base import OneShotPruning, check_int
+from lightning_compress.callbacks.base import MAX_PRUNING_RATIO, OneShotPruning, check_int
 from lightning_compress.pruning import Magnitude, PruningPlan, Random
 from lightning_compress.pruning.selection import STRATEGIES, select_on_graph
 
@@ -40,7 +40,8 @@ class L1FilterPruning(OneShotPruning):
         criterion: ``l1`` | ``l2`` | ``random`` | ``largest``.
         strategy: ``independent`` | ``greedy`` (paper 3.3).
         seed: seed of the ``random`` criterion.
-        submodule, ignored_layers, input_shape, residual, min_channels, round_to, verbose: see
+        submodule, ignored_layers, input_shape, residual, min_channels, max_pruning_ratio, round_to,
+            bn_recalibration, verbose: see
             :class:`BasePruningCallback`.
         target_macs: instead of a float ratio: MACs per image of the pruned network, a fraction (<= 1) of the unpruned
             MACs or an absolute count; met within 1% below (see README "Budgets").
@@ -60,14 +61,16 @@ class L1FilterPruning(OneShotPruning):
                  ignored_layers: Sequence[str] = (), input_shape: Sequence[int] | None = None,
                  residual: str = "couple", min_channels: int = 1, round_to: int = 1, verbose: bool = True,
                  target_macs: float | None = None, target_latency_ms: float | None = None,
-                 latency_batch_size: int = 1) -> None:
+                 latency_batch_size: int = 1,
+                 max_pruning_ratio: float = MAX_PRUNING_RATIO, bn_recalibration: int = 0) -> None:
         if criterion not in CRITERIA:
             raise ValueError(f"`criterion` must be one of {CRITERIA}, got {criterion!r}.")
         if strategy not in STRATEGIES:
             raise ValueError(f"`strategy` must be one of {STRATEGIES}, got {strategy!r}.")
         check_int("seed", seed)
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
-                         residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose)
+                         residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose,
+                         max_pruning_ratio=max_pruning_ratio, bn_recalibration=bn_recalibration)
         self.pruning_ratio = self.init_amount(pruning_ratio, 0.4, target_macs, target_latency_ms, latency_batch_size)
         self.criterion = criterion
         self.strategy = strategy

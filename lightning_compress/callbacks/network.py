@@ -61,6 +61,35 @@ def example_input(trainer: pl.Trainer | None, pl_module: nn.Module, net: nn.Modu
     return batch[:1].to(device) if batch is not None else None
 
 
+def training_inputs(trainer: pl.Trainer, pl_module: pl.LightningModule, count: int) -> list[torch.Tensor]:
+    """The input tensors of the first ``count`` training batches as the network sees them: each batch goes through
+    the module's (and datamodule's) batch-transfer hooks (device, normalisation, augmentation). ``[]`` when no train
+    dataloader can be built."""
+    datamodule = getattr(trainer, "datamodule", None)
+    try:
+        loader = datamodule.train_dataloader() if datamodule is not None else fit_dataloader(trainer)
+    except Exception as err:  # noqa: BLE001 - any data error just means "no training inputs"
+        log.debug("no training inputs from the train dataloader: %s", err)
+        return []
+    inputs: list[torch.Tensor] = []
+    for batch in loader if loader is not None else ():
+        tensor = _input_tensor(pl_module._apply_batch_transfer_handler(batch))
+        if tensor is not None:
+            inputs.append(tensor)
+        if len(inputs) >= count:
+            break
+    return inputs
+
+
+def _input_tensor(batch: object) -> torch.Tensor | None:
+    """The first tensor of a batch (``(x, y)``, ``[x, ...]``, ``{"image": x, ...}`` or ``x``)."""
+    while isinstance(batch, (list, tuple)) and batch:
+        batch = batch[0]
+    if isinstance(batch, dict):
+        batch = next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
+    return batch if isinstance(batch, torch.Tensor) else None
+
+
 def _first_train_batch(trainer: pl.Trainer) -> torch.Tensor | None:
     """The input tensor of the first training batch, if a train dataloader can be built without side effects."""
     datamodule = getattr(trainer, "datamodule", None)
@@ -70,11 +99,7 @@ def _first_train_batch(trainer: pl.Trainer) -> torch.Tensor | None:
     except Exception as err:  # noqa: BLE001 - any data error just means "no example input"
         log.debug("no example input from the train dataloader: %s", err)
         return None
-    while isinstance(batch, (list, tuple)) and batch:
-        batch = batch[0]
-    if isinstance(batch, dict):
-        batch = next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
-    return batch if isinstance(batch, torch.Tensor) else None
+    return _input_tensor(batch)
 
 
 def layer_widths(net: nn.Module) -> dict[str, int]:

@@ -14,6 +14,20 @@ threshold=threshold)``; the ratio counts channel-group positions. ``threshold="c
 where a BN reads a shared tensor: ``residual="select"``. With ``residual="couple"`` the BNs of one stream are one
 group, scored by ``group_score`` (sum|mean|max of their ``|gamma|``).
 
+The sparsity has to fit the budget: every step shrinks a scale by at most ``lr * s``, so the whole fit's *L1 push*
+is ``s * sum(lr)`` over its steps (logged as ``l1_push``). The authors' CIFAR schedule (160 epochs, batch 64, lr
+0.1/0.01/0.001) sums to about 6,600, so their push is 0.066 (ResNet, s = 1e-5) and 0.66 (VGG, s = 1e-4); a 20-epoch
+one-cycle fit sums to about 356, so the same push needs an 18x larger ``s`` (the CPU recipes in ``conf/experiment``
+give ``s`` per budget on this rule). Weight decay on the BN scales and shifts is its own setting
+(``bn_weight_decay``, the authors' 1e-4): a larger decay shrinks every scale in proportion, which is not sparsity. At
+the end of the fit the callback compares the fraction of scales below ``small_gamma`` with the fraction the cut removes
+(``sparsity_report``) and warns when the cut goes into scales that did not become small.
+
+On post-activation residual networks with ``residual="select"`` the BNs that write a residual stream (each block's
+last BN, the stem's) are left out of the threshold (``prune_stream_writers=False``), as in the paper's pre-activation
+ResNet-164 whose stream writers carry no BN: the threshold prunes the BNs inside the blocks and selects channels where
+a block reads the stream.
+
 The gamma distribution is logged every training epoch (``slimming/gamma_mean``, ``_median``, ``_frac_below``: the
 fraction of ``|gamma| < small_gamma``), as a histogram to every TensorBoard logger, and at the end as ``gamma.png``.
 """
@@ -30,8 +44,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from lightning_compress.callbacks.base import BasePruningCallback, check_bool, check_number
-from lightning_compress.functional import add_l1_subgradient, gamma_summary
+from lightning_compress.callbacks.base import MAX_PRUNING_RATIO, BasePruningCallback, check_bool, check_number
+from lightning_compress.functional import add_l1_subgradient, add_weight_decay_difference, gamma_summary
 from lightning_compress.functional.pruning import THRESHOLD_RULES
 from lightning_compress.pruning import BNScale, ChannelGraph, PruningPlan
 from lightning_compress.pruning.errors import check_fraction
@@ -56,8 +70,14 @@ class NetworkSlimming(BasePruningCallback):
         small_gamma: the ``|gamma|`` below which a channel counts as "sparse" in the logged fraction.
         plot_dir: folder of ``gamma.png``; ``None`` = the trainer's ``log_dir`` (or ``default_root_dir``), ``""`` =
             no plot.
-        submodule, ignored_layers, input_shape, residual, min_channels, round_to, verbose: see
+        submodule, ignored_layers, input_shape, residual, min_channels, max_pruning_ratio, round_to,
+            bn_recalibration, verbose: see
             :class:`BasePruningCallback`.
+        bn_weight_decay: weight decay of the prunable BNs' scales and shifts during this fit, instead of the
+            optimizer's (``None`` keeps the optimizer's; the authors' 1e-4; 0 allowed). Needs an optimizer with
+            coupled weight decay (SGD, Adam, RMSprop); AdamW is refused.
+        prune_stream_writers: with ``residual="select"``, also threshold the BNs that write a residual stream (not the
+            paper's structure; see the module docstring).
         target_macs, target_latency_ms, latency_batch_size: a budget instead of ``pruning_ratio`` (see
             :class:`~lightning_compress.callbacks.L1FilterPruning`): the one global ratio (so the threshold) is
             searched in ``on_train_end`` on the trained scales.
@@ -75,7 +95,9 @@ class NetworkSlimming(BasePruningCallback):
                  submodule: str | None = None, ignored_layers: Sequence[str] = (),
                  input_shape: Sequence[int] | None = None, residual: str = "couple", min_channels: int = 1,
                  round_to: int = 1, verbose: bool = True, target_macs: float | None = None,
-                 target_latency_ms: float | None = None, latency_batch_size: int = 1) -> None:
+                 target_latency_ms: float | None = None, latency_batch_size: int = 1,
+                 max_pruning_ratio: float = MAX_PRUNING_RATIO, bn_recalibration: int = 0,
+                 bn_weight_decay: float | None = None, prune_stream_writers: bool = False) -> None:
         if not check_number("sparsity_lambda", sparsity_lambda) >= 0:
             raise ValueError(f"`sparsity_lambda` must be >= 0, got {sparsity_lambda!r}.")
         if pruning_ratio is not None:
@@ -89,10 +111,14 @@ class NetworkSlimming(BasePruningCallback):
         check_bool("prune", prune)
         if not check_number("small_gamma", small_gamma) > 0:
             raise ValueError(f"`small_gamma` must be > 0, got {small_gamma!r}.")
+        if bn_weight_decay is not None and not check_number("bn_weight_decay", bn_weight_decay) >= 0:
+            raise ValueError(f"`bn_weight_decay` must be >= 0 or None, got {bn_weight_decay!r}.")
+        check_bool("prune_stream_writers", prune_stream_writers)
         if plot_dir is not None and not isinstance(plot_dir, str):
             raise TypeError(f"`plot_dir` must be a str or None, got {plot_dir!r}.")
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
-                         residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose)
+                         residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose,
+                         max_pruning_ratio=max_pruning_ratio, bn_recalibration=bn_recalibration)
         self.sparsity_lambda = float(sparsity_lambda)
         ratio = self.init_amount(pruning_ratio, 0.4, target_macs, target_latency_ms, latency_batch_size)
         self.pruning_ratio = None if ratio is None else float(ratio)
@@ -102,6 +128,12 @@ class NetworkSlimming(BasePruningCallback):
         self.prune = prune
         self.small_gamma = float(small_gamma)
         self.plot_dir = plot_dir
+        self.bn_weight_decay = None if bn_weight_decay is None else float(bn_weight_decay)
+        self.prune_stream_writers = prune_stream_writers
+        self.l1_push = 0.0
+        self.sparsity_report: dict[str, float] = {}
+        self._stream_writers: list[str] = []
+        self._shifts: list[nn.Parameter] = []
         self.groups: dict[str, list[str]] = {}  # prunable group id -> its BatchNorms
         self.penalty_steps = 0
         self.gamma_initialised = False
@@ -112,12 +144,15 @@ class NetworkSlimming(BasePruningCallback):
     # ------------------------------------------------------------------ state
     def extra_state(self) -> dict[str, Any]:
         return {"penalty_steps": self.penalty_steps, "gamma_initialised": self.gamma_initialised,
-                "history": [dict(h) for h in self.history]}
+                "history": [dict(h) for h in self.history], "l1_push": self.l1_push,
+                "sparsity_report": dict(self.sparsity_report)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.penalty_steps = int(state.get("penalty_steps", self.penalty_steps))
         self.gamma_initialised = bool(state.get("gamma_initialised", self.gamma_initialised))
         self.history = [dict(h) for h in state.get("history", self.history)]
+        self.l1_push = float(state.get("l1_push", self.l1_push))
+        self.sparsity_report = dict(state.get("sparsity_report", self.sparsity_report))
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -129,12 +164,17 @@ class NetworkSlimming(BasePruningCallback):
                              " HINT: use '32-true', 'bf16-mixed' or '16-mixed'.")
         self._graph = self.build_graph()
         net = self.require_net()
-        eligible = eligible_groups(self._graph, net, list(self.ignored_layers))
+        self._stream_writers = [] if self.prune_stream_writers else _stream_writer_norms(self._graph, net)
+        eligible = eligible_groups(self._graph, net, self.selection_args()["ignored_layers"])
         self.groups = {gid: bns for gid in eligible if (bns := _batchnorms(self._graph, gid, net))}
         if not self.groups:
             raise ValueError("NetworkSlimming found no prunable BatchNorm in the network (after `ignored_layers`).")
-        self._gammas = list({id(p): p for bns in self.groups.values()
-                             for p in (net.get_submodule(n).weight for n in bns)}.values())
+        norms = [net.get_submodule(n) for bns in self.groups.values() for n in bns]
+        self._gammas = list({id(m.weight): m.weight for m in norms if m.weight is not None}.values())
+        self._shifts = list({id(m.bias): m.bias for m in norms if m.bias is not None}.values())
+        if not self._gammas:
+            raise ValueError("NetworkSlimming found prunable BatchNorms without scales (affine=False): there is no "
+                             "gamma to make sparse.")
         if self.init_gamma is not None and not self.gamma_initialised:
             with torch.no_grad():
                 for gamma in self._gammas:
@@ -143,10 +183,13 @@ class NetworkSlimming(BasePruningCallback):
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        if self.finished or self.sparsity_lambda == 0:
+        if self.finished:
             return
-        if add_l1_subgradient(self._gammas, self.sparsity_lambda):
+        if self.bn_weight_decay is not None:
+            self._set_bn_weight_decay(optimizer)
+        if self.sparsity_lambda and add_l1_subgradient(self._gammas, self.sparsity_lambda):
             self.penalty_steps += 1
+            self.l1_push += self.sparsity_lambda * _lr_of(optimizer, self._gammas[0])
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.finished or not self._gammas:
@@ -166,9 +209,10 @@ class NetworkSlimming(BasePruningCallback):
             return
         plan = self.select()
         ratio = self.budget.pruning_ratio if self.budget is not None else self.pruning_ratio
-        rank_zero_info(f"[NetworkSlimming] global threshold: removing {plan.num_removed}/"
-                       f"{sum(self._graph.group(g).size for g in self.groups)} prunable channels "
+        total = sum(self._graph.group(g).size for g in self.groups)
+        rank_zero_info(f"[NetworkSlimming] global threshold: removing {plan.num_removed}/{total} prunable channels "
                        f"(ratio {100 * (ratio or 0):.1f}%)")
+        self._report_sparsity(plan.num_removed, total)
         self._write_plot(trainer)
         self.apply_plan(trainer, plan)
         self._gammas, self._graph = [], None
@@ -186,7 +230,40 @@ class NetworkSlimming(BasePruningCallback):
         return select_on_graph(graph, self.require_net(), self.pruning_ratio, self.importance(), global_pruning=True,
                                threshold=self.threshold, **self.selection_args())
 
+    def selection_args(self) -> dict[str, Any]:
+        args = super().selection_args()
+        return {**args, "ignored_layers": [*args["ignored_layers"], *self._stream_writers]}
+
     # ------------------------------------------------------------------ internals
+    def _set_bn_weight_decay(self, optimizer: torch.optim.Optimizer) -> None:
+        """Make the optimizer decay the prunable BN scales and shifts by ``bn_weight_decay`` (via their gradients)."""
+        raw = getattr(optimizer, "optimizer", optimizer)  # LightningOptimizer wraps the torch optimizer
+        decay = {id(p): float(g.get("weight_decay", 0.0)) for g in raw.param_groups for p in g["params"]}
+        if isinstance(raw, torch.optim.AdamW) or any(g.get("decoupled_weight_decay") for g in raw.param_groups):
+            raise ValueError("NetworkSlimming `bn_weight_decay` changes coupled weight decay through the gradients; "
+                             f"{type(raw).__name__} decouples it. HINT: set `bn_weight_decay=None` and give the BN "
+                             "parameters their own parameter group in `configure_optimizers`.")
+        for param in (*self._gammas, *self._shifts):
+            if id(param) in decay:
+                add_weight_decay_difference([param], decay[id(param)], self.bn_weight_decay)
+
+    def _report_sparsity(self, removed: int, total: int) -> None:
+        """Compare the scales below ``small_gamma`` with the cut; warn when the cut goes into scales still large."""
+        values = torch.cat([g.detach().abs().flatten().float().cpu() for g in self._gammas])
+        small = float((values < self.small_gamma).float().mean())
+        cut = removed / max(total, 1)
+        self.sparsity_report = {"frac_below_small_gamma": small, "cut_fraction": cut, "small_gamma": self.small_gamma,
+                                "l1_push": self.l1_push, "penalty_steps": float(self.penalty_steps)}
+        rank_zero_info(f"[NetworkSlimming] end of sparsity training: {100 * small:.1f}% of the scales are below "
+                       f"{self.small_gamma:g}, the cut removes {100 * cut:.1f}% (L1 push s x sum(lr) = "
+                       f"{self.l1_push:.3g})")
+        if cut > small + 1e-9:
+            rank_zero_warn(f"NetworkSlimming cuts {100 * cut:.1f}% of the channels but only {100 * small:.1f}% of "
+                           f"the scales fell below small_gamma={self.small_gamma:g}: the cut goes into scales that did "
+                           f"not become small, so the accuracy right after it drops. HINT: raise `sparsity_lambda` "
+                           f"for this budget (its L1 push s x sum(lr) was {self.l1_push:.3g}; the authors' CIFAR "
+                           "schedules give 0.066 for ResNet and 0.66 for VGG), or lower `bn_weight_decay`.")
+
     def _write_plot(self, trainer: pl.Trainer) -> None:
         if self.plot_dir == "":
             return
@@ -201,6 +278,18 @@ class NetworkSlimming(BasePruningCallback):
             rank_zero_warn(f"NetworkSlimming could not write its gamma plot: {err}")
             return
         rank_zero_info(f"[NetworkSlimming] gamma distribution plot: {path}")
+
+
+def _lr_of(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> float:
+    """The learning rate of ``param``'s parameter group (0 if the optimizer does not hold it)."""
+    raw = getattr(optimizer, "optimizer", optimizer)
+    return next((float(g["lr"]) for g in raw.param_groups if any(p is param for p in g["params"])), 0.0)
+
+
+def _stream_writer_norms(graph: ChannelGraph, net: nn.Module) -> list[str]:
+    """The BatchNorms of groups that write a residual stream (``residual="select"`` graphs only)."""
+    names = {m.module for g in graph.prunable_groups if g.writers for m in g.members if m.slot == "channels"}
+    return sorted(n for n in names if isinstance(net.get_submodule(n), nn.modules.batchnorm._BatchNorm))
 
 
 def _batchnorms(graph: ChannelGraph, group_id: str, net: nn.Module) -> list[str]:

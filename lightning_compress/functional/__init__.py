@@ -2,7 +2,7 @@
 
 * :mod:`.pruning`: the papers' decisions: filter norms, geometric-median distances, FPGM-mix, random scores, keep
   counts and rounding, the global threshold.
-* :mod:`.slimming`: Network Slimming's L1 sub-gradient on BN scales and the gamma summary.
+* :mod:`.slimming`: Network Slimming's L1 sub-gradient on BN scales, their own weight decay and the gamma summary.
 """
 
 from lightning_compress.functional.pruning import (
@@ -11,11 +11,12 @@ from lightning_compress.functional.pruning import (
     fpgm_remove,
     global_threshold,
     keep_count,
+    min_kept,
     norm_count,
     random_scores,
     round_up,
 )
-from lightning_compress.functional.slimming import add_l1_subgradient, gamma_summary
+from lightning_compress.functional.slimming import add_l1_subgradient, add_weight_decay_difference, gamma_summary
 
-__all__ = ["add_l1_subgradient", "distance_sums", "filter_norms", "fpgm_remove", "gamma_summary", "global_threshold",
-           "keep_count", "norm_count", "random_scores", "round_up"]
+__all__ = ["add_l1_subgradient", "add_weight_decay_difference", "distance_sums", "filter_norms", "fpgm_remove",
+           "gamma_summary", "global_threshold", "keep_count", "min_kept", "norm_count", "random_scores", "round_up"]

@@ -89,15 +89,22 @@ def random_scores(size: int, seed: int, key: str = "") -> Tensor:
     return torch.rand(size, generator=generator)
 
 
-def round_up(kept: int, size: int, min_channels: int = 1, round_to: int = 1) -> int:
-    """``kept`` raised to ``min_channels`` (and 1), rounded up to a multiple of ``round_to``, capped at ``size``."""
-    kept = max(kept, min_channels, 1)
+def min_kept(size: int, min_channels: int = 1, max_pruning_ratio: float = 1.0) -> int:
+    """The fewest channels a group of ``size`` may keep: ``min_channels`` (and 1), and no more than
+    ``max_pruning_ratio`` of the group removed (``ceil(size * (1 - max_pruning_ratio))`` kept), capped at ``size``."""
+    return min(size, max(min_channels, 1, math.ceil(size * (1.0 - max_pruning_ratio) - 1e-9)))
+
+
+def round_up(kept: int, size: int, min_channels: int = 1, round_to: int = 1, max_pruning_ratio: float = 1.0) -> int:
+    """``kept`` raised to :func:`min_kept`, rounded up to a multiple of ``round_to``, capped at ``size``."""
+    kept = max(kept, min_kept(size, min_channels, max_pruning_ratio))
     if round_to > 1:
         kept = math.ceil(kept / round_to) * round_to
     return min(size, kept)
 
 
-def keep_count(size: int, ratio: float, min_channels: int = 1, round_to: int = 1, rounding: str = "keep") -> int:
+def keep_count(size: int, ratio: float, min_channels: int = 1, round_to: int = 1, rounding: str = "keep",
+               max_pruning_ratio: float = 1.0) -> int:
     """Channels a group of ``size`` keeps at ``ratio``.
 
     ``rounding="keep"``: ``floor(size * (1 - ratio))`` kept (Li et al.'s reference code); ``"remove"``:
@@ -109,7 +116,7 @@ def keep_count(size: int, ratio: float, min_channels: int = 1, round_to: int = 1
         kept = math.floor(size * (1.0 - ratio) + 1e-9)
     else:
         kept = size - math.floor(size * ratio + 1e-9)
-    return round_up(kept, size, min_channels, round_to)
+    return round_up(kept, size, min_channels, round_to, max_pruning_ratio)
 
 
 def norm_count(size: int, n_remove: int, norm_ratio: float) -> int:
@@ -118,18 +125,25 @@ def norm_count(size: int, n_remove: int, norm_ratio: float) -> int:
 
 
 def global_threshold(scores: Mapping[str, Tensor], ratio: float, min_channels: int = 1, round_to: int = 1,
-                     rule: str = "count", normalize: bool = False) -> dict[str, list[int]]:
+                     rule: str = "count", normalize: bool = False, max_pruning_ratio: float = 1.0
+                     ) -> dict[str, list[int]]:
     """Removed positions per group from ONE threshold over the channels of all groups.
 
     ``rule="count"`` removes the ``floor(N * ratio)`` lowest scores over all ``N`` channels (ties by position);
-    ``rule="authors_code"`` removes every score ``<= sorted(all)[int(N * ratio)]`` (Network Slimming's code).
-    ``normalize`` divides each group's scores by their mean first, so groups of different fan-in compete on a relative
-    scale (a generic global ranking; not the paper's). Then every group keeps at least ``min_channels`` (its
-    highest-scoring removed channels are given back) and its kept width is rounded up to ``round_to``, so with the
-    floor active fewer than ``ratio`` of the channels go.
+    ``rule="authors_code"`` removes as many as Network Slimming's code does (every score ``<=
+    sorted(all)[int(N * ratio)]``). ``normalize`` divides each group's scores by their mean first, so groups of
+    different fan-in compete on a relative scale (a generic global ranking; not the paper's).
+
+    No group loses more than its cap: it keeps :func:`min_kept` (``min_channels``, and at most ``max_pruning_ratio``
+    of it removed; the paper's code has no floor and crashes on an emptied layer). The channels a capped group keeps
+    are taken from the next-lowest scores of the other groups, so the count above still goes; only ``round_to`` > 1
+    then gives channels back (each kept width rounded up to a multiple of it).
 
     Returns:
         group -> sorted removed positions (groups losing nothing are left out).
+
+    Raises:
+        ValueError: the caps let fewer channels go than the count asks (the numbers named).
     """
     if rule not in THRESHOLD_RULES:
         raise ValueError(f"`rule` must be one of {THRESHOLD_RULES}, got {rule!r}.")
@@ -146,18 +160,29 @@ def global_threshold(scores: Mapping[str, Tensor], ratio: float, min_channels: i
     owner = torch.cat([torch.full((v.numel(),), i, dtype=torch.long) for i, v in enumerate(values)])
     position = torch.cat([torch.arange(v.numel()) for v in values])
     if rule == "count":
-        picks = torch.argsort(flat, stable=True)[: math.floor(flat.numel() * ratio + 1e-9)]
+        wanted = math.floor(flat.numel() * ratio + 1e-9)
     else:
         threshold = torch.sort(flat).values[min(int(flat.numel() * ratio), flat.numel() - 1)]
-        picks = torch.nonzero(flat <= threshold).flatten()
+        wanted = int((flat <= threshold).sum())
+    caps = torch.tensor([v.numel() - min_kept(v.numel(), min_channels, max_pruning_ratio) for v in values])
+    if int(caps.sum()) < wanted:
+        raise ValueError(f"the global threshold should remove {wanted} of {flat.numel()} channels (ratio {ratio:g}), "
+                         f"but `min_channels`={min_channels} and `max_pruning_ratio`={max_pruning_ratio:g} let at "
+                         f"most {int(caps.sum())} go. HINT: lower the ratio or raise `max_pruning_ratio`.")
+    order = torch.argsort(flat, stable=True)
+    rank = torch.empty_like(order)  # each channel's place among its own group's channels, in score order
+    for i in range(len(values)):
+        mine = torch.nonzero(owner[order] == i).flatten()
+        rank[mine] = torch.arange(mine.numel())
+    picks = order[rank < caps[owner[order]]][:wanted]
     removed: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         mine = position[picks[owner[picks] == i]]
         size = values[i].numel()
-        target = size - round_up(size - mine.numel(), size, min_channels, round_to)
-        if target < mine.numel():  # the floor gives back the best-scored of the removed channels
-            order = torch.argsort(values[i][mine], stable=True)
-            mine = mine[order[:target]]
+        target = size - round_up(size - mine.numel(), size, min_channels, round_to, max_pruning_ratio)
+        if target < mine.numel():  # round_to gives back the best-scored of the removed channels
+            order_i = torch.argsort(values[i][mine], stable=True)
+            mine = mine[order_i[:target]]
         if mine.numel():
             removed[name] = sorted(mine.tolist())
     return removed

@@ -27,6 +27,20 @@ def add_l1_subgradient(params: Iterable[Tensor], sparsity_lambda: float) -> int:
     return changed
 
 
+@torch.no_grad()
+def add_weight_decay_difference(params: Iterable[Tensor], applied: float, wanted: float) -> int:
+    """``p.grad += (wanted - applied) * p``: an optimizer with coupled weight decay ``applied`` (SGD, Adam) then decays
+    these parameters by ``wanted`` instead. Returns how many gradients changed."""
+    changed = 0
+    if wanted == applied:
+        return changed
+    for param in params:
+        if param.grad is not None:
+            param.grad.add_(param.detach().to(param.grad.dtype), alpha=wanted - applied)
+            changed += 1
+    return changed
+
+
 def gamma_summary(values: Tensor, small: float = 1e-2) -> dict[str, float]:
     """Summary of ``|gamma|``: mean, median, max and the fraction below ``small`` (sparsity emerging)."""
     magnitudes = values.detach().float().abs().flatten()

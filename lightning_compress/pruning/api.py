@@ -25,7 +25,8 @@ def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float 
                     min_channels: int = 1, round_to: int = 1, strict: bool = False,
                     graph: ChannelGraph | None = None, residual: str = "couple", rounding: str = "keep",
                     strategy: str = "independent", threshold: str = "count", target_macs: float | None = None,
-                    target_latency_ms: float | None = None, latency_batch_size: int = 1) -> PruningPlan:
+                    target_latency_ms: float | None = None, latency_batch_size: int = 1,
+                    max_pruning_ratio: float = 1.0) -> PruningPlan:
     """Choose channels to remove; changes nothing.
 
     Args:
@@ -39,6 +40,9 @@ def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float 
         ignored_layers: names, globs or modules whose output width must not change.
         global_pruning: one threshold over all groups' scores (Network Slimming) instead of a count per group.
         min_channels, round_to: every group keeps at least ``min_channels``, rounded up to a multiple of ``round_to``.
+        max_pruning_ratio: no group loses more than this fraction of its channels (Torch-Pruning's name; 1 = no
+            cap). Under ``global_pruning`` the channels a capped group keeps are taken from the next-lowest scores
+            of the other groups, so the global count still goes.
         residual: ``"couple"`` (a residual stream and its writers/readers are one group) or ``"select"`` (each
             layer on its own; the stream keeps its width). See :func:`build_channel_graph`.
         rounding: ``"keep"`` keeps ``floor(n * (1 - ratio))`` (Li et al.'s code), ``"remove"`` removes
@@ -66,14 +70,14 @@ def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float 
     target = check_amount(pruning_ratio, target_macs, target_latency_ms, latency_batch_size)
     resolve_importance(importance)
     check_residual(residual)
-    check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning)
+    check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning, max_pruning_ratio)
     if graph is None:
         graph = build_channel_graph(model, example_inputs, strict=strict, residual=residual)
     elif graph.residual != residual:
         raise ValueError(f"`graph` was built with residual={graph.residual!r}, got residual={residual!r}.")
     method = {"importance": importance, "ignored_layers": ignored_layers, "global_pruning": global_pruning,
               "min_channels": min_channels, "round_to": round_to, "rounding": rounding, "strategy": strategy,
-              "threshold": threshold}
+              "threshold": threshold, "max_pruning_ratio": max_pruning_ratio}
     if target is None:
         return select_on_graph(graph, model, pruning_ratio, **method)
     return fit_budget(graph, model, example_inputs, pruning_ratio, target_macs, target_latency_ms, latency_batch_size,

@@ -157,7 +157,7 @@ def fit_budget(graph: ChannelGraph, model: nn.Module, example_inputs: Any, pruni
                latency_batch_size: int = 1, importance: Any = "l1", ignored_layers: Any = (),
                global_pruning: bool = False, min_channels: int = 1, round_to: int = 1, rounding: str = "keep",
                strategy: str = "independent", threshold: str = "count",
-               device: torch.device | str | None = None) -> BudgetFit:
+               device: torch.device | str | None = None, max_pruning_ratio: float = 1.0) -> BudgetFit:
     """The plan of the method (``select_on_graph``'s arguments) scaled to meet ``target_macs`` or
     ``target_latency_ms`` (see the module docstring); changes nothing.
 
@@ -173,13 +173,14 @@ def fit_budget(graph: ChannelGraph, model: nn.Module, example_inputs: Any, pruni
     if kind is None:
         raise ValueError("`fit_budget` needs `target_macs` or `target_latency_ms`; for a fixed `pruning_ratio` use "
                          "`select_on_graph`.")
-    check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning)
+    check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning, max_pruning_ratio)
     shape = dict(pruning_ratio) if pruning_ratio is not None else None
     group_ratios(graph, model, shape or 0.5, ignored_layers)  # globs checked before anything is measured
     graph.check(model)
     method = {"importance": resolve_importance(importance), "ignored_layers": ignored_layers,
               "global_pruning": global_pruning, "min_channels": min_channels, "round_to": round_to,
-              "rounding": rounding, "strategy": strategy, "threshold": threshold}
+              "rounding": rounding, "strategy": strategy, "threshold": threshold,
+              "max_pruning_ratio": max_pruning_ratio}
     if kind == "latency_ms" and not isinstance(example_inputs, torch.Tensor):
         raise TypeError("`target_latency_ms` times copies of one input tensor: `example_inputs` must be a tensor, "
                         f"got {type(example_inputs).__name__}.")

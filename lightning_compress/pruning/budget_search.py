@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_compress.functional.pruning import min_kept
 from lightning_compress.profiling import Latency, batch_of, count_macs, layer_positions, macs_at, measure_latency
 
 from .graph import ChannelGraph
@@ -44,6 +45,10 @@ class Candidates:
         self.top = math.floor((1.0 - 1e-9) / (max(shape.values()) if shape else 1.0) * GRID)
         self.empty = graph.plan({})
         self.eligible = set(group_ratios(graph, model, self.ratio(self.top), method["ignored_layers"]))
+        if method["global_pruning"] and shape is None and self.eligible:  # the caps bound the one global ratio
+            sizes = [graph.group(g).size for g in self.eligible]
+            most = sum(n - min_kept(n, method["min_channels"], method["max_pruning_ratio"]) for n in sizes)
+            self.top = min(self.top, math.floor(most / sum(sizes) * GRID + 1e-9))
         self.evaluations = 0
         self._keys: dict[int, tuple] = {}
         self._plans: dict[tuple, PruningPlan] = {}
@@ -72,7 +77,7 @@ class Candidates:
             else:
                 ratios = group_ratios(self.graph, self.model, self.ratio(k), self.method["ignored_layers"])
                 counts = removal_counts(self.graph, ratios, self.method["min_channels"], self.method["round_to"],
-                                        self.method["rounding"])
+                                        self.method["rounding"], self.method["max_pruning_ratio"])
                 self._keys[k] = tuple(sorted(counts.items()))
         return self._keys[k]
 
@@ -255,7 +260,8 @@ class Candidates:
         size, round_to = self.graph.group(gid).size, self.method["round_to"]
         kept = size - counts.get(gid, 0)
         kept = min(size, (kept // round_to + 1) * round_to) if direction > 0 else ((kept - 1) // round_to) * round_to
-        if kept < max(1, self.method["min_channels"]) or kept == size - counts.get(gid, 0):
+        if kept < min_kept(size, self.method["min_channels"], self.method["max_pruning_ratio"]) or \
+                kept == size - counts.get(gid, 0):
             return None
         trial = {**counts, gid: size - kept}
         return {g: n for g, n in trial.items() if n}

@@ -96,9 +96,10 @@ def _scopes(graph: ChannelGraph, pruning_ratio: Any, ratios: dict[str, float]) -
 
 
 def check_selection_args(min_channels: Any, round_to: Any, rounding: Any, strategy: Any, threshold: Any,
-                         global_pruning: Any) -> None:
+                         global_pruning: Any, max_pruning_ratio: Any = 1.0) -> None:
     """The shared argument checks of ``select_channels`` and the callbacks (raised before anything happens)."""
     check_positive_int("min_channels", min_channels)
+    check_max_pruning_ratio(max_pruning_ratio)
     check_positive_int("round_to", round_to)
     for name, value, allowed in (("rounding", rounding, ROUNDINGS), ("strategy", strategy, STRATEGIES),
                                  ("threshold", threshold, THRESHOLD_RULES)):
@@ -108,15 +109,24 @@ def check_selection_args(min_channels: Any, round_to: Any, rounding: Any, strate
         raise TypeError(f"`global_pruning` must be a bool, got {global_pruning!r}.")
 
 
+def check_max_pruning_ratio(value: Any) -> float:
+    """``max_pruning_ratio`` as a float in ``(0, 1]``, or a TypeError/ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`max_pruning_ratio` must be a number in (0, 1], got {value!r}.")
+    if not 0 < value <= 1:
+        raise ValueError(f"`max_pruning_ratio` must be in (0, 1] (1 = no cap), got {value!r}.")
+    return float(value)
+
+
 @with_shared_tables
 def select_on_graph(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, importance: Any = "l1",
                     ignored_layers: Any = (), global_pruning: bool = False, min_channels: int = 1,
                     round_to: int = 1, rounding: str = "keep", strategy: str = "independent",
-                    threshold: str = "count") -> PruningPlan:
+                    threshold: str = "count", max_pruning_ratio: float = 1.0) -> PruningPlan:
     """The plan of :func:`~.api.select_channels` at a fixed ``pruning_ratio`` on an existing graph (see there; for a
     MACs or latency target: :func:`~.budget.fit_budget`)."""
     scorer = resolve_importance(importance)
-    check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning)
+    check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning, max_pruning_ratio)
     if global_pruning and isinstance(scorer, GeometricMedian) and scorer.norm_ratio > 0:
         raise ValueError("`global_pruning` ranks scores across groups; FPGM-mix (`norm_ratio` > 0) is a per-group "
                          "two-step choice. HINT: use global_pruning=False.")
@@ -125,26 +135,26 @@ def select_on_graph(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, i
     ratios = group_ratios(graph, model, pruning_ratio, ignored_layers)
     graph.check(model)
     if not global_pruning:
-        return select_counts(graph, model, removal_counts(graph, ratios, min_channels, round_to, rounding), scorer,
-                             strategy)
+        return select_counts(graph, model, removal_counts(graph, ratios, min_channels, round_to, rounding,
+                                                          max_pruning_ratio), scorer, strategy)
     removed: dict[str, list[int]] = {}
     normalize = not isinstance(scorer, BNScale)  # BN scales share one scale: the paper's raw threshold
     for scope in _scopes(graph, pruning_ratio, ratios):
         scores = {gid: s for gid in scope if (s := group_scores(scorer, graph.group(gid), model)) is not None}
         if scores:
             removed.update(global_threshold(scores, ratios[next(iter(scores))], min_channels, round_to, threshold,
-                                            normalize))
+                                            normalize, max_pruning_ratio))
     return graph.plan(removed)
 
 
 def removal_counts(graph: ChannelGraph, ratios: Mapping[str, float], min_channels: int = 1, round_to: int = 1,
-                   rounding: str = "keep") -> dict[str, int]:
+                   rounding: str = "keep", max_pruning_ratio: float = 1.0) -> dict[str, int]:
     """Channels each group loses at its ratio (``ratios`` from :func:`group_ratios`) when every group is counted on
     its own (:func:`keep_count`); groups losing nothing are left out. Pure arithmetic: no scores."""
     counts: dict[str, int] = {}
     for gid, ratio in ratios.items():
         size = graph.group(gid).size
-        n = size - keep_count(size, ratio, min_channels, round_to, rounding)
+        n = size - keep_count(size, ratio, min_channels, round_to, rounding, max_pruning_ratio)
         if n > 0:
             counts[gid] = n
     return counts

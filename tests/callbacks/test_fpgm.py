@@ -62,7 +62,8 @@ class Recorder(FPGMPruning):
     ({"frequency": 1.5}, TypeError, r"`frequency` must be an int >= 1"),
     ({"min_channels": 0}, ValueError, r"`min_channels` must be an int >= 1"),
     ({"round_to": True}, TypeError, r"`round_to` must be an int >= 1"),
-    ({"soft_mode": "frozen"}, ValueError, r"`soft_mode` must be one of \('authors_code', 'paper', 'strict'\)"),
+    ({"soft_mode": "frozen"}, ValueError, r"`soft_mode` must be one of \('authors_code', 'paper', 'exact', 'one_shot'\)"),
+    ({"soft_mode": "strict"}, ValueError, r"renamed: 'exact' re-selects"),
     ({"residual": "both"}, ValueError, r"`residual` must be one of \('couple', 'select'\)"),
     ({"prune": 1}, TypeError, r"`prune` must be a bool"),
     ({"ignored_layers": "conv1"}, TypeError, r"`ignored_layers` must be a list"),
@@ -99,7 +100,7 @@ def test_selects_before_training_at_epoch_0_and_every_frequency_epochs(make_trai
     assert all_zero(selected_rows(callback.net, callback.selection))
 
 
-@pytest.mark.parametrize("mode", ["authors_code", "paper", "strict"])
+@pytest.mark.parametrize("mode", ["authors_code", "paper", "exact", "one_shot"])
 def test_final_mask_zeroes_whole_channels_incl_bn_gamma_and_beta(make_trainer, mode: str) -> None:
     callback = FPGMPruning(pruning_ratio=0.5, soft_mode=mode, prune=False)
     module = tiny_module()
@@ -142,9 +143,11 @@ def _momentum_run(make_trainer, mode: str, optim: str = "sgd", late: bool = Fals
     return probe
 
 
-@pytest.mark.parametrize(("optim", "late"), [("sgd", True), ("adamw", True), ("sgd", False)])
-def test_strict_mode_keeps_filters_exactly_zero_against_momentum(make_trainer, optim: str, late: bool) -> None:
-    probe = _momentum_run(make_trainer, "strict", optim=optim, late=late)
+@pytest.mark.parametrize(("optim", "late", "mode"), [("sgd", True, "exact"), ("adamw", True, "exact"),
+                                                     ("sgd", False, "exact"), ("sgd", False, "one_shot")])
+def test_whole_channel_modes_keep_filters_exactly_zero_against_momentum(make_trainer, optim: str, late: bool,
+                                                                        mode: str) -> None:
+    probe = _momentum_run(make_trainer, mode, optim=optim, late=late)
     assert probe.selection_epochs == ([0, 1] if late else [-1, 0, 1])
     assert len(probe.zero_after_step) == (3 if late else 6) and all(probe.zero_after_step)
 
@@ -153,7 +156,7 @@ def test_without_clearing_optimizer_state_momentum_revives_frozen_filters(make_t
     # The reference code's pitfall (he-y/filter-pruning-geometric-median#47): zeroed gradients alone do not stop the
     # momentum gathered before the selection from moving the zeroed filters.
     monkeypatch.setattr(ChannelMask, "zero_optimizer_state", lambda self, optimizer: None)
-    probe = _momentum_run(make_trainer, "strict", late=True)
+    probe = _momentum_run(make_trainer, "exact", late=True)
     assert len(probe.zero_after_step) == 3 and not any(probe.zero_after_step)
 
 
@@ -186,7 +189,7 @@ class SoftSnapshot(FPGMPruning):
         super().apply_plan(trainer, plan, optimizer, keep_unpruned)
 
 
-@pytest.mark.parametrize(("net_fn", "mode", "residual"), [(tiny_vgg, "strict", "couple"),
+@pytest.mark.parametrize(("net_fn", "mode", "residual"), [(tiny_vgg, "exact", "couple"),
                                                           (tiny_resnet, "paper", "couple"),
                                                           (tiny_resnet, "authors_code", "select")])
 def test_compact_network_equals_the_soft_pruned_one(make_trainer, net_fn, mode: str, residual: str) -> None:
@@ -231,7 +234,7 @@ def test_glob_ratios_prune_only_the_matching_groups(make_trainer) -> None:
 
 
 def test_fpgm_mix_takes_the_smallest_norm_filters_first(make_trainer) -> None:
-    callback = FPGMPruning(pruning_ratio=0.5, norm_ratio=0.25, prune=False, soft_mode="strict")
+    callback = FPGMPruning(pruning_ratio=0.5, norm_ratio=0.25, prune=False, soft_mode="exact")
     module = tiny_module()
     with torch.no_grad():
         module.net.features.conv3.weight[[2, 9]] *= 1e-3  # the two smallest filters of a 16-filter layer
@@ -319,9 +322,49 @@ def test_resume_after_a_crash_reaches_the_uninterrupted_weights(tmp_path, freque
 
 
 def test_bf16_mixed_run_prunes_and_keeps_fp32_weights(make_trainer) -> None:
-    callback = SoftSnapshot(pruning_ratio=0.4, soft_mode="strict")
+    callback = SoftSnapshot(pruning_ratio=0.4, soft_mode="exact")
     module = tiny_module()
     make_trainer(max_epochs=2, precision="bf16-mixed", callbacks=[callback], **FAST).fit(module,
                                                                                       datamodule=tiny_data())
     assert callback.finished and module.net.features.conv1.weight.dtype == torch.float32
     assert all_zero(selected_rows(callback.soft, callback.plan))
+
+
+# ---------------------------------------------------------------------- soft pruning re-selects (Algorithm 1)
+class Rewrite(pl.Callback):
+    """Before each selection, writes conv1's filters so that a chosen half of them sits at the geometric median."""
+
+    def __init__(self, near_median_by_epoch: dict[int, list[int]]) -> None:
+        self.near = near_median_by_epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        near = self.near[trainer.current_epoch]
+        conv = pl_module.net.features.conv1
+        far = [i for i in range(conv.out_channels) if i not in near]
+        with torch.no_grad():
+            weight = torch.zeros_like(conv.weight)
+            weight[near] = 0.01 * torch.randn_like(weight[near])  # a tight cluster at the centre
+            for k, i in enumerate(far):  # spread out: +-e_a * 10
+                weight[i].view(-1)[k // 2] = 10.0 if k % 2 == 0 else -10.0
+            conv.weight.copy_(weight)
+
+
+@pytest.mark.parametrize("mode", ["authors_code", "paper", "exact", "one_shot"])
+def test_soft_modes_reselect_the_filters_nearest_the_median_every_epoch(make_trainer, mode: str) -> None:
+    first, second = [0, 1, 2, 3], [4, 5, 6, 7]
+    callback = FPGMPruning(pruning_ratio=0.5, soft_mode=mode, prune=False)
+    rewrite = Rewrite({0: first, 1: second})
+    module = tiny_module(tiny_vgg(), lr=1e-9)
+    trainer = make_trainer(max_epochs=2, limit_train_batches=1, callbacks=[rewrite, callback])
+    trainer.fit(module, datamodule=tiny_data())
+    picks = callback.selection.removed("features.conv1", "out")
+    conv, bn = module.net.features.conv1, module.net.features.bn1
+    if mode == "one_shot":  # not soft pruning: the selection made before training stays
+        assert callback.selection_epochs == [-1, 0, 1] and callback.changed_channels[1:] == [0, 0]
+        return
+    assert picks == second and callback.changed_channels[-1] >= len(second)
+    assert bool((conv.weight[second] == 0).all())  # the mask follows the new selection
+    if mode == "exact":
+        assert bool((bn.weight[second] == 0).all()) and bool((bn.running_var[second] == 0).all())
+        # the filters that left the selection get their BN scale back: gradients reach them, they can regrow
+        assert bool((bn.weight[first] != 0).all()) and bool((bn.running_var[first] > 0).all())

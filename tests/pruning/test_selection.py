@@ -17,6 +17,8 @@ from lightning_compress.pruning import (
 )
 from lightning_compress.pruning.selection import group_ratios, select_on_graph
 
+from lightning_compress.models.resnet_cifar import resnet20
+
 from .archs import VGG, BottleneckResNet
 from .helpers import randomize_norms
 
@@ -89,9 +91,27 @@ def test_global_ranking_counts_and_floor():
     total = sum(g.size for g in graph.prunable_groups)
     plan = select_on_graph(graph, model, 0.3, importance="l1", global_pruning=True)
     assert plan.num_removed == int(total * 0.3)
-    plan = select_on_graph(graph, model, 0.9, importance="l1", global_pruning=True, min_channels=2)
+    plan = select_on_graph(graph, model, 0.8, importance="l1", global_pruning=True, min_channels=2)
     kept = {g.id: g.size - len(g.removed) for g in plan.groups}
-    assert all(k >= 2 for k in kept.values())
+    assert all(k >= 2 for k in kept.values()) and plan.num_removed == int(total * 0.8)
+    with pytest.raises(ValueError, match="let at most"):  # the floors cannot leave 10%: said, not silently less
+        select_on_graph(graph, model, 0.9, importance="l1", global_pruning=True, min_channels=2)
+
+
+def test_max_pruning_ratio_on_a_residual_net_keeps_the_global_count():
+    model = randomize_norms(resnet20())
+    graph = build_channel_graph(model, X, residual="select")
+    skew = next(m for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and n.endswith("bn1"))
+    with torch.no_grad():
+        skew.weight.fill_(1e-6)  # one layer's scales far below all others: an uncapped threshold empties it
+    total = sum(g.size for g in graph.prunable_groups if _has_bn(g, model))
+    free = select_on_graph(graph, model, 0.4, importance="bn_scale", global_pruning=True)
+    capped = select_on_graph(graph, model, 0.4, importance="bn_scale", global_pruning=True, max_pruning_ratio=0.5)
+    assert free.num_removed == capped.num_removed == int(total * 0.4)
+    for plan, most in ((free, 1.0), (capped, 0.5)):
+        for g in plan.groups:
+            assert len(g.removed) <= int(graph.group(g.id).size * most)
+    assert any(len(g.removed) == graph.group(g.id).size - 1 for g in free.groups)  # the skewed layer: 1 left
 
 
 def test_bn_scale_global_count_removes_exactly_the_ratio():
@@ -176,3 +196,7 @@ def test_bn_scale_combines_the_coupled_bns_of_a_group(reduce):
     torch.testing.assert_close(BNScale(reduce).scores(group, model), expected)
     orders = {r: BNScale(r).scores(group, model).argsort().tolist() for r in ("mean", "max")}
     assert orders["mean"] != orders["max"]  # the combination changes the ranking
+
+
+def _has_bn(group, model: nn.Module) -> bool:
+    return any(isinstance(model.get_submodule(m.module), nn.BatchNorm2d) for m in group.members if m.slot != "in")
