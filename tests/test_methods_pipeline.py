@@ -47,3 +47,31 @@ def test_finetune_can_distil_from_the_unpruned_baseline(compose_config) -> None:
     assert record["final"]["macs"] == record["compressed"]["macs"] < record["baseline"]["macs"]
     with pytest.raises(ValueError, match="`method.finetune.distill` must be null or 'kd'"):
         run(compose_config("+method=fpgm", "method.finetune.distill=fsp", *TINY))
+
+
+def test_slimming_records_its_cut_and_a_baseline_that_did_not_run(compose_config) -> None:
+    record = run(compose_config("+method=slimming", *TINY, "method.baseline.epochs=0", "method.compress.epochs=2",
+                                "method.callback.bn_recalibration=2"))
+    assert record["baseline"]["status"] == "not run" and record["baseline"]["test_acc"] is None
+    assert record["baseline"]["macs"] > record["compressed"]["macs"]  # its size is still a fact
+    sparsity = record["compressed"]["sparsity"]
+    assert sparsity["cut_fraction"] == pytest.approx(0.4, abs=0.01) and sparsity["l1_push"] > 0
+    assert 0.0 <= sparsity["frac_below_small_gamma"] <= 1.0
+    recal = record["compressed"]["bn_recalibration"]
+    assert recal["batches"] == 2 and recal["test_acc_after"] == record["compressed"]["test_acc"]
+    assert 0.0 <= recal["test_acc_before"] <= 1.0
+
+
+def test_summary_table_says_not_run_and_what_the_cut_saw() -> None:
+    from lightning_compress.pipeline.results import summary_table
+
+    size = {"params": 10, "macs": 100, "flops": 200}
+    record = {"baseline": {"status": "not run", "reason": "method.baseline.epochs is 0", "test_acc": None, **size},
+              "compressed": {"test_acc": 0.9, **size, "sparsity": {"frac_below_small_gamma": 0.55, "cut_fraction": 0.4,
+                                                                   "small_gamma": 0.01},
+                             "bn_recalibration": {"batches": 10, "test_acc_before": 0.5, "test_acc_after": 0.9}},
+              "final": {"test_acc": 0.95, **size}}
+    table = summary_table(record)
+    assert "not run" in table.splitlines()[2] and "baseline: not run (method.baseline.epochs is 0)" in table
+    assert "55.0% of the BN scales ended below 0.01; the cut removed 40.0%" in table
+    assert "0.9000 with BN statistics re-estimated on 10 training batches, 0.5000 without" in table

@@ -20,13 +20,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
-from lightning_compress.callbacks.base import CompressionCallback
+from lightning_compress.callbacks.base import CompressionCallback, OneShotPruning
 from lightning_compress.distillation import FrozenTeacher
 from lightning_compress.distillation.kd import KnowledgeDistillation
 from lightning_compress.pipeline.artifacts import load_stage_model, read_stage_model
 from lightning_compress.pipeline.builders import build_classifier, build_net
 from lightning_compress.pipeline.context import RunContext
-from lightning_compress.pipeline.stages import fit_classifier, fit_module, record_stage
+from lightning_compress.pipeline.stages import fit_classifier, fit_module, record_stage, test_accuracy
+from lightning_compress.pruning.calibration import batchnorm_buffers, load_batchnorm_buffers
 
 
 def run_pruning_method(ctx: RunContext) -> None:
@@ -47,6 +48,7 @@ def run_pruning_method(ctx: RunContext) -> None:
                                    optim=compress.get("optim"), scheduler=compress.get("scheduler"))
         net, plan = start, callback.finalize(module, ctx.datamodule.example_input(1))
         entry = record_stage(ctx, "compressed", module, net, plan)
+        record_cut(ctx, entry, callback, module, net)
         budget = getattr(callback, "budget", None)
         if budget is not None:  # target_macs / target_latency_ms: what the search found and reached
             entry["budget"] = budget.as_dict()
@@ -91,5 +93,27 @@ def _baseline(ctx: RunContext, method: DictConfig):
     net = build_net(ctx.cfg.model)
     epochs = int((method.get("baseline") or {}).get("epochs", ctx.cfg.trainer.max_epochs))
     module, _ = fit_classifier(ctx, "baseline", net, epochs)
-    record_stage(ctx, "baseline", module, net)
+    record_stage(ctx, "baseline", module, net, not_run="method.baseline.epochs is 0" if epochs == 0 else None)
     return net
+
+
+def record_cut(ctx: RunContext, entry: dict, callback: Callback, module, net) -> None:
+    """What the callback saw at its cut, beside the accuracy right after it: the Slimming sparsity report, dead
+    channels, and with ``bn_recalibration`` the accuracy with the statistics before the recalibration too."""
+    report = getattr(callback, "sparsity_report", None)
+    if report:
+        entry["sparsity"] = dict(report)
+    dead = getattr(callback, "dead_after_cut", None)
+    if dead:
+        entry["dead_channels"] = {name: {"dead": d, "kept": k} for name, (d, k) in dead.items()}
+    before = getattr(callback, "bn_buffers_before_recalibration", None)
+    if before is None or isinstance(callback, OneShotPruning):  # a one-shot cut was retrained since
+        return
+    recalibrated = batchnorm_buffers(net)
+    load_batchnorm_buffers(net, before)
+    try:
+        acc_before = test_accuracy(ctx, module, "compressed-before-bn-recalibration")
+    finally:
+        load_batchnorm_buffers(net, recalibrated)
+    entry["bn_recalibration"] = {"batches": int(callback.bn_recalibration), "test_acc_before": acc_before,
+                                 "test_acc_after": entry["test_acc"]}

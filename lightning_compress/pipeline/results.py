@@ -79,7 +79,7 @@ def summary_table(record: dict[str, Any]) -> str:
     sections += [s for s, v in record.items() if isinstance(v, dict) and "test_acc" in v and s not in sections]
     labels = _stage_labels(record)
     header = ["stage", "", *(title for _, title in COLUMNS)]
-    rows = [[s, labels.get(s, ""), *(_format(record[s].get(key)) for key, _ in COLUMNS)] for s in sections]
+    rows = [[s, labels.get(s, ""), *(_cell(record[s], key) for key, _ in COLUMNS)] for s in sections]
     if "baseline" in record and "final" in record:
         rows.append(["change", "final vs baseline",
                      *(_change(record["baseline"].get(k), record["final"].get(k), k) for k, _ in COLUMNS)])
@@ -88,7 +88,33 @@ def summary_table(record: dict[str, Any]) -> str:
     lines.insert(1, "-" * len(lines[0]))
     if "compressed" in sections and "final" in sections:
         lines.append(PRE_FINETUNE_NOTE)
+    lines += cut_notes(record.get("compressed") or {})
+    lines += [f"{s}: not run ({record[s].get('reason', 'no epochs')}); no accuracy measured" for s in sections
+              if record[s].get("status") == "not run"]
     return "\n".join(lines)
+
+
+def cut_notes(entry: dict[str, Any]) -> list[str]:
+    """Lines on what a pruning callback saw at its cut (sparsity before it, BN recalibration, dead channels)."""
+    notes = []
+    sparsity = entry.get("sparsity")
+    if sparsity:
+        notes.append(f"sparsity training: {100 * sparsity['frac_below_small_gamma']:.1f}% of the BN scales ended "
+                     f"below {sparsity['small_gamma']:g}; the cut removed {100 * sparsity['cut_fraction']:.1f}% of "
+                     "the prunable channels")
+    recal = entry.get("bn_recalibration")
+    if recal:
+        notes.append(f"right after the cut: test acc {recal['test_acc_after']:.4f} with BN statistics re-estimated on "
+                     f"{recal['batches']} training batches, {recal['test_acc_before']:.4f} without")
+    for name, counts in (entry.get("dead_channels") or {}).items():
+        notes.append(f"dead after the cut: {name} ({counts['dead']} of {counts['kept']} kept channels output zero)")
+    return notes
+
+
+def _cell(entry: dict[str, Any], key: str) -> str:
+    if key == "test_acc" and entry.get("status") == "not run":
+        return "not run"
+    return _format(entry.get(key))
 
 
 def _stage_labels(record: dict[str, Any]) -> dict[str, str]:

@@ -60,11 +60,22 @@ def measure(ctx: RunContext, net: nn.Module) -> dict[str, Any]:
     return profile_model(net, example.to(device)).as_dict()
 
 
+NOT_RUN = "not run"
+
+
 def record_stage(ctx: RunContext, section: str, module: pl.LightningModule, net: nn.Module, plan: Any = None,
-                 test_acc: float | None = None, model_cfg: DictConfig | None = None) -> dict[str, Any]:
-    """Test, measure and save ``net`` (built from ``model_cfg``, default ``cfg.model``) as ``ctx.record[section]``."""
-    acc = test_accuracy(ctx, module, section) if test_acc is None else test_acc
-    entry = {"test_acc": acc, **measure(ctx, net)}
+                 test_acc: float | None = None, model_cfg: DictConfig | None = None,
+                 not_run: str | None = None) -> dict[str, Any]:
+    """Test, measure and save ``net`` (built from ``model_cfg``, default ``cfg.model``) as ``ctx.record[section]``.
+
+    ``not_run`` (the reason) marks a stage that trained nothing: it is recorded with ``status: "not run"`` and
+    ``test_acc: null`` (an untrained network's accuracy is no measurement); its size and file are still recorded.
+    """
+    if not_run is not None:
+        entry = {"status": NOT_RUN, "reason": not_run, "test_acc": None, **measure(ctx, net)}
+    else:
+        acc = test_accuracy(ctx, module, section) if test_acc is None else test_acc
+        entry = {"test_acc": acc, **measure(ctx, net)}
     model_cfg = ctx.cfg.model if model_cfg is None else model_cfg
     entry["model_path"] = str(save_stage_model(ctx.stage_dir(section) / "model.pt", net, model_cfg, plan,
                                                input_shape=ctx.datamodule.example_input(1).shape[1:]))

@@ -93,7 +93,11 @@ def dead_channels(net: nn.Module, inputs: Tensor) -> dict[str, tuple[int, int]]:
 
 
 def describe_dead(found: dict[str, tuple[int, int]], images: int) -> str:
-    """One line per layer of :func:`dead_channels`' result, for a warning."""
-    return "; ".join(f"{name}: {dead} of {total} kept channels" for name, (dead, total) in found.items()) + (
-        f" output zero on every position of {images} training inputs (a layer whose every channel is dead passes no "
-        "signal and no gradient: the fine-tune cannot recover it)")
+    """One clause per layer of :func:`dead_channels`' result, for a warning (whole dead layers first)."""
+    whole = [f"{name} (all {total})" for name, (dead, total) in found.items() if dead == total]
+    some = [f"{name} ({dead} of {total})" for name, (dead, total) in found.items() if dead < total]
+    text = f"kept channels whose output is zero on every position of {images} training inputs: "
+    if whole:
+        text += "WHOLE LAYERS DEAD (no signal and no gradient passes them; the fine-tune cannot recover): " + \
+            ", ".join(whole) + ("; " if some else "")
+    return text + ", ".join(some)

@@ -61,7 +61,7 @@ def test_a_dead_kept_channel_is_named_in_a_warning(make_trainer) -> None:
         bn.weight.copy_(torch.linspace(1e-4, 1e-3, 16))  # bn3 has the smallest scales: the cut takes most of it
         bn.bias.fill_(-50.0)  # and what it keeps is negative everywhere
     callback = NetworkSlimming(sparsity_lambda=0.0, pruning_ratio=0.25, max_pruning_ratio=0.75, plot_dir="")
-    with pytest.warns(UserWarning, match=r"dead channels after the cut: features\.relu3: 4 of 4 kept channels"):
+    with pytest.warns(UserWarning, match=r"WHOLE LAYERS DEAD .*features\.relu3 \(all 4\)"):
         make_trainer(max_epochs=1, limit_train_batches=1, callbacks=[callback]).fit(module, datamodule=tiny_data())
     assert callback.dead_after_cut["features.relu3"] == (4, 4)  # 12 of 16 cut (the cap), the 4 kept are dead
 
