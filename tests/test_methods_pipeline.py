@@ -67,8 +67,8 @@ def test_summary_table_says_not_run_and_what_the_cut_saw() -> None:
 
     size = {"params": 10, "macs": 100, "flops": 200}
     record = {"baseline": {"status": "not run", "reason": "method.baseline.epochs is 0", "test_acc": None, **size},
-              "compressed": {"test_acc": 0.9, **size, "sparsity": {"frac_below_small_gamma": 0.55, "cut_fraction": 0.4,
-                                                                   "small_gamma": 0.01},
+              "compressed": {"test_acc": 0.9, **size,
+                             "sparsity": {"frac_below_small_gamma": 0.55, "cut_fraction": 0.4, "small_gamma": 0.01},
                              "bn_recalibration": {"batches": 10, "test_acc_before": 0.5, "test_acc_after": 0.9}},
               "final": {"test_acc": 0.95, **size}}
     table = summary_table(record)

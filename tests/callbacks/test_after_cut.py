@@ -55,7 +55,7 @@ def test_a_dead_kept_channel_is_named_in_a_warning(make_trainer) -> None:
     module = tiny_module(tiny_vgg(), lr=1e-12)
     bn = module.net.features.bn3
     with torch.no_grad():
-        for name, m in module.net.named_modules():
+        for m in module.net.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.fill_(1.0)
         bn.weight.copy_(torch.linspace(1e-4, 1e-3, 16))  # bn3 has the smallest scales: the cut takes most of it
