@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_compress.models.resnet_cifar import resnet20
 from lightning_compress.pruning import (
     PruningPlan,
     build_channel_graph,
@@ -16,8 +17,6 @@ from lightning_compress.pruning import (
     select_channels,
 )
 from lightning_compress.pruning.selection import group_ratios, select_on_graph
-
-from lightning_compress.models.resnet_cifar import resnet20
 
 from .archs import VGG, BottleneckResNet
 from .helpers import randomize_norms
