@@ -75,3 +75,11 @@ def test_summary_table_says_not_run_and_what_the_cut_saw() -> None:
     assert "not run" in table.splitlines()[2] and "baseline: not run (method.baseline.epochs is 0)" in table
     assert "55.0% of the BN scales ended below 0.01; the cut removed 40.0%" in table
     assert "0.9000 with BN statistics re-estimated on 10 training batches, 0.5000 without" in table
+
+
+def test_l1_with_zero_compress_epochs_is_the_cut_alone_then_the_retraining(compose_config) -> None:
+    record = run(compose_config("+method=l1_filter", *TINY, "method.compress.epochs=0", "method.finetune.epochs=1",
+                                "method.callback.bn_recalibration=1"))
+    assert record["compressed"]["macs"] < record["baseline"]["macs"]  # cut in setup, nothing trained
+    assert record["compressed"]["bn_recalibration"]["test_acc_after"] == record["compressed"]["test_acc"]
+    assert record["final"]["macs"] == record["compressed"]["macs"]

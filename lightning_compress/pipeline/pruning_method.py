@@ -44,11 +44,13 @@ def run_pruning_method(ctx: RunContext) -> None:
         net = _baseline(ctx, method)
         compress = method.get("compress") or {}
         start = build_net(ctx.cfg.model) if compress.get("from_scratch", False) else net
-        module, _ = fit_classifier(ctx, "compress", start, int(compress.get("epochs", 0)), [callback],
-                                   optim=compress.get("optim"), scheduler=compress.get("scheduler"))
+        epochs = int(compress.get("epochs", 0))
+        one_shot = isinstance(callback, OneShotPruning)  # cuts in setup: 0 epochs = the cut alone, no retraining
+        module, _ = fit_classifier(ctx, "compress", start, epochs, [callback], optim=compress.get("optim"),
+                                   scheduler=compress.get("scheduler"), setup_only=one_shot)
         net, plan = start, callback.finalize(module, ctx.datamodule.example_input(1))
         entry = record_stage(ctx, "compressed", module, net, plan)
-        record_cut(ctx, entry, callback, module, net)
+        record_cut(ctx, entry, callback, module, net, retrained=one_shot and epochs > 0)
         budget = getattr(callback, "budget", None)
         if budget is not None:  # target_macs / target_latency_ms: what the search found and reached
             entry["budget"] = budget.as_dict()
@@ -97,9 +99,10 @@ def _baseline(ctx: RunContext, method: DictConfig):
     return net
 
 
-def record_cut(ctx: RunContext, entry: dict, callback: Callback, module, net) -> None:
+def record_cut(ctx: RunContext, entry: dict, callback: Callback, module, net, retrained: bool = False) -> None:
     """What the callback saw at its cut, beside the accuracy right after it: the Slimming sparsity report, dead
-    channels, and with ``bn_recalibration`` the accuracy with the statistics before the recalibration too."""
+    channels, and with ``bn_recalibration`` the accuracy with the statistics before the recalibration too (not when
+    the network was ``retrained`` after the cut within the same fit)."""
     report = getattr(callback, "sparsity_report", None)
     if report:
         entry["sparsity"] = dict(report)
@@ -107,7 +110,7 @@ def record_cut(ctx: RunContext, entry: dict, callback: Callback, module, net) ->
     if dead:
         entry["dead_channels"] = {name: {"dead": d, "kept": k} for name, (d, k) in dead.items()}
     before = getattr(callback, "bn_buffers_before_recalibration", None)
-    if before is None or isinstance(callback, OneShotPruning):  # a one-shot cut was retrained since
+    if before is None or retrained:
         return
     recalibrated = batchnorm_buffers(net)
     load_batchnorm_buffers(net, before)

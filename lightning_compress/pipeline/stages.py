@@ -25,19 +25,24 @@ LATENCY_REFERENCES = ("baseline", "teacher")
 
 
 def fit_classifier(ctx: RunContext, stage: str, net: nn.Module, epochs: int, callbacks: Sequence[Callback] = (),
-                   optim: Mapping[str, Any] | None = None,
-                   scheduler: Mapping[str, Any] | None = None) -> tuple[pl.LightningModule, pl.Trainer]:
+                   optim: Mapping[str, Any] | None = None, scheduler: Mapping[str, Any] | None = None,
+                   setup_only: bool = False) -> tuple[pl.LightningModule, pl.Trainer]:
     """Train ``net`` (in place) for ``epochs`` with ``cfg.module`` settings updated by ``optim``/``scheduler``."""
     module = build_classifier(ctx.cfg, net, optim_overrides=optim, scheduler_overrides=scheduler)
-    return module, fit_module(ctx, stage, module, epochs, callbacks)
+    return module, fit_module(ctx, stage, module, epochs, callbacks, setup_only)
 
 
 def fit_module(ctx: RunContext, stage: str, module: pl.LightningModule, epochs: int,
-               callbacks: Sequence[Callback] = ()) -> pl.Trainer:
-    """Fit any LightningModule as stage ``stage`` (its own logger version and checkpoint folder; resumable)."""
+               callbacks: Sequence[Callback] = (), setup_only: bool = False) -> pl.Trainer:
+    """Fit any LightningModule as stage ``stage`` (its own logger version and checkpoint folder; resumable).
+
+    ``setup_only`` with 0 epochs still runs the fit's setup (a one-shot pruning callback cuts there) and trains
+    nothing."""
     trainer = build_trainer(ctx.cfg, stage, epochs, callbacks, checkpoint_dir=str(ctx.stage_dir(stage)))
     rank_zero_info(f"[lightning-compress] stage {stage!r}: {epochs} epochs")
-    if epochs > 0:  # a resumed run continues from the stage's checkpoint (a finished fit only restores it)
+    if epochs == 0 and setup_only:
+        trainer.fit(module, datamodule=ctx.datamodule)
+    elif epochs > 0:  # a resumed run continues from the stage's checkpoint (a finished fit only restores it)
         resume_from = ctx.checkpoint_to_resume(stage)
         earlier = read_earlier_rows(trainer) if resume_from is not None else {}
         trainer.fit(module, datamodule=ctx.datamodule, ckpt_path=resume_from, weights_only=True)
