@@ -23,7 +23,8 @@ from lightning_compress.profiling import hardware_summary
 RESULTS_FILE = "results.json"
 RUNNING, FAILED, DONE = "running", "failed", "done"
 STATUSES = (RUNNING, FAILED, DONE)
-SECTION_ORDER = ("teacher", "baseline", "student_alone", "compressed", "final")
+SECTION_ORDER = ("teacher", "baseline", "student_alone", "student_equal_compute", "compressed", "final")
+NOT_RUN = "not run"  # the ``status`` of a stage section that did not run (0 epochs): it has no ``test_acc``
 COLUMNS = (("test_acc", "test acc"), ("params", "params"), ("macs", "MACs"), ("flops", "FLOPs (=2xMACs)"),
            ("latency_ms", "latency ms"))
 PRE_FINETUNE_NOTE = ("* compressed: the network at the end of the compression fit, before the fine-tune stage; when "
@@ -79,7 +80,8 @@ def summary_table(record: dict[str, Any]) -> str:
     sections += [s for s, v in record.items() if isinstance(v, dict) and "test_acc" in v and s not in sections]
     labels = _stage_labels(record)
     header = ["stage", "", *(title for _, title in COLUMNS)]
-    rows = [[s, labels.get(s, ""), *(_format(record[s].get(key)) for key, _ in COLUMNS)] for s in sections]
+    rows = [[s, "not run (0 epochs)" if record[s].get("status") == NOT_RUN else labels.get(s, ""),
+             *(_format(record[s].get(key)) for key, _ in COLUMNS)] for s in sections]
     if "baseline" in record and "final" in record:
         rows.append(["change", "final vs baseline",
                      *(_change(record["baseline"].get(k), record["final"].get(k), k) for k, _ in COLUMNS)])
@@ -94,6 +96,7 @@ def summary_table(record: dict[str, Any]) -> str:
 def _stage_labels(record: dict[str, Any]) -> dict[str, str]:
     if "distillation" in record or "student_alone" in record:
         return {"teacher": "teacher network", "student_alone": "student trained alone (no distillation)",
+                "student_equal_compute": "student alone, as many epochs as distillation",
                 "final": "student after distillation"}
     if "compressed" in record or "baseline" in record:
         return {"baseline": "trained, before compression", "compressed": "compressed, before fine-tune *",
