@@ -19,10 +19,11 @@ TINY = [
     "data.batch_size=64", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1",
     "+trainer.limit_test_batches=2", "method.teacher_fit.epochs=2", "method.stage1.epochs=1", "method.stage2.epochs=1",
 ]
-SECTIONS = ("teacher", "student_alone", "final")
+SECTIONS = ("teacher", "student_alone", "student_equal_compute", "final")
 
 
-def check_record(record: dict, out: Path) -> None:
+def check_record(record: dict, out: Path) -> dict:
+    """Every section measured and saved, the gains are the differences; returns results.json."""
     results = json.loads((out / "results.json").read_text())
     for section in SECTIONS:
         entry = results[section]
@@ -30,8 +31,11 @@ def check_record(record: dict, out: Path) -> None:
         assert entry["params"] > 0 and entry["flops"] == 2 * entry["macs"]
         assert Path(entry["model_path"]).is_file()
     info = results["distillation"]
-    assert info["gain_vs_student_alone"] == pytest.approx(results["final"]["test_acc"]
-                                                          - results["student_alone"]["test_acc"])
+    for reference in ("student_alone", "equal_compute"):
+        section = "student_alone" if reference == "student_alone" else "student_equal_compute"
+        assert info[f"gain_vs_{reference}"] == pytest.approx(results["final"]["test_acc"]
+                                                             - results[section]["test_acc"])
+    return results
 
 
 def test_fsp_pipeline_then_kd_with_the_saved_teacher(compose_config, tmp_path, monkeypatch):
@@ -48,7 +52,11 @@ def test_fsp_pipeline_then_kd_with_the_saved_teacher(compose_config, tmp_path, m
     record = run(cfg)
     check_record(record, tmp_path)
     info = record["distillation"]
-    assert info["module"] == "FSPDistillation" and info["epochs"]["student_alone"] == 2
+    assert info["module"] == "FSPDistillation" and info["stage2"] == {"loss": "cross-entropy"}
+    assert info["epochs"] == {"teacher": 2, "student_alone": 1, "student_equal_compute": 2, "stage1": 1, "stage2": 1}
+    assert record["student_alone"]["epochs"] == 1 and record["student_equal_compute"]["epochs"] == 2
+    assert "same_as" not in record["student_equal_compute"]
+    assert record["student_alone"]["model_path"] != record["student_equal_compute"]["model_path"]
     assert [p["student_shapes"] for p in info["pairs"]][1] == [(16, 8, 8), (32, 4, 4)]
     assert {"fsp/pair_0", "fsp/loss", "val/fsp_loss"} <= set(info["stage1_metrics"])
     assert record["teacher"]["params"] > record["final"]["params"]  # ResNet-26 teacher, ResNet-8 student
@@ -60,7 +68,8 @@ def test_fsp_pipeline_then_kd_with_the_saved_teacher(compose_config, tmp_path, m
 
     teacher_path = record["teacher"]["model_path"]
     kd_out = tmp_path / "kd"
-    cfg = compose_config("+method=kd", *TINY, f"method.teacher={teacher_path}", "method.stage1.epochs=2")
+    cfg = compose_config("+method=kd", *TINY, f"method.teacher={teacher_path}", "method.stage1.epochs=2",
+                         "method.stage2.epochs=0")
     cfg.paths.output_dir = str(kd_out)
     kd_record = run(cfg)
     check_record(kd_record, kd_out)
@@ -69,6 +78,11 @@ def test_fsp_pipeline_then_kd_with_the_saved_teacher(compose_config, tmp_path, m
     assert not (kd_out / "stages" / "teacher" / "last.ckpt").exists()  # loaded, not trained
     assert kd_record["distillation"]["module"] == "KnowledgeDistillation"
     assert "kd/soft_loss" in kd_record["distillation"]["stage1_metrics"]
+    # KD is one fit: the student alone is as long as it and is also the equal-compute student, trained once
+    assert kd_record["distillation"]["epochs"]["student_alone"] == 2
+    assert kd_record["distillation"]["epochs"]["student_equal_compute"] == 2
+    assert kd_record["student_equal_compute"] == {**kd_record["student_alone"], "same_as": "student_alone"}
+    assert not (kd_out / "stages" / "student_equal_compute").exists()
 
 
 def pruned_student(cfg, path: Path) -> Path:
