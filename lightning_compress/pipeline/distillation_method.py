@@ -70,7 +70,7 @@ def run_distillation(ctx: RunContext) -> None:
     alone_optim = _optim(method, "student_alone")
     _student_alone(ctx, "student_alone", copy.deepcopy(initial), epochs["student_alone"], alone_optim, student_cfg,
                    plan)
-    if epochs["student_equal_compute"] == epochs["student_alone"]:  # the same fit: not trained twice
+    if 0 < epochs["student_equal_compute"] == epochs["student_alone"]:  # the same fit: not trained twice
         ctx.record["student_equal_compute"] = {**ctx.record["student_alone"], "same_as": "student_alone"}
     else:
         _student_alone(ctx, "student_equal_compute", initial, epochs["student_equal_compute"], alone_optim,
