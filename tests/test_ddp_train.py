@@ -30,7 +30,8 @@ METHODS = {
              "method.student_equal_compute.epochs=0", "method.stage1.epochs=1", "method.stage2.epochs=1"],
             ["teacher", "stage1", "stage2"]),
     "kd": (["+method=kd", "method.teacher_fit.epochs=1", "method.student_alone.epochs=0",
-            "method.student_equal_compute.epochs=0", "method.stage1.epochs=1", "method.stage2.epochs=1"], ["teacher", "stage1", "stage2"]),
+            "method.student_equal_compute.epochs=0", "method.stage1.epochs=1", "method.stage2.epochs=1"],
+           ["teacher", "stage1", "stage2"]),
 }
 
 
