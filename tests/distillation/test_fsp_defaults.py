@@ -112,3 +112,20 @@ def test_a_student_larger_than_its_teacher_warns_with_both_counts(module_cls, re
         module_cls(resnet(8), resnet(14), num_classes=NUM_CLASSES)
         module_cls(resnet(8), resnet(8), num_classes=NUM_CLASSES)  # equal sizes (FSP's fast optimisation): fine
     assert not [w for w in caught if "more parameters" in str(w.message)]
+
+
+def test_the_papers_sum_with_sgd_lr_0_1_explodes_and_is_stopped_while_the_normalized_default_trains(
+        resnet, data, make_trainer):
+    """The users' report in small: the summed loss with SGD at lr 0.1 (ImageClassifier's optimiser) grows by orders
+    of magnitude in one step; the guard stops it at once. The normalized default trains with the same optimiser."""
+    sgd = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
+    paper = FSPDistillation(resnet(8), resnet(14), num_classes=NUM_CLASSES, reduction="sum", optim=sgd,
+                            scheduler=SCHEDULER)
+    trainer = make_trainer(max_epochs=3)
+    with pytest.raises(FloatingPointError, match=r"exploded at step 1: .*HINT"):
+        trainer.fit(paper, datamodule=data)
+    normalized = FSPDistillation(resnet(8), resnet(14), num_classes=NUM_CLASSES, optim=sgd, scheduler=SCHEDULER)
+    trainer = make_trainer(max_epochs=3)
+    trainer.fit(normalized, datamodule=data)
+    assert trainer.state.finished and torch.isfinite(trainer.callback_metrics["fsp/loss"])
+    assert all(torch.isfinite(p).all() for p in normalized.net.parameters())
