@@ -62,7 +62,7 @@ class FSPDistillation(DistillationModule):
         max_loss_growth: the explosion guard: training stops with a ``FloatingPointError`` when the FSP loss of a
             step exceeds this factor times the first (non-zero) step loss of the fit; ``None`` disables it
             (non-finite losses always stop the fit). Default 1000: a diverging stage 1 grows by orders of magnitude
-            within a few steps, while a converging one stays below its start.
+            within a few steps, far beyond the transient rises of a stage 1 that trains.
         optim: as for ``ImageClassifier``; ``None`` gives :data:`DEFAULT_OPTIM` (Adam, lr 1e-3, no weight decay).
         scheduler, student_plan: see :class:`~lightning_compress.distillation.base.DistillationModule`.
 
