@@ -26,10 +26,12 @@ TINY = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "+trainer
         "logger=none", "latency.batch_size=0"]
 METHODS = {
     "plain": (["trainer.max_epochs=2"], ["train"]),
-    "fsp": (["+method=fsp", "method.teacher_fit.epochs=1", "method.student_alone.epochs=0", "method.stage1.epochs=1",
-             "method.stage2.epochs=1"], ["teacher", "stage1", "stage2"]),
-    "kd": (["+method=kd", "method.teacher_fit.epochs=1", "method.student_alone.epochs=0", "method.stage1.epochs=1",
-            "method.stage2.epochs=1"], ["teacher", "stage1", "stage2"]),
+    "fsp": (["+method=fsp", "method.teacher_fit.epochs=1", "method.student_alone.epochs=0",
+             "method.student_equal_compute.epochs=0", "method.stage1.epochs=1", "method.stage2.epochs=1"],
+            ["teacher", "stage1", "stage2"]),
+    "kd": (["+method=kd", "method.teacher_fit.epochs=1", "method.student_alone.epochs=0",
+            "method.student_equal_compute.epochs=0", "method.stage1.epochs=1", "method.stage2.epochs=1"],
+           ["teacher", "stage1", "stage2"]),
 }
 
 
@@ -108,7 +110,8 @@ def test_train_py_ddp_pruning_ranks_agree_and_rank0_saves_the_pruned_network(tmp
 @pytest.mark.slow
 def test_train_py_ddp_killed_on_both_ranks_resumes_to_the_uninterrupted_weights(tmp_path):
     overrides = [*TINY, "trainer.enable_progress_bar=false", "+method=kd", "method.teacher_fit.epochs=1",
-                 "method.student_alone.epochs=0", "method.stage1.epochs=3", "method.stage2.epochs=1"]
+                 "method.student_alone.epochs=0", "method.student_equal_compute.epochs=0", "method.stage1.epochs=3",
+                 "method.stage2.epochs=1"]
 
     def train(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "train.py", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,

@@ -9,6 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -33,6 +34,10 @@ class DistillationModule(pl.LightningModule):
         optim, scheduler: as for ``ImageClassifier`` (``cfg.module.optim`` / ``scheduler`` keys).
         student_plan: the student's pruning plan as a dict (``PruningPlan.to_dict()``) when it is a pruned network;
             stored in checkpoints so they can be rebuilt.
+
+    Warns (``UserWarning``, naming both parameter counts) when the student has more parameters than the teacher:
+    distillation compresses a larger teacher into a smaller student, so this is usually a swapped ``model`` /
+    ``method.teacher_model``.
     """
 
     def __init__(self, net: nn.Module, teacher: nn.Module | FrozenTeacher | None, num_classes: int,
@@ -56,6 +61,8 @@ class DistillationModule(pl.LightningModule):
             teacher if isinstance(teacher, FrozenTeacher) or teacher is None else FrozenTeacher(teacher)
         )
         self.student_plan = dict(student_plan) if student_plan else None
+        if self.teacher is not None:
+            warn_if_student_larger(net, self.teacher.net)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -114,6 +121,17 @@ class DistillationModule(pl.LightningModule):
         entry = read_payload(checkpoint, "checkpoint") or {}
         if entry.get("plan") and self.student_plan is None:
             self.student_plan = dict(entry["plan"])
+
+
+def warn_if_student_larger(student: nn.Module, teacher: nn.Module) -> None:
+    """Warn when ``student`` has more parameters than ``teacher`` (both counts named)."""
+    n_student = sum(p.numel() for p in student.parameters())
+    n_teacher = sum(p.numel() for p in teacher.parameters())
+    if n_student > n_teacher:
+        rank_zero_warn(f"The student ({type(student).__name__}, {n_student:,} parameters) has more parameters than "
+                       f"the teacher ({type(teacher).__name__}, {n_teacher:,} parameters): distillation usually "
+                       "trains a smaller student from a larger teacher. HINT: check `model` (the student) and "
+                       "`method.teacher_model` / `method.teacher`.", category=UserWarning)
 
 
 def total_loss(parts: Mapping[str, tuple[float, Tensor]], device: torch.device) -> Tensor:

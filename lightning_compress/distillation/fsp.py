@@ -3,10 +3,17 @@
 The paper's two stages are two fits: stage 1 with this module (``distill_loss_weight=1, task_loss_weight=0``: FSP
 loss only), stage 2 a plain cross-entropy fit of the same ``net`` (``ImageClassifier``), which therefore starts from
 the stage-1 weights. ``task_loss_weight > 0`` gives a one-stage FSP + CE variant (not the paper's).
+
+Defaults that differ from the paper, chosen to be stable on the networks users bring (any width):
+``reduction="normalized"`` (each pair's squared error relative to the teacher matrix's mean square; the paper's sum
+is ``reduction="sum"``) and, when no ``optim`` is given, Adam at lr 1e-3 without weight decay (:data:`DEFAULT_OPTIM`;
+the paper: SGD at lr 1e-3). A loss that is not finite, or that grows more than ``max_loss_growth`` times over its
+first-step value, stops the fit with a ``FloatingPointError``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +27,12 @@ from lightning_compress.distillation.functional import POOLS, REDUCTIONS, fsp_lo
 from lightning_compress.distillation.teacher import FrozenTeacher
 
 Pair = tuple[str, str]
+
+# Stage 1's optimiser when none is given: Adam's step does not depend on the loss's scale, so it suits every
+# reduction and width (torchdistill's FSP sample also trains stage 1 with Adam). Not the paper's (SGD, lr 1e-3).
+DEFAULT_OPTIM = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+# The explosion guard's default: a loss more than this many times its first-step value stops the fit.
+MAX_LOSS_GROWTH = 1000.0
 
 
 class FSPDistillation(DistillationModule):
@@ -36,14 +49,22 @@ class FSPDistillation(DistillationModule):
             own defaults when ``pairs`` is ``None``).
         pair_weights: λ_i per pair; ``None``: all 1 (the paper).
         pool: ``max`` (paper) or ``avg`` (RepDistiller): how the larger map of a pair is pooled to the smaller.
-        reduction: ``sum`` (paper: squared L2 over matrix entries) or ``mean`` (RepDistiller's MSE).
+        reduction: ``normalized`` (default, NOT the paper's: each pair's squared error divided by the teacher
+            matrix's mean square, scale-free and width-free), ``sum`` (the paper: squared L2 over matrix entries,
+            whose size grows with the widths and the fourth power of the feature scale) or ``mean`` (RepDistiller's
+            MSE). See :func:`~lightning_compress.distillation.functional.fsp_pair_loss`.
         distill_loss_weight: weight of the FSP loss (stage 1: 1).
         task_loss_weight: weight of the student's cross-entropy (stage 1 of the paper: 0).
         projection: learn a 1x1 convolution from the student's to the teacher's channels wherever they differ
             (not in the paper; for pruned or thinner students). ``False``: a mismatch is an error at setup.
         input_shape: (C, H, W) of one input, to check channels (and build projections) at setup when the
             trainer has no datamodule with ``example_input``.
-        optim, scheduler, student_plan: see :class:`~lightning_compress.distillation.base.DistillationModule`.
+        max_loss_growth: the explosion guard: training stops with a ``FloatingPointError`` when the FSP loss of a
+            step exceeds this factor times the first (non-zero) step loss of the fit; ``None`` disables it
+            (non-finite losses always stop the fit). Default 1000: a diverging stage 1 grows by orders of magnitude
+            within a few steps, far beyond the transient rises of a stage 1 that trains.
+        optim: as for ``ImageClassifier``; ``None`` gives :data:`DEFAULT_OPTIM` (Adam, lr 1e-3, no weight decay).
+        scheduler, student_plan: see :class:`~lightning_compress.distillation.base.DistillationModule`.
 
     With ``task_loss_weight == 0`` the student parameters the FSP loss does not reach (the classifier head) are
     frozen during the fit (found by one backward pass at setup, unfrozen at teardown): they would get no gradient
@@ -52,19 +73,24 @@ class FSPDistillation(DistillationModule):
     Logs ``train/loss`` (total), ``fsp/loss`` (weighted FSP sum), ``fsp/pair_<i>`` (each pair, unweighted),
     ``train/ce``, ``train/acc``; ``val/fsp_loss``, ``val/loss``, ``val/acc``; ``test/acc``.
 
+    Warns when the student has more parameters than the teacher (see ``DistillationModule``).
+
     Raises:
-        ValueError: bad weights/pool/reduction, pair lists of different lengths, unknown module names (listing
-            the available ones), or (at setup) unequal channels at a pair without ``projection`` (listing both
-            shapes).
+        FloatingPointError: (in training) the FSP loss is not finite or grew more than ``max_loss_growth`` times.
+        ValueError: bad weights/pool/reduction/max_loss_growth, pair lists of different lengths, unknown module
+            names (listing the available ones), or (at setup) unequal channels at a pair without ``projection``
+            (listing both shapes).
     """
 
     def __init__(self, net: nn.Module, teacher: nn.Module | FrozenTeacher | None, num_classes: int = 10,
                  pairs: Sequence[Sequence[str]] | None = None, teacher_pairs: Sequence[Sequence[str]] | None = None,
-                 pair_weights: Sequence[float] | None = None, pool: str = "max", reduction: str = "sum",
+                 pair_weights: Sequence[float] | None = None, pool: str = "max", reduction: str = "normalized",
                  distill_loss_weight: float = 1.0, task_loss_weight: float = 0.0, projection: bool = False,
-                 input_shape: Sequence[int] | None = None, optim: Mapping[str, Any] | None = None,
-                 scheduler: Mapping[str, Any] | None = None, student_plan: Mapping[str, Any] | None = None) -> None:
-        super().__init__(net, teacher, num_classes, optim, scheduler, student_plan)
+                 input_shape: Sequence[int] | None = None, max_loss_growth: float | None = MAX_LOSS_GROWTH,
+                 optim: Mapping[str, Any] | None = None, scheduler: Mapping[str, Any] | None = None,
+                 student_plan: Mapping[str, Any] | None = None) -> None:
+        super().__init__(net, teacher, num_classes, DEFAULT_OPTIM if optim is None else optim, scheduler,
+                         student_plan)
         if pool not in POOLS:
             raise ValueError(f"`pool` must be one of {POOLS}, got {pool!r}.")
         if reduction not in REDUCTIONS:
@@ -74,6 +100,9 @@ class FSPDistillation(DistillationModule):
                 raise ValueError(f"`{name}` must be a number >= 0, got {value!r}.")
         if distill_loss_weight == 0 and task_loss_weight == 0:
             raise ValueError("`distill_loss_weight` and `task_loss_weight` must not both be 0, got 0 and 0.")
+        if max_loss_growth is not None and (isinstance(max_loss_growth, bool) or not isinstance(
+                max_loss_growth, (int, float)) or not max_loss_growth > 1):
+            raise ValueError(f"`max_loss_growth` must be a number > 1 or None, got {max_loss_growth!r}.")
         if not isinstance(projection, bool):
             raise TypeError(f"`projection` must be a bool, got {projection!r}.")
         self.pairs = _as_pairs("pairs", pairs) if pairs is not None else default_pairs(net)
@@ -96,6 +125,8 @@ class FSPDistillation(DistillationModule):
         self.pool, self.reduction = pool, reduction
         self.distill_loss_weight, self.task_loss_weight = float(distill_loss_weight), float(task_loss_weight)
         self.projection = projection
+        self.max_loss_growth = None if max_loss_growth is None else float(max_loss_growth)
+        self._first_loss: float | None = None  # the guard's reference: the first non-zero step loss of the fit
         self.input_shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
         self.projections = nn.ModuleDict()  # "pair<i>_<first|second>" -> 1x1 conv (only with projection=True)
         self._student_rec = FeatureRecorder(net, [name for pair in self.pairs for name in pair])
@@ -110,6 +141,7 @@ class FSPDistillation(DistillationModule):
             "reduction": reduction, "distill_loss_weight": self.distill_loss_weight,
             "task_loss_weight": self.task_loss_weight, "projection": projection,
             "input_shape": list(self.input_shape) if self.input_shape else None,
+            "max_loss_growth": self.max_loss_growth,
         })
 
     # -- setup: hooks, shape check, projections ------------------------------------------------------------------
@@ -252,10 +284,7 @@ class FSPDistillation(DistillationModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, labels = batch
         logits, distill, per_pair = self.fsp_losses(images)
-        if not torch.isfinite(distill.detach()).item():
-            raise FloatingPointError(f"the FSP loss is not finite at step {self.global_step} (got {distill.item()}). "
-                                     "HINT: lower stage 1's lr, use Adam, or `reduction: mean` (the paper's sum "
-                                     "of squared differences is large).")
+        self._check_loss(distill)
         ce = F.cross_entropy(logits, labels)
         loss = total_loss({"fsp": (self.distill_loss_weight, distill), "ce": (self.task_loss_weight, ce)},
                           images.device)
@@ -267,6 +296,36 @@ class FSPDistillation(DistillationModule):
         self.log("train/ce", ce, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_start(self) -> None:
+        self._first_loss = None  # each fit has its own reference
+
+    def _check_loss(self, distill: Tensor) -> None:
+        """The guard: stop the fit when the FSP loss is not finite or has grown more than ``max_loss_growth`` times
+        its first non-zero value of the fit (a finite but exploding loss leaves weights that give NaN later). Under
+        DDP every rank stops when one does."""
+        value = float(distill.detach())
+        if self._first_loss is None and math.isfinite(value) and value > 0:
+            self._first_loss = value
+        finite = math.isfinite(value)
+        grown = (finite and self.max_loss_growth is not None and self._first_loss is not None
+                 and value > self.max_loss_growth * self._first_loss)
+        bad = not finite or grown
+        if self._trainer is not None:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        hint = ("HINT: lower stage 1's lr (`method.stage1.optim.lr`), use Adam (the default when no `optim` is "
+                "given), or `reduction: normalized` (scale-free; the paper's `sum` grows with the widths).")
+        if not finite:
+            raise FloatingPointError(f"the FSP loss is not finite at step {self.global_step} (got {value}). {hint}")
+        if grown:
+            raise FloatingPointError(
+                f"the FSP loss exploded at step {self.global_step}: {value:.4g} is more than `max_loss_growth`="
+                f"{self.max_loss_growth:g} times its first-step value {self._first_loss:.4g}. {hint} "
+                "`max_loss_growth: null` disables this check.")
+        raise FloatingPointError(f"the FSP loss is not finite or exploded on another process at step "
+                                 f"{self.global_step}. {hint}")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         if self.teacher is None:

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 POOLS = ("max", "avg")
-REDUCTIONS = ("sum", "mean")
+REDUCTIONS = ("normalized", "sum", "mean")
+# Floor of the normalised loss's denominator (an all-zero teacher matrix must not divide by zero).
+NORMALIZED_EPS = 1e-12
 
 
 def match_spatial(f1: Tensor, f2: Tensor, pool: str = "max") -> tuple[Tensor, Tensor]:
@@ -56,10 +58,18 @@ def fsp_matrix(f1: Tensor, f2: Tensor, pool: str = "max") -> Tensor:
 
 
 def fsp_pair_loss(student: Tensor, teacher: Tensor, reduction: str = "sum") -> Tensor:
-    """Mean over the batch of ``‖G_T − G_S‖²`` for one pair of (B, m, n) FSP matrices.
+    """The loss of one pair of (B, m, n) FSP matrices, averaged over the batch.
 
-    ``reduction="sum"`` sums the squared differences over the matrix entries (the paper's squared L2 norm);
-    ``"mean"`` averages them (RepDistiller's MSE, smaller by a factor m·n).
+    * ``"sum"``: ``‖G_T − G_S‖²`` summed over the matrix entries (the paper's squared L2 norm). Its size grows with
+      m·n and with the fourth power of the feature scale (5.4e7 at step 0 on a torchvision-like ResNet-34 -> ResNet-18
+      pair), so a learning rate that suits one network pair diverges on a wider one.
+    * ``"mean"``: the squared differences averaged over the entries (RepDistiller's MSE, ``sum`` / (m·n)); still
+      proportional to the feature scale to the fourth power.
+    * ``"normalized"`` (NOT the paper's): the mean squared difference divided by the teacher matrix's mean square,
+      both over the batch and the entries: ``Σ(G_T − G_S)² / ΣG_T²``, a relative error that is 1 for ``G_S = 0``.
+      Scale-free: multiplying every feature map of both networks by c leaves it unchanged, and it does not grow
+      with the widths, so one learning rate works across network pairs. The denominator is the frozen teacher's
+      (no gradient), floored at ``NORMALIZED_EPS``.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}.")
@@ -67,6 +77,8 @@ def fsp_pair_loss(student: Tensor, teacher: Tensor, reduction: str = "sum") -> T
         raise ValueError(f"student and teacher FSP matrices must have the same shape, got {tuple(student.shape)} "
                          f"and {tuple(teacher.shape)}.")
     squared = (teacher - student).pow(2).flatten(1)
+    if reduction == "normalized":
+        return squared.mean() / teacher.detach().pow(2).mean().clamp_min(NORMALIZED_EPS)
     per_image = squared.sum(1) if reduction == "sum" else squared.mean(1)
     return per_image.mean()
 
@@ -78,7 +90,8 @@ def fsp_loss(student: Sequence[Tensor], teacher: Sequence[Tensor], weights: Sequ
     Args:
         student, teacher: one (B, m_i, n_i) FSP matrix per pair, in the same order.
         weights: λ_i per pair; ``None`` gives every pair weight 1 (the paper: all terms equally important).
-        reduction: ``sum`` (paper) or ``mean`` over matrix entries, see :func:`fsp_pair_loss`.
+        reduction: ``sum`` (paper), ``mean`` or ``normalized`` (scale-free, not the paper's), see
+            :func:`fsp_pair_loss`.
 
     Returns:
         ``(total, per_pair)``: the weighted sum and the unweighted loss of each pair.

@@ -23,7 +23,8 @@ from lightning_compress.profiling import hardware_summary
 RESULTS_FILE = "results.json"
 RUNNING, FAILED, DONE = "running", "failed", "done"
 STATUSES = (RUNNING, FAILED, DONE)
-SECTION_ORDER = ("teacher", "baseline", "student_alone", "compressed", "final")
+SECTION_ORDER = ("teacher", "baseline", "student_alone", "student_equal_compute", "compressed", "final")
+NOT_RUN = "not run"  # the ``status`` of a stage section that did not run (0 epochs): it has no ``test_acc``
 COLUMNS = (("test_acc", "test acc"), ("params", "params"), ("macs", "MACs"), ("flops", "FLOPs (=2xMACs)"),
            ("latency_ms", "latency ms"))
 PRE_FINETUNE_NOTE = ("* compressed: the network at the end of the compression fit, before the fine-tune stage; when "
@@ -79,7 +80,8 @@ def summary_table(record: dict[str, Any]) -> str:
     sections += [s for s, v in record.items() if isinstance(v, dict) and "test_acc" in v and s not in sections]
     labels = _stage_labels(record)
     header = ["stage", "", *(title for _, title in COLUMNS)]
-    rows = [[s, labels.get(s, ""), *(_cell(record[s], key) for key, _ in COLUMNS)] for s in sections]
+    rows = [[s, _not_run(record[s]) or labels.get(s, ""), *(_cell(record[s], key) for key, _ in COLUMNS)]
+            for s in sections]
     if "baseline" in record and "final" in record:
         rows.append(["change", "final vs baseline",
                      *(_change(record["baseline"].get(k), record["final"].get(k), k) for k, _ in COLUMNS)])
@@ -89,8 +91,6 @@ def summary_table(record: dict[str, Any]) -> str:
     if "compressed" in sections and "final" in sections:
         lines.append(PRE_FINETUNE_NOTE)
     lines += cut_notes(record.get("compressed") or {})
-    lines += [f"{s}: not run ({record[s].get('reason', 'no epochs')}); no accuracy measured" for s in sections
-              if record[s].get("status") == "not run"]
     return "\n".join(lines)
 
 
@@ -111,8 +111,15 @@ def cut_notes(entry: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _not_run(entry: dict[str, Any]) -> str:
+    """``"not run (<why>)"`` for a stage that trained nothing, else ``""``."""
+    if entry.get("status") != NOT_RUN:
+        return ""
+    return f"not run ({entry.get('reason') or str(entry.get('epochs', 0)) + ' epochs'})"
+
+
 def _cell(entry: dict[str, Any], key: str) -> str:
-    if key == "test_acc" and entry.get("status") == "not run":
+    if key == "test_acc" and entry.get("status") == NOT_RUN:
         return "not run"
     return _format(entry.get(key))
 
@@ -120,6 +127,7 @@ def _cell(entry: dict[str, Any], key: str) -> str:
 def _stage_labels(record: dict[str, Any]) -> dict[str, str]:
     if "distillation" in record or "student_alone" in record:
         return {"teacher": "teacher network", "student_alone": "student trained alone (no distillation)",
+                "student_equal_compute": "student alone, as many epochs as distillation",
                 "final": "student after distillation"}
     if "compressed" in record or "baseline" in record:
         return {"baseline": "trained, before compression", "compressed": "compressed, before fine-tune *",

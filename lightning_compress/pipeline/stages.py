@@ -17,6 +17,7 @@ from lightning_compress.pipeline.artifacts import load_stage_model, save_stage_m
 from lightning_compress.pipeline.builders import build_classifier, build_net, build_trainer
 from lightning_compress.pipeline.context import RunContext
 from lightning_compress.pipeline.metrics_history import read_earlier_rows, restore_earlier_rows
+from lightning_compress.pipeline.results import NOT_RUN
 from lightning_compress.profiling import batch_of, compare_latency, latency_change, profile_model
 
 # Stages whose saved models are timed together at the end of a run, and the references they are compared with.
@@ -63,9 +64,6 @@ def measure(ctx: RunContext, net: nn.Module) -> dict[str, Any]:
     example = ctx.datamodule.example_input(1)
     device = next(net.parameters()).device
     return profile_model(net, example.to(device)).as_dict()
-
-
-NOT_RUN = "not run"
 
 
 def record_stage(ctx: RunContext, section: str, module: pl.LightningModule, net: nn.Module, plan: Any = None,

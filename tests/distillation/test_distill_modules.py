@@ -86,9 +86,10 @@ def test_fsp_training_step_logs_parts_and_reduces_fsp_loss(resnet, data, make_tr
     assert module.fsp_losses(x)[1].item() < start
 
 
-def test_fsp_losses_equal_functional_on_hooked_features(resnet):
+@pytest.mark.parametrize("reduction", ["normalized", "sum", "mean"])
+def test_fsp_losses_equal_functional_on_hooked_features(resnet, reduction):
     student, teacher = resnet(8), resnet(14)
-    module = fsp_module(student, teacher, pair_weights=[1.0, 0.5, 2.0]).eval()
+    module = fsp_module(student, teacher, pair_weights=[1.0, 0.5, 2.0], reduction=reduction).eval()
     teacher.eval()
     x = torch.randn(3, 1, 8, 8)
     _, total, parts = module.fsp_losses(x)
@@ -102,7 +103,7 @@ def test_fsp_losses_equal_functional_on_hooked_features(resnet):
     with torch.no_grad():
         g_s = [fsp_matrix(a, b) for a, b in section_maps(student)]
         g_t = [fsp_matrix(a, b) for a, b in section_maps(teacher)]
-    expected, expected_parts = fsp_loss(g_s, g_t, [1.0, 0.5, 2.0])
+    expected, expected_parts = fsp_loss(g_s, g_t, [1.0, 0.5, 2.0], reduction)
     assert float(total) == pytest.approx(float(expected), rel=1e-5)
     assert [float(p) for p in parts] == pytest.approx([float(p) for p in expected_parts], rel=1e-5)
 
