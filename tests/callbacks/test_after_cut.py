@@ -109,3 +109,34 @@ def test_slimming_leaves_stream_writers_to_channel_selection(make_trainer) -> No
     make_trainer(max_steps=1, limit_train_batches=1, callbacks=[every]).fit(tiny_module(tiny_resnet()),
                                                                             datamodule=tiny_data())
     assert {bns[0] for bns in every.groups.values()} >= writers
+
+
+def _skew(net: nn.Module, layer: str) -> None:
+    """Every BN scale 1 and every conv filter equal in norm, except ``layer``'s BN and conv: far below the rest."""
+    with torch.no_grad():
+        for name, m in net.named_modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(1e-6 if name == f"features.bn{layer}" else 1.0)
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(1e-6 if name == f"features.conv{layer}" else 1.0)
+
+
+@pytest.mark.parametrize("make_callback", [
+    lambda cap: NetworkSlimming(sparsity_lambda=0.0, pruning_ratio=0.25, max_pruning_ratio=cap, plot_dir=""),
+    lambda cap: L1FilterPruning(pruning_ratio=0.9, max_pruning_ratio=cap),
+    lambda cap: FPGMPruning(pruning_ratio=0.9, max_pruning_ratio=cap, soft_mode="exact"),
+], ids=["slimming", "l1", "fpgm"])
+def test_every_callback_caps_each_layer_by_max_pruning_ratio(make_trainer, make_callback) -> None:
+    widths = {}
+    for cap in (1.0, 0.5):
+        module = tiny_module(tiny_vgg(), lr=1e-12)
+        _skew(module.net, "3")  # a 16-channel layer far below the others: a global threshold would empty it
+        callback = make_callback(cap)
+        make_trainer(max_steps=1, limit_train_batches=1, callbacks=[callback]).fit(module, datamodule=tiny_data())
+        widths[cap] = {n: m.out_channels for n, m in module.net.named_modules() if isinstance(m, nn.Conv2d)}
+        removed = sum(len(g.removed) for g in callback.plan.groups)
+        if isinstance(callback, NetworkSlimming):
+            assert removed == int(48 * 0.25)  # the global count holds with or without the cap
+    assert widths[1.0]["features.conv3"] < 8  # uncapped: the skewed layer loses most of its channels
+    assert all(widths[0.5][n] >= full // 2 for n, full in (("features.conv1", 8), ("features.conv2", 8),
+                                                             ("features.conv3", 16), ("features.conv4", 16)))
