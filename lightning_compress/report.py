@@ -26,6 +26,9 @@ from lightning_compress.pipeline.results import DONE, RESULTS_FILE, run_status
 REPORT_COLUMNS = ("baseline_acc", "final_acc", "delta_acc_pt", "baseline_macs", "final_macs", "macs_reduction_pct",
                   "baseline_params", "final_params", "params_reduction_pct", "baseline_latency_ms", "final_latency_ms",
                   "latency_speedup", "latency_verdict", "latency_setting", "wall_time_s")
+# distillation runs: the teacher is the reference network (baseline_*), the students trained alone are the controls
+DISTILL_COLUMNS = ("student_alone_acc", "gain_vs_student_alone_pt", "student_equal_compute_acc",
+                   "gain_vs_equal_compute_pt")
 PLOT_FILE = "accuracy_vs_cost.png"
 MAX_KEYS = 6  # more varying config keys than this: runs are named by folder instead
 
@@ -87,7 +90,7 @@ def build_rows(runs: list[tuple[Path, dict[str, Any]]], root: Path) -> tuple[lis
     rows = []
     for folder, record in runs:
         flat = _flatten(record.get("config", {}))
-        base, final = record.get("baseline") or {}, record.get("final") or {}
+        base, final = _reference(record), record.get("final") or {}
         row: dict[str, Any] = {"run": str(folder.relative_to(root)) or ".", **{k: flat.get(k) for k in keys}}
         row.update({
             "baseline_acc": base.get("test_acc"), "final_acc": final.get("test_acc"),
@@ -99,13 +102,38 @@ def build_rows(runs: list[tuple[Path, dict[str, Any]]], root: Path) -> tuple[lis
             "wall_time_s": record.get("wall_time_s"),
         })
         row.update(_latency_columns(record, base, final))
+        if "student_alone" in record:
+            row.update(_distill_columns(record, final))
         rows.append(row)
     return keys, rows
 
 
+def _reference(record: dict[str, Any]) -> dict[str, Any]:
+    """The network a run compresses: ``baseline`` (pruning) or ``teacher`` (distillation); ``{}`` when it did not run
+    (a stage that trained nothing has no accuracy to compare with)."""
+    entry = record.get("baseline") or record.get("teacher") or {}
+    return entry if entry.get("status") != "not run" else {k: v for k, v in entry.items() if k != "test_acc"}
+
+
+def _distill_columns(record: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy of the students trained without a teacher (``-`` where that stage did not run) and the gains."""
+    columns: dict[str, Any] = {}
+    for section in ("student_alone", "student_equal_compute"):
+        entry = record.get(section) or {}
+        if entry.get("same_as"):
+            entry = record.get(entry["same_as"]) or {}
+        acc = entry.get("test_acc") if entry.get("status") != "not run" else None
+        columns[f"{section}_acc"] = acc
+        gain = "gain_vs_student_alone_pt" if section == "student_alone" else "gain_vs_equal_compute_pt"
+        columns[gain] = _diff_pt(acc, final.get("test_acc"))
+    return columns
+
+
 SEED_KEY = "seed"
 _NUMERIC = ("baseline_acc", "final_acc", "delta_acc_pt", "macs_reduction_pct", "params_reduction_pct",
-            "baseline_latency_ms", "final_latency_ms", "latency_speedup", "wall_time_s")
+            "baseline_latency_ms", "final_latency_ms", "latency_speedup", "wall_time_s", "student_alone_acc",
+            "gain_vs_student_alone_pt", "student_equal_compute_acc", "gain_vs_equal_compute_pt")
+SEED_CSV = "report_seeds.csv"
 
 
 def group_by_seed(keys: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,22 +157,31 @@ def group_by_seed(keys: list[str], rows: list[dict[str, Any]]) -> list[dict[str,
     return merged
 
 
-def _seed_table(keys: list[str], rows: list[dict[str, Any]], shown: list[str] | None = None) -> str:
+def _seed_table(keys: list[str], rows: list[dict[str, Any]], shown: list[str] | None = None,
+                csv_path: Path | None = None) -> str:
     """The markdown of :func:`group_by_seed` (empty when no two runs differ only in seed); only the ``shown`` keys
-    (default: all) get columns, and the merged runs are named."""
+    (default: all) get columns, and the merged runs are named. With ``csv_path`` the merged rows (means and spreads)
+    are written there as well."""
     if SEED_KEY not in keys:
         return ""
     merged = group_by_seed(keys, rows)
     if all(m["n"] == 1 for m in merged):
         return ""
     others = [k for k in (keys if shown is None else shown) if k != SEED_KEY]
-    header = [*others, "runs", "n", "seeds", *_NUMERIC]
+    if csv_path is not None:
+        fields = [*others, "runs", "n", "seeds", *(f for c in _NUMERIC for f in (c, f"{c}_spread"))]
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(merged)
+    numeric = [c for c in _NUMERIC if any(m.get(c) is not None for m in merged)]
+    header = [*others, "runs", "n", "seeds", *numeric]
     title = "Runs that differ only in `seed` (or not at all: reruns), merged: mean +- half the range over the runs."
     lines = ["", title, "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in merged:
         cells = [str(m.get(k)) for k in [*others, "runs", "n", "seeds"]]
-        for column in _NUMERIC:
+        for column in numeric:
             value, spread = m[column], m[f"{column}_spread"]
             cells.append("-" if value is None else f"{value:.4g}" + (f" +- {spread:.2g}" if spread else ""))
         lines.append("| " + " | ".join(cells) + " |")
@@ -177,7 +214,8 @@ def write_report(folder: Path, max_keys: int = MAX_KEYS) -> dict[str, Path]:
         raise FileNotFoundError(f"no finished run below {str(folder)!r}:{skipped_note(skipped, folder)}")
     all_keys, rows = build_rows(runs, folder)
     keys = all_keys if len(all_keys) <= max_keys else []
-    columns = ["run", *keys, *REPORT_COLUMNS]
+    distill = [c for c in DISTILL_COLUMNS if any(c in row for row in rows)]
+    columns = ["run", *keys, *REPORT_COLUMNS, *distill]
     csv_path, md_path = folder / "report.csv", folder / "report.md"
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
@@ -187,9 +225,15 @@ def write_report(folder: Path, max_keys: int = MAX_KEYS) -> dict[str, Path]:
     if len(all_keys) > max_keys:
         named = (f"\n{len(all_keys)} config keys differ between these runs (more than {max_keys}): runs are named by "
                  "folder; each run's config is in its results.json.\n")
-    md_path.write_text(_markdown(columns, rows) + named + _seed_table(all_keys, rows, shown=keys)
-                       + skipped_note(skipped, folder))
-    return {"csv": csv_path, "markdown": md_path, "plot": _plot(rows, folder / PLOT_FILE, keys)}
+    seeds_path = folder / SEED_CSV
+    seeds = _seed_table(all_keys, rows, shown=keys, csv_path=seeds_path)
+    md_path.write_text(_markdown(columns, rows) + named + seeds + skipped_note(skipped, folder))
+    paths = {"csv": csv_path, "markdown": md_path}
+    if seeds:
+        paths["seeds_csv"] = seeds_path
+    merged = group_by_seed(all_keys, rows) if seeds else []
+    paths["plot"] = _plot(rows, folder / PLOT_FILE, keys, merged)
+    return paths
 
 
 def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:
@@ -205,8 +249,9 @@ def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n" + note
 
 
-def _plot(rows: list[dict[str, Any]], path: Path, keys: list[str]) -> Path:
-    """Two panels: accuracy against MACs and against measured latency (median, IQR bars)."""
+def _plot(rows: list[dict[str, Any]], path: Path, keys: list[str], merged: list[dict[str, Any]] = ()) -> Path:
+    """Two panels: accuracy against MACs and against measured latency (median, IQR bars); with ``merged`` seed groups,
+    each setting's mean accuracy with its spread over the seeds as vertical bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,6 +259,7 @@ def _plot(rows: list[dict[str, Any]], path: Path, keys: list[str]) -> Path:
 
     fig, (ax_macs, ax_latency) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     _scatter(ax_macs, rows, keys, "macs", scale=1e6)
+    _seed_means(ax_macs, merged)
     ax_macs.set_xlabel("MACs (M) per image")
     ax_macs.set_ylabel("test accuracy")
     if _scatter(ax_latency, rows, keys, "latency_ms", scale=1.0):
@@ -253,6 +299,18 @@ def _scatter(ax: Any, rows: list[dict[str, Any]], keys: list[str], metric: str, 
         ax.grid(alpha=0.3)
         ax.legend()
     return plotted
+
+
+def _seed_means(ax: Any, merged: list[dict[str, Any]]) -> None:
+    """Each seed group's mean final accuracy against its MACs, with the spread over seeds as error bars."""
+    groups = [m for m in merged if m["n"] > 1 and m.get("final_acc") is not None and m.get("final_macs")]
+    if not groups:
+        return
+    xs = [m["final_macs"] / 1e6 for m in groups]
+    ys = [m["final_acc"] for m in groups]
+    spreads = [m.get("final_acc_spread") or 0.0 for m in groups]
+    ax.errorbar(xs, ys, yerr=spreads, fmt="D", color="tab:red", capsize=4, zorder=4, label="mean +- spread (seeds)")
+    ax.legend()
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -156,3 +156,42 @@ def test_max_keys_must_not_be_negative(tmp_path):
     _run(tmp_path / "0", 0.3, 0.965, 700_000)
     with pytest.raises(ValueError, match="max_keys"):
         write_report(tmp_path, max_keys=-1)
+
+
+def _distill_run(folder, seed, final_acc, alone_acc, equal="not run"):
+    folder.mkdir(parents=True)
+    record = {
+        "status": "done", "config": {"method": {"name": "kd"}, "seed": seed},
+        "teacher": {"test_acc": 0.86, "macs": 3_000_000, "params": 360_000},
+        "student_alone": {"test_acc": alone_acc, "macs": 750_000, "params": 75_000},
+        "student_equal_compute": ({"status": "not run", "epochs": 0} if equal == "not run"
+                                  else {"test_acc": equal, "macs": 750_000, "params": 75_000}),
+        "final": {"test_acc": final_acc, "macs": 750_000, "params": 75_000},
+    }
+    (folder / "results.json").write_text(json.dumps(record))
+
+
+def test_distillation_runs_report_teacher_students_and_gains_and_seed_groups_go_to_csv(tmp_path):
+    _distill_run(tmp_path / "s0", 0, 0.815, 0.79)
+    _distill_run(tmp_path / "s1", 1, 0.811, 0.80, equal=0.805)
+    paths = write_report(tmp_path)
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [float(r["baseline_acc"]) for r in rows] == [0.86, 0.86]  # the teacher is the network compressed
+    assert float(rows[0]["macs_reduction_pct"]) == 75.0
+    assert [float(r["gain_vs_student_alone_pt"]) for r in rows] == pytest.approx([2.5, 1.1])
+    assert rows[0]["student_equal_compute_acc"] == "" and float(rows[1]["gain_vs_equal_compute_pt"]) == 0.6
+    merged = list(csv.DictReader(paths["seeds_csv"].open()))
+    assert len(merged) == 1 and merged[0]["n"] == "2"
+    assert float(merged[0]["gain_vs_student_alone_pt"]) == pytest.approx(1.8)
+    assert float(merged[0]["gain_vs_student_alone_pt_spread"]) == pytest.approx(0.7)
+    assert "gain_vs_student_alone_pt" in paths["markdown"].read_text()
+
+
+def test_a_baseline_that_did_not_run_has_no_accuracy_in_the_report(tmp_path):
+    _run(tmp_path / "0", 0.3, 0.965, 700_000)
+    record = json.loads((tmp_path / "0" / "results.json").read_text())
+    record["baseline"] = {"status": "not run", "test_acc": None, "macs": 1_000_000, "params": 5000}
+    (tmp_path / "0" / "results.json").write_text(json.dumps(record))
+    _, rows = build_rows(load_runs(tmp_path), tmp_path)
+    assert rows[0]["baseline_acc"] is None and rows[0]["delta_acc_pt"] is None
+    assert rows[0]["macs_reduction_pct"] == 30.0
