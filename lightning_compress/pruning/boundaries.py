@@ -1,47 +1,83 @@
-"""Forward hooks that let a pruned layer meet a full-width shared stream (``residual="select"``).
+"""Where a pruned layer meets a full-width shared stream (``residual="select"``): re-expansion, selection, fusion.
 
 * A *writer* (a module whose output enters a residual add or a dense concat) is pruned like any layer, then its output
   is re-expanded: its kept channels go back to their positions of the stream, the removed ones are zeros (what the
   masked network computes there).
-* A *reader* (a module consuming the stream) selects its kept channels of the stream before its own computation:
-  Network Slimming's channel selection.
+* A *reader* (a module consuming the stream) selects its kept channels of the stream before its own computation
+  (Network Slimming's channel selection): a forward pre-hook, one ``index_select`` of the input the layer reads anyway.
 
-The kept indices are non-persistent buffers (they follow ``.to(device)`` and stay out of ``state_dict``); the hooks are
-re-attached from the plan by ``prune(fresh_model, plan)``.
+Two forms of a writer, both exact (``mask == prune``):
+
+* **fused** (``prune(..., fuse=True)``, the default): when the writer's output goes straight into an add (or a
+  subtraction of it) with the shortcut in the ``forward`` of a module above it, that module's ``forward`` is
+  rewritten (fx) so the add becomes ``shortcut.index_add(dim, kept, output)``: no full-width zero tensor, one pass
+  over the stream instead of three. The rewritten module gets a subclass of its class (same name) with the new
+  ``forward``; ``torch.export`` / ONNX carry the ``index_add``.
+* **hooked** (the fallback): a forward hook allocates the full-width zero tensor and ``index_copy``\\ s the output into
+  it, then the model's own code adds the shortcut. Used for ``fuse=False``, writers whose output feeds anything but
+  such an add (a concatenation, an activation first, several users, the model output), and when the owning module
+  cannot be rewritten: its ``forward`` does not trace with torch.fx, depends on the train/eval mode, or has a submodule
+  (traced through) with hooks of its own.
+
+The kept indices are non-persistent buffers (they follow ``.to(device)`` and stay out of ``state_dict``); everything is
+re-made from the plan by ``prune(fresh_model, plan)``, so a saved model (weights + plan) reloads into the same form.
 """
 
 from __future__ import annotations
 
+import operator
+import warnings
+
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 REEXPAND = "_lc_reexpand"  # (dim, full width) of a writer
 SELECT = "_lc_select"      # dim of a reader
 _REEXPAND_INDEX = "_lc_reexpand_index"
 _SELECT_INDEX = "_lc_select_index"
+_UNFUSED = "_lc_unfused"   # on a rewritten module's class: the class it was made from
+_ADDS = {operator.add, operator.iadd, torch.add}
+_SUBS = {operator.sub, torch.sub, torch.subtract}
 
 
-def _reexpand(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-    dim, size = getattr(module, REEXPAND)
+def reexpanded(output: Tensor, dim: int, index: Tensor, size: int) -> Tensor:
+    """``output`` scattered into ``size`` channels on ``dim`` at ``index``; zeros elsewhere (the hooked form)."""
     shape = list(output.shape)
     shape[dim] = size
     full = output.new_zeros(shape)
     if output.dim() == 4 and output.is_contiguous(memory_format=torch.channels_last):
         full = full.contiguous(memory_format=torch.channels_last)
-    return full.index_copy(dim, getattr(module, _REEXPAND_INDEX), output)
+    return full.index_copy(dim, index, output)
+
+
+def stream_add(shortcut: Tensor, output: Tensor, index: Tensor, dim: int, size: int, alpha: int = 1) -> Tensor:
+    """``shortcut + alpha * reexpanded(output)`` as one out-of-place ``index_add`` (the fused form); when the two do
+    not line up (broadcasting, mixed dtypes) the re-expanded sum itself."""
+    if (shortcut.dtype == output.dtype and shortcut.dim() == output.dim() and shortcut.shape[dim] == size
+            and shortcut.shape[:dim] == output.shape[:dim] and shortcut.shape[dim + 1:] == output.shape[dim + 1:]):
+        return shortcut.index_add(dim, index, output, alpha=alpha)
+    full = reexpanded(output, dim, index, size)
+    return shortcut + full if alpha == 1 else shortcut - full
+
+
+def _reexpand(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+    dim, size = getattr(module, REEXPAND)
+    return reexpanded(output, dim, getattr(module, _REEXPAND_INDEX), size)
 
 
 def _select(module: nn.Module, args: tuple) -> tuple:
     return (args[0].index_select(getattr(module, SELECT), getattr(module, _SELECT_INDEX)), *args[1:])
 
 
-def attach_reexpand(module: nn.Module, dim: int, kept: list[int], size: int) -> None:
-    """After pruning: ``module``'s output (``len(kept)`` channels on ``dim``) is scattered into ``size`` channels."""
+def attach_reexpand(module: nn.Module, dim: int, kept: list[int], size: int, hook: bool = True) -> None:
+    """After pruning: ``module``'s output (``len(kept)`` channels on ``dim``) is scattered into ``size`` channels;
+    ``hook=False`` only records it (for :func:`fuse_writers`, which then adds the hook where it cannot fuse)."""
     if hasattr(module, REEXPAND):
         raise ValueError(f"{type(module).__name__} already re-expands its output (pruned with residual='select').")
     setattr(module, REEXPAND, (int(dim), int(size)))
     module.register_buffer(_REEXPAND_INDEX, _index(module, kept), persistent=False)
-    module.register_forward_hook(_reexpand)
+    if hook:
+        module.register_forward_hook(_reexpand)
 
 
 def attach_select(module: nn.Module, dim: int, kept: list[int]) -> None:
@@ -54,9 +90,164 @@ def attach_select(module: nn.Module, dim: int, kept: list[int]) -> None:
 
 
 def has_boundary_hooks(module: nn.Module) -> bool:
-    """Whether an earlier ``residual="select"`` prune re-expands or selects at ``module``."""
+    """Whether an earlier ``residual="select"`` prune re-expands (hooked or fused) or selects at ``module``."""
     attrs = vars(module)  # both are plain attributes (set by attach_*): no nn.Module.__getattr__ miss per call
     return REEXPAND in attrs or SELECT in attrs
+
+
+def is_fused(module: nn.Module) -> bool:
+    """Whether ``module``'s ``forward`` was rewritten by :func:`fuse_writers`."""
+    return _UNFUSED in vars(type(module))
+
+
+def fuse_writers(model: nn.Module, writers: list[str], fuse: bool = True) -> list[str]:
+    """Give each writer (module names of ``model``, recorded by ``attach_reexpand(..., hook=False)``) its fused form
+    where it can have one, else the hook (see the module docstring); returns the fused writers' names.
+
+    A writer is looked for in the traced ``forward`` of its parent, then of the parent's parent, while its output is
+    the traced module's output; innermost modules are rewritten first (an outer trace then runs their fused code).
+    """
+    from .module_table import module_table
+
+    modules = module_table(model)
+    counts: dict[int, int] = {}
+    for m in module_table(model, duplicates=True).values():
+        counts[id(m)] = counts.get(id(m), 0) + 1
+    pending = {w for w in writers if fuse and counts[id(modules[w])] == 1}  # a shared module: its other calls unseen
+    fused: list[str] = []
+    owners = sorted({w.rsplit(".", 1)[0] if "." in w else "" for w in pending}, key=_depth, reverse=True)
+    while owners and pending:
+        owner = owners.pop(0)
+        mine = sorted(w for w in pending if _under(w, owner))
+        if not mine:
+            continue
+        graph = _mode_free_graph(modules[owner])
+        done: list[str] = []
+        for writer in mine:
+            verdict = "up" if graph is None else _rewrite(graph, writer[len(owner) + 1:] if owner else writer,
+                                                          modules[writer], dict(modules[owner].named_modules()))
+            if verdict != "up" or not owner:
+                pending.discard(writer)
+            if verdict == "fused":
+                done.append(writer)
+        if done:
+            _install(modules[owner], graph)
+            fused += done
+        parent = owner.rsplit(".", 1)[0] if "." in owner else ""
+        if owner and parent not in owners and any(_under(w, parent) for w in pending):
+            owners.append(parent)
+            owners.sort(key=_depth, reverse=True)
+    for w in writers:
+        if w not in fused:
+            modules[w].register_forward_hook(_reexpand)
+    return fused
+
+
+def _depth(name: str) -> int:
+    return name.count(".") + 1 if name else 0
+
+
+def _under(name: str, owner: str) -> bool:
+    return not owner or name.startswith(owner + ".")
+
+
+def _mode_free_graph(owner: nn.Module) -> fx.Graph | None:
+    """The fx graph of ``owner``'s forward when it traces, never reads ``training`` (the same code in train and eval
+    mode) and traces through no hooked submodule; else ``None``."""
+    from .tracing import RuleTracer, TrainingFlag, _buffers_kept, _training_flags
+
+    modes = {m: m.training for m in owner.modules()}
+    tracer = RuleTracer(autowrap_functions=(stream_add,))
+    try:
+        owner.train()
+        with _buffers_kept(owner, tracer.is_leaf_module), _training_flags(owner, tracer.is_leaf_module):
+            graph = tracer.trace(owner)
+            if TrainingFlag.read or tracer.stored_flag:
+                return None
+    except Exception:  # fx raises many types: an untraceable forward keeps the hooked form
+        return None
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    called = {n.target for n in graph.nodes if n.op == "call_module"}
+    for name, m in owner.named_modules():
+        if name and name not in called and not tracer.is_leaf_module(m, name) and (
+                m._forward_hooks or m._forward_pre_hooks):
+            return None  # traced through: its hooks would be lost
+    return graph
+
+
+def _rewrite(graph: fx.Graph, target: str, writer: nn.Module, modules: dict[str, nn.Module]) -> str:
+    """Replace ``shortcut + f(writer(...))`` in ``graph`` by :func:`stream_add` (``f``: element-wise modules that keep
+    zeros, which commute with re-expansion; ``modules``: the traced module's ``named_modules()``): ``"fused"``,
+    ``"up"`` (the writer is not called here or its output is the graph's output: look in the module above) or
+    ``"no"``."""
+    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == target]
+    if not calls:
+        return "up"
+    if len(calls) > 1:
+        return "no"
+    out = calls[0]
+    while len(out.users) == 1 and _keeps_zeros(next(iter(out.users)), modules):
+        out = next(iter(out.users))
+    if len(out.users) != 1:
+        return "no"
+    join = next(iter(out.users))
+    if join.op == "output":
+        return "up"
+    other, alpha = _shortcut_of(join, out)
+    if other is None:
+        return "no"
+    dim, size = getattr(writer, REEXPAND)
+    with graph.inserting_before(join):
+        index = graph.get_attr(f"{target}.{_REEXPAND_INDEX}")
+        node = graph.call_function(stream_add, (other, out, index, dim, size, alpha))
+    join.replace_all_uses_with(node)
+    graph.erase_node(join)
+    return "fused"
+
+
+def _keeps_zeros(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """``node`` calls an element-wise module (activation, dropout, identity) that maps 0 to 0 in train and eval mode."""
+    from .rules import ElementwiseRule, get_module_rule
+
+    module = modules.get(node.target) if node.op == "call_module" else None
+    if module is None or not isinstance(get_module_rule(module), ElementwiseRule) or len(node.args) != 1:
+        return False
+    training = module.training
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return all(not module.train(mode)(torch.zeros(1, 1, 2, 2)).any() for mode in (True, False))
+    except Exception:  # a module that needs other shapes: not used for fusion
+        return False
+    finally:
+        module.train(training)
+
+
+def _shortcut_of(join: fx.Node, call: fx.Node) -> tuple[fx.Node | None, int]:
+    """The other operand of ``join`` when it is ``other + call``, ``call + other`` (also ``+=``, ``.add``/``.add_``
+    on ``call``) or ``other - call``, and the sign of ``call``; else ``(None, 0)``."""
+    if join.kwargs or len(join.args) != 2 or not all(isinstance(a, fx.Node) for a in join.args):
+        return None, 0
+    a, b = join.args
+    if a is b:
+        return None, 0
+    if join.op == "call_function" and join.target in _ADDS or join.op == "call_method" and join.target == "add":
+        return (b if a is call else a), 1
+    if join.op == "call_method" and join.target == "add_" and a is call:  # in place on the writer's output only
+        return b, 1
+    if join.op == "call_function" and join.target in _SUBS and b is call:
+        return a, -1
+    return None, 0
+
+
+def _install(owner: nn.Module, graph: fx.Graph) -> None:
+    """Give ``owner`` a subclass of its class (same name) whose ``forward`` is ``graph``'s code."""
+    forward = type(fx.GraphModule(owner, graph)).forward
+    base = getattr(type(owner), _UNFUSED, type(owner))
+    owner.__class__ = type(base.__name__, (base,), {"forward": forward, _UNFUSED: base, "__doc__": base.__doc__,
+                                                     "__module__": base.__module__, "__qualname__": base.__qualname__})
 
 
 def _index(module: nn.Module, kept: list[int]) -> Tensor:
