@@ -156,3 +156,13 @@ def test_max_keys_must_not_be_negative(tmp_path):
     _run(tmp_path / "0", 0.3, 0.965, 700_000)
     with pytest.raises(ValueError, match="max_keys"):
         write_report(tmp_path, max_keys=-1)
+
+
+def test_report_gives_realised_over_macs_speedup_and_flags_runs_below_the_target(tmp_path):
+    _run(tmp_path / "0", 0.3, 0.965, 500_000, final_latency=1.5)  # MACs 2x, latency 2x: ratio 1.0
+    _run(tmp_path / "1", 0.5, 0.95, 500_000, final_latency=2.5)  # MACs 2x, latency 1.2x: ratio 0.6
+    paths = write_report(tmp_path)
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [float(r["latency_per_macs_speedup"]) for r in rows] == pytest.approx([1.0, 0.6])
+    assert [r["speed_flag"] for r in rows] == ["ok", "< 0.85"]
+    assert "speed_flag" in paths["markdown"].read_text()
