@@ -25,6 +25,7 @@ re-made from the plan by ``prune(fresh_model, plan)``, so a saved model (weights
 
 from __future__ import annotations
 
+import copy
 import operator
 import warnings
 
@@ -36,6 +37,7 @@ SELECT = "_lc_select"      # dim of a reader
 _REEXPAND_INDEX = "_lc_reexpand_index"
 _SELECT_INDEX = "_lc_select_index"
 _UNFUSED = "_lc_unfused"   # on a rewritten module's class: the class it was made from
+_FUSED_WRITERS = "_lc_fused_writers"  # on a rewritten module's class: the writers it fuses (names below it)
 _ADDS = {operator.add, operator.iadd, torch.add}
 _SUBS = {operator.sub, torch.sub, torch.subtract}
 
@@ -131,7 +133,7 @@ def fuse_writers(model: nn.Module, writers: list[str], fuse: bool = True) -> lis
             if verdict == "fused":
                 done.append(writer)
         if done:
-            _install(modules[owner], graph)
+            _install(modules[owner], graph, [w[len(owner) + 1:] if owner else w for w in done])
             fused += done
         parent = owner.rsplit(".", 1)[0] if "." in owner else ""
         if owner and parent not in owners and any(_under(w, parent) for w in pending):
@@ -242,12 +244,38 @@ def _shortcut_of(join: fx.Node, call: fx.Node) -> tuple[fx.Node | None, int]:
     return None, 0
 
 
-def _install(owner: nn.Module, graph: fx.Graph) -> None:
-    """Give ``owner`` a subclass of its class (same name) whose ``forward`` is ``graph``'s code."""
+def _install(owner: nn.Module, graph: fx.Graph, writers: list[str]) -> None:
+    """Give ``owner`` a subclass of its class (same name) whose ``forward`` is ``graph``'s code; ``writers``: the
+    writers it fused (names below ``owner``), from which pickling re-makes it."""
     forward = type(fx.GraphModule(owner, graph)).forward
     base = getattr(type(owner), _UNFUSED, type(owner))
-    owner.__class__ = type(base.__name__, (base,), {"forward": forward, _UNFUSED: base, "__doc__": base.__doc__,
-                                                     "__module__": base.__module__, "__qualname__": base.__qualname__})
+    writers = [*getattr(type(owner), _FUSED_WRITERS, ()), *writers]
+    owner.__class__ = type(base.__name__, (base,), {
+        "forward": forward, _UNFUSED: base, _FUSED_WRITERS: tuple(writers), "__doc__": base.__doc__,
+        "__module__": base.__module__, "__qualname__": base.__qualname__, "__reduce_ex__": _reduce_fused,
+        "__deepcopy__": _deepcopy_fused})
+
+
+def _reduce_fused(module: nn.Module, protocol: int) -> tuple:
+    """Pickle a rewritten module as its original class, its state and its writers: unpickling fuses it again (the
+    generated forward itself is not picklable)."""
+    cls = type(module)
+    return _unpickle_fused, (getattr(cls, _UNFUSED), getattr(cls, _FUSED_WRITERS), module.__getstate__())
+
+
+def _unpickle_fused(base: type, writers: tuple[str, ...], state: dict) -> nn.Module:
+    module = base.__new__(base)
+    module.__setstate__(state)
+    fuse_writers(module, list(writers))
+    return module
+
+
+def _deepcopy_fused(module: nn.Module, memo: dict) -> nn.Module:
+    """``copy.deepcopy`` keeping the rewritten class (no re-fusing)."""
+    new = type(module).__new__(type(module))
+    memo[id(module)] = new
+    new.__dict__.update(copy.deepcopy(vars(module), memo))
+    return new
 
 
 def _index(module: nn.Module, kept: list[int]) -> Tensor:

@@ -4,6 +4,7 @@ form and the masked network, in eval and train mode, through save/reload and thr
 from __future__ import annotations
 
 import copy
+import pickle
 import warnings
 
 import pytest
@@ -145,6 +146,19 @@ def test_saved_select_model_reloads_weights_only_into_the_fused_form(tmp_path):
     assert fused_writers(fresh) == fused_writers(pruned) == ["3.bn3", "4.bn3"]
     with torch.no_grad():
         assert torch.equal(fresh.eval()(x), pruned(x))
+
+
+def test_pickle_and_deepcopy_keep_the_fused_form():
+    """ddp_spawn pickles the module: the rewritten classes are re-made from the original ones on unpickling."""
+    torch.manual_seed(8)
+    model = randomize_norms(_resnet()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    pruned = prune(copy.deepcopy(model), _select_plan(model, x))
+    for other in (pickle.loads(pickle.dumps(pruned)), copy.deepcopy(pruned)):
+        assert fused_writers(other) == ["3.bn3", "4.bn3"] and is_fused(other[3]) and isinstance(other[3], Bottleneck)
+        assert other[3] is not pruned[3]
+        with torch.no_grad():
+            assert torch.equal(other(x), pruned(x))
 
 
 def test_a_fused_model_traces_again_with_the_fused_add_named_and_its_layers_frozen():
