@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lightning_compress.pruning import PruningPlan, build_channel_graph, prune, select_channels
-from lightning_compress.pruning.boundaries import REEXPAND, is_fused
+from lightning_compress.pruning.boundaries import REEXPAND, is_fused, reexpanded, stream_add
 from lightning_compress.pruning.saving import plan_of, read_payload, restore, save_pruned
 from lightning_compress.pruning.selection import select_on_graph
 from lightning_compress.pruning.verify import PrunedModelError
@@ -50,6 +50,20 @@ def test_fused_equals_hooked_equals_masked_on_every_architecture(name):
     assert not fused_writers(hooked) and not any(is_fused(m) for m in hooked.modules())
     with torch.no_grad():
         assert torch.allclose(fused(x), hooked(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("shortcut", "output"), [
+    ((2, 5, 3, 3), (2, 3, 3, 3)),  # the fused index_add
+    ((2, 5, 3, 3), (2, 3, 1, 1)),  # broadcasting: the re-expanded sum
+    ((1, 5, 3, 3), (2, 3, 3, 3)),
+])
+@pytest.mark.parametrize("alpha", [1, -1])
+def test_stream_add_is_the_sum_with_the_reexpanded_output(shortcut, output, alpha):
+    s, out, index = torch.randn(shortcut), torch.randn(output), torch.tensor([0, 2, 4])
+    expected = s + alpha * reexpanded(out, 1, index, 5)
+    assert torch.allclose(stream_add(s, out, index, 1, 5, alpha), expected, atol=1e-6)
+    mixed = stream_add(s.double(), out, index, 1, 5, alpha)  # mixed dtypes promote as `+` does
+    assert mixed.dtype == torch.float64 and torch.allclose(mixed, s.double() + alpha * reexpanded(out, 1, index, 5))
 
 
 def _resnet() -> nn.Module:
