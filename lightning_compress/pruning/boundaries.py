@@ -124,10 +124,11 @@ def fuse_writers(model: nn.Module, writers: list[str], fuse: bool = True) -> lis
         if not mine:
             continue
         graph = _mode_free_graph(modules[owner])
+        inner = dict(modules[owner].named_modules()) if graph is not None else {}
         done: list[str] = []
         for writer in mine:
             verdict = "up" if graph is None else _rewrite(graph, writer[len(owner) + 1:] if owner else writer,
-                                                          modules[writer], dict(modules[owner].named_modules()))
+                                                          modules[writer], inner)
             if verdict != "up" or not owner:
                 pending.discard(writer)
             if verdict == "fused":
@@ -159,6 +160,7 @@ def _mode_free_graph(owner: nn.Module) -> fx.Graph | None:
     from .tracing import RuleTracer, TrainingFlag, _buffers_kept, _training_flags
 
     modes = {m: m.training for m in owner.modules()}
+    attrs, made = set(vars(owner)), set()
     tracer = RuleTracer(autowrap_functions=(stream_add,))
     try:
         owner.train()
@@ -171,6 +173,11 @@ def _mode_free_graph(owner: nn.Module) -> fx.Graph | None:
     finally:
         for m, mode in modes.items():
             m.training = mode
+        made = set(vars(owner)) - attrs  # fx stores tensors made in forward on the traced module: take them off
+        for attr in made:
+            delattr(owner, attr)
+    if any(n.op == "get_attr" and n.target in made for n in graph.nodes):
+        return None  # such a constant would not follow .to(device)
     called = {n.target for n in graph.nodes if n.op == "call_module"}
     for name, m in owner.named_modules():
         if name and name not in called and not tracer.is_leaf_module(m, name) and (

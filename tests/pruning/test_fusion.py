@@ -111,6 +111,13 @@ class ModeBlock(nn.Module):
         return (x + y) if self.training else (y + x)
 
 
+class ConstantBlock(ModeBlock):
+    """A block making a tensor in forward: fx would store it as a constant that does not follow ``.to(device)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.ones(1) + self.bn(self.conv(x))
+
+
 class HookedInner(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -129,7 +136,11 @@ class OuterBlock(nn.Module):
         return x + self.inner(x)
 
 
-@pytest.mark.parametrize("block", [ModeBlock, OuterBlock])
+def _constants(model: nn.Module) -> set[tuple[str, str]]:
+    return {(name, attr) for name, m in model.named_modules() for attr in vars(m) if "constant" in attr}
+
+
+@pytest.mark.parametrize("block", [ModeBlock, ConstantBlock, OuterBlock])
 def test_owners_that_cannot_be_rewritten_keep_the_exact_hooked_form(block):
     torch.manual_seed(3)
     net = randomize_norms(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), block(), nn.Conv2d(8, 4, 1)))
@@ -138,9 +149,10 @@ def test_owners_that_cannot_be_rewritten_keep_the_exact_hooked_form(block):
     if block is OuterBlock:  # a hook on a module the outer forward traces through would be lost: not rewritten
         net[2].inner.register_forward_hook(lambda module, args, out: out * 1.0)
     pruned = assert_mask_equals_prune(net, x, plan)
-    writer = "2.bn" if block is ModeBlock else "2.inner.bn"
+    writer = "2.inner.bn" if block is OuterBlock else "2.bn"
     assert writer in [n for n, lp in plan.layers.items() if lp.reexpand]
     assert writer not in fused_writers(pruned) and not any(is_fused(m) for m in pruned.modules())
+    assert _constants(pruned) == _constants(net)  # prune's traces leave no tensor constants on the modules
     if block is OuterBlock:  # the same network without the hook: the outer block is rewritten
         clean = randomize_norms(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), OuterBlock(),
                                               nn.Conv2d(8, 4, 1))).eval()
