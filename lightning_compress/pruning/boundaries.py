@@ -8,16 +8,18 @@
 
 Two forms of a writer, both exact (``mask == prune``):
 
-* **fused** (``prune(..., fuse=True)``, the default): when the writer's output goes straight into an add (or a
-  subtraction of it) with the shortcut in the ``forward`` of a module above it, that module's ``forward`` is
-  rewritten (fx) so the add becomes ``shortcut.index_add(dim, kept, output)``: no full-width zero tensor, one pass
-  over the stream instead of three. The rewritten module gets a subclass of its class (same name) with the new
-  ``forward``; ``torch.export`` / ONNX carry the ``index_add``.
+* **fused** (``prune(..., fuse=True)``, the default; :mod:`.fusion`): when the writer's output goes straight (or
+  through element-wise modules that keep zeros) into an add (or a subtraction of it) with the shortcut in the
+  ``forward`` of a module above it, that module's ``forward`` is rewritten (fx) so the add becomes
+  ``shortcut.index_add(dim, kept, output)``: no full-width zero tensor, one pass over the stream instead of three.
+  The rewritten module gets a subclass of its class (same name) with the new ``forward``; ``torch.export`` / ONNX
+  carry the ``index_add``.
 * **hooked** (the fallback): a forward hook allocates the full-width zero tensor and ``index_copy``\\ s the output into
   it, then the model's own code adds the shortcut. Used for ``fuse=False``, writers whose output feeds anything but
-  such an add (a concatenation, an activation first, several users, the model output), and when the owning module
-  cannot be rewritten: its ``forward`` does not trace with torch.fx, depends on the train/eval mode, or has a submodule
-  (traced through) with hooks of its own.
+  such an add (a concatenation, an op that does not keep zeros, several users, the model output), and when the
+  owning module cannot be rewritten: its ``forward`` does not trace with torch.fx, depends on the train/eval mode,
+  makes a tensor (fx would keep it as a constant that does not follow ``.to(device)``), or has a submodule (traced
+  through) with hooks of its own.
 
 The kept indices are non-persistent buffers (they follow ``.to(device)`` and stay out of ``state_dict``); everything is
 re-made from the plan by ``prune(fresh_model, plan)``, so a saved model (weights + plan) reloads into the same form.
@@ -25,12 +27,8 @@ re-made from the plan by ``prune(fresh_model, plan)``, so a saved model (weights
 
 from __future__ import annotations
 
-import copy
-import operator
-import warnings
-
 import torch
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 
 REEXPAND = "_lc_reexpand"  # (dim, full width) of a writer
 SELECT = "_lc_select"      # dim of a reader
@@ -38,8 +36,6 @@ _REEXPAND_INDEX = "_lc_reexpand_index"
 _SELECT_INDEX = "_lc_select_index"
 _UNFUSED = "_lc_unfused"   # on a rewritten module's class: the class it was made from
 _FUSED_WRITERS = "_lc_fused_writers"  # on a rewritten module's class: the writers it fuses (names below it)
-_ADDS = {operator.add, operator.iadd, torch.add}
-_SUBS = {operator.sub, torch.sub, torch.subtract}
 
 
 def reexpanded(output: Tensor, dim: int, index: Tensor, size: int) -> Tensor:
@@ -73,7 +69,7 @@ def _select(module: nn.Module, args: tuple) -> tuple:
 
 def attach_reexpand(module: nn.Module, dim: int, kept: list[int], size: int, hook: bool = True) -> None:
     """After pruning: ``module``'s output (``len(kept)`` channels on ``dim``) is scattered into ``size`` channels;
-    ``hook=False`` only records it (for :func:`fuse_writers`, which then adds the hook where it cannot fuse)."""
+    ``hook=False`` only records it (for :func:`.fusion.fuse_writers`, which adds the hook where it cannot fuse)."""
     if hasattr(module, REEXPAND):
         raise ValueError(f"{type(module).__name__} already re-expands its output (pruned with residual='select').")
     setattr(module, REEXPAND, (int(dim), int(size)))
@@ -98,191 +94,8 @@ def has_boundary_hooks(module: nn.Module) -> bool:
 
 
 def is_fused(module: nn.Module) -> bool:
-    """Whether ``module``'s ``forward`` was rewritten by :func:`fuse_writers`."""
+    """Whether ``module``'s ``forward`` was rewritten by :func:`.fusion.fuse_writers`."""
     return _UNFUSED in vars(type(module))
-
-
-def fuse_writers(model: nn.Module, writers: list[str], fuse: bool = True) -> list[str]:
-    """Give each writer (module names of ``model``, recorded by ``attach_reexpand(..., hook=False)``) its fused form
-    where it can have one, else the hook (see the module docstring); returns the fused writers' names.
-
-    A writer is looked for in the traced ``forward`` of its parent, then of the parent's parent, while its output is
-    the traced module's output; innermost modules are rewritten first (an outer trace then runs their fused code).
-    """
-    from .module_table import module_table
-
-    modules = module_table(model)
-    counts: dict[int, int] = {}
-    for m in module_table(model, duplicates=True).values():
-        counts[id(m)] = counts.get(id(m), 0) + 1
-    pending = {w for w in writers if fuse and counts[id(modules[w])] == 1}  # a shared module: its other calls unseen
-    fused: list[str] = []
-    owners = sorted({w.rsplit(".", 1)[0] if "." in w else "" for w in pending}, key=_depth, reverse=True)
-    while owners and pending:
-        owner = owners.pop(0)
-        mine = sorted(w for w in pending if _under(w, owner))
-        if not mine:
-            continue
-        graph = _mode_free_graph(modules[owner])
-        inner = dict(modules[owner].named_modules()) if graph is not None else {}
-        done: list[str] = []
-        for writer in mine:
-            verdict = "up" if graph is None else _rewrite(graph, writer[len(owner) + 1:] if owner else writer,
-                                                          modules[writer], inner)
-            if verdict != "up" or not owner:
-                pending.discard(writer)
-            if verdict == "fused":
-                done.append(writer)
-        if done:
-            _install(modules[owner], graph, [w[len(owner) + 1:] if owner else w for w in done])
-            fused += done
-        parent = owner.rsplit(".", 1)[0] if "." in owner else ""
-        if owner and parent not in owners and any(_under(w, parent) for w in pending):
-            owners.append(parent)
-            owners.sort(key=_depth, reverse=True)
-    for w in writers:
-        if w not in fused:
-            modules[w].register_forward_hook(_reexpand)
-    return fused
-
-
-def _depth(name: str) -> int:
-    return name.count(".") + 1 if name else 0
-
-
-def _under(name: str, owner: str) -> bool:
-    return not owner or name.startswith(owner + ".")
-
-
-def _mode_free_graph(owner: nn.Module) -> fx.Graph | None:
-    """The fx graph of ``owner``'s forward when it traces, never reads ``training`` (the same code in train and eval
-    mode) and traces through no hooked submodule; else ``None``."""
-    from .tracing import RuleTracer, TrainingFlag, _buffers_kept, _training_flags
-
-    modes = {m: m.training for m in owner.modules()}
-    attrs, made = set(vars(owner)), set()
-    tracer = RuleTracer(autowrap_functions=(stream_add,))
-    try:
-        owner.train()
-        with _buffers_kept(owner, tracer.is_leaf_module), _training_flags(owner, tracer.is_leaf_module):
-            graph = tracer.trace(owner)
-            if TrainingFlag.read or tracer.stored_flag:
-                return None
-    except Exception:  # fx raises many types: an untraceable forward keeps the hooked form
-        return None
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-        made = set(vars(owner)) - attrs  # fx stores tensors made in forward on the traced module: take them off
-        for attr in made:
-            delattr(owner, attr)
-    if any(n.op == "get_attr" and n.target in made for n in graph.nodes):
-        return None  # such a constant would not follow .to(device)
-    called = {n.target for n in graph.nodes if n.op == "call_module"}
-    for name, m in owner.named_modules():
-        if name and name not in called and not tracer.is_leaf_module(m, name) and (
-                m._forward_hooks or m._forward_pre_hooks):
-            return None  # traced through: its hooks would be lost
-    return graph
-
-
-def _rewrite(graph: fx.Graph, target: str, writer: nn.Module, modules: dict[str, nn.Module]) -> str:
-    """Replace ``shortcut + f(writer(...))`` in ``graph`` by :func:`stream_add` (``f``: element-wise modules that keep
-    zeros, which commute with re-expansion; ``modules``: the traced module's ``named_modules()``): ``"fused"``,
-    ``"up"`` (the writer is not called here or its output is the graph's output: look in the module above) or
-    ``"no"``."""
-    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == target]
-    if not calls:
-        return "up"
-    if len(calls) > 1:
-        return "no"
-    out = calls[0]
-    while len(out.users) == 1 and _keeps_zeros(next(iter(out.users)), modules):
-        out = next(iter(out.users))
-    if len(out.users) != 1:
-        return "no"
-    join = next(iter(out.users))
-    if join.op == "output":
-        return "up"
-    other, alpha = _shortcut_of(join, out)
-    if other is None:
-        return "no"
-    dim, size = getattr(writer, REEXPAND)
-    with graph.inserting_before(join):
-        index = graph.get_attr(f"{target}.{_REEXPAND_INDEX}")
-        node = graph.call_function(stream_add, (other, out, index, dim, size, alpha))
-    join.replace_all_uses_with(node)
-    graph.erase_node(join)
-    return "fused"
-
-
-def _keeps_zeros(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """``node`` calls an element-wise module (activation, dropout, identity) that maps 0 to 0 in train and eval mode."""
-    from .rules import ElementwiseRule, get_module_rule
-
-    module = modules.get(node.target) if node.op == "call_module" else None
-    if module is None or not isinstance(get_module_rule(module), ElementwiseRule) or len(node.args) != 1:
-        return False
-    training = module.training
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return all(not module.train(mode)(torch.zeros(1, 1, 2, 2)).any() for mode in (True, False))
-    except Exception:  # a module that needs other shapes: not used for fusion
-        return False
-    finally:
-        module.train(training)
-
-
-def _shortcut_of(join: fx.Node, call: fx.Node) -> tuple[fx.Node | None, int]:
-    """The other operand of ``join`` when it is ``other + call``, ``call + other`` (also ``+=``, ``.add``/``.add_``
-    on ``call``) or ``other - call``, and the sign of ``call``; else ``(None, 0)``."""
-    if join.kwargs or len(join.args) != 2 or not all(isinstance(a, fx.Node) for a in join.args):
-        return None, 0
-    a, b = join.args
-    if a is b:
-        return None, 0
-    if join.op == "call_function" and join.target in _ADDS or join.op == "call_method" and join.target == "add":
-        return (b if a is call else a), 1
-    if join.op == "call_method" and join.target == "add_" and a is call:  # in place on the writer's output only
-        return b, 1
-    if join.op == "call_function" and join.target in _SUBS and b is call:
-        return a, -1
-    return None, 0
-
-
-def _install(owner: nn.Module, graph: fx.Graph, writers: list[str]) -> None:
-    """Give ``owner`` a subclass of its class (same name) whose ``forward`` is ``graph``'s code; ``writers``: the
-    writers it fused (names below ``owner``), from which pickling re-makes it."""
-    forward = type(fx.GraphModule(owner, graph)).forward
-    base = getattr(type(owner), _UNFUSED, type(owner))
-    writers = [*getattr(type(owner), _FUSED_WRITERS, ()), *writers]
-    owner.__class__ = type(base.__name__, (base,), {
-        "forward": forward, _UNFUSED: base, _FUSED_WRITERS: tuple(writers), "__doc__": base.__doc__,
-        "__module__": base.__module__, "__qualname__": base.__qualname__, "__reduce_ex__": _reduce_fused,
-        "__deepcopy__": _deepcopy_fused})
-
-
-def _reduce_fused(module: nn.Module, protocol: int) -> tuple:
-    """Pickle a rewritten module as its original class, its state and its writers: unpickling fuses it again (the
-    generated forward itself is not picklable)."""
-    cls = type(module)
-    return _unpickle_fused, (getattr(cls, _UNFUSED), getattr(cls, _FUSED_WRITERS), module.__getstate__())
-
-
-def _unpickle_fused(base: type, writers: tuple[str, ...], state: dict) -> nn.Module:
-    module = base.__new__(base)
-    module.__setstate__(state)
-    fuse_writers(module, list(writers))
-    return module
-
-
-def _deepcopy_fused(module: nn.Module, memo: dict) -> nn.Module:
-    """``copy.deepcopy`` keeping the rewritten class (no re-fusing)."""
-    new = type(module).__new__(type(module))
-    memo[id(module)] = new
-    new.__dict__.update(copy.deepcopy(vars(module), memo))
-    return new
 
 
 def _index(module: nn.Module, kept: list[int]) -> Tensor:

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .boundaries import attach_reexpand, attach_select, fuse_writers
+from .boundaries import attach_reexpand, attach_select
+from .fusion import fuse_writers
 from .plan import PruningPlan
 from .validation import ModuleEdit, compile_plan, tensor_attr
 from .verify import prune_checked
@@ -45,8 +46,9 @@ def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer 
     that the pruned model runs; if it does not, the model is restored exactly and ``PrunedModelError`` is raised.
 
     With ``residual="select"`` plans, ``fuse`` (default) rewrites the ``forward`` of the modules where a pruned
-    stream writer's output is added to the shortcut, so the two become one ``index_add``; ``fuse=False``, and writers
-    that cannot be fused, re-expand the output with a forward hook (see :mod:`.boundaries`). Both are exact.
+    stream writer's output is added to the shortcut, so the two become one ``index_add`` (:mod:`.fusion`);
+    ``fuse=False``, and writers that cannot be fused, re-expand the output with a forward hook (see
+    :mod:`.boundaries`). Both forms are exact.
     """
     if not isinstance(fuse, bool):
         raise TypeError(f"`fuse` must be a bool, got {fuse!r}.")
