@@ -18,8 +18,9 @@ Two forms of a writer, both exact (``mask == prune``):
   it, then the model's own code adds the shortcut. Used for ``fuse=False``, writers whose output feeds anything but
   such an add (a concatenation, an op that does not keep zeros, several users, the model output), and when the
   owning module cannot be rewritten: its ``forward`` does not trace with torch.fx, depends on the train/eval mode,
-  makes a tensor (fx would keep it as a constant that does not follow ``.to(device)``), or has a submodule (traced
-  through) with hooks of its own.
+  makes a tensor (fx would keep it as a constant that does not follow ``.to(device)``), discards a result (fx
+  records ``a += b`` as ``a + b``, so an alias of ``a`` read afterwards would not see the sum), or has a submodule
+  (traced through) with hooks of its own. (An alias read after ``+=`` whose sum is also read is not detected.)
 
 The kept indices are non-persistent buffers (they follow ``.to(device)`` and stay out of ``state_dict``); everything is
 re-made from the plan by ``prune(fresh_model, plan)``, so a saved model (weights + plan) reloads into the same form.

@@ -18,7 +18,7 @@ from .module_table import module_table
 from .rules import ElementwiseRule, get_module_rule
 from .tracing import RuleTracer, TrainingFlag, _buffers_kept, _training_flags
 
-_ADDS = {operator.add, operator.iadd, torch.add}
+_ADDS = {operator.add, torch.add}
 _SUBS = {operator.sub, torch.sub, torch.subtract}
 
 
@@ -74,7 +74,8 @@ def _under(name: str, owner: str) -> bool:
 
 def _mode_free_graph(owner: nn.Module) -> fx.Graph | None:
     """The fx graph of ``owner``'s forward when it traces, never reads ``training`` (the same code in train and eval
-    mode) and traces through no hooked submodule; else ``None``."""
+    mode), keeps no tensor made in forward, drops no result (fx records ``a += b`` as ``a + b``: an alias of ``a`` read
+    later would differ) and traces through no hooked submodule; else ``None``."""
     modes = {m: m.training for m in owner.modules()}
     attrs, made = set(vars(owner)), set()
     tracer = RuleTracer(autowrap_functions=(stream_add,))
@@ -94,12 +95,19 @@ def _mode_free_graph(owner: nn.Module) -> fx.Graph | None:
             delattr(owner, attr)
     if any(n.op == "get_attr" and n.target in made for n in graph.nodes):
         return None  # such a constant would not follow .to(device)
+    if any(n.op in ("call_function", "call_method") and not n.users and not _mutates(n) for n in graph.nodes):
+        return None  # a result nothing reads: `a += b` where `a` is read under another name (fx adds out of place)
     called = {n.target for n in graph.nodes if n.op == "call_module"}
     for name, m in owner.named_modules():
         if name and name not in called and not tracer.is_leaf_module(m, name) and (
                 m._forward_hooks or m._forward_pre_hooks):
             return None  # traced through: its hooks would be lost
     return graph
+
+
+def _mutates(node: fx.Node) -> bool:
+    """An in-place op (``x.add_(y)``, ``x[i] = y``): the graph keeps its effect even when nothing reads its result."""
+    return node.target is operator.setitem or str(getattr(node.target, "__name__", node.target)).endswith("_")
 
 
 def _rewrite(graph: fx.Graph, target: str, writer: nn.Module, modules: dict[str, nn.Module]) -> str:
@@ -149,8 +157,9 @@ def _keeps_zeros(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def _shortcut_of(join: fx.Node, call: fx.Node) -> tuple[fx.Node | None, int]:
-    """The other operand of ``join`` when it is ``other + call``, ``call + other`` (also ``+=``, ``.add``/``.add_``
-    on ``call``) or ``other - call``, and the sign of ``call``; else ``(None, 0)``."""
+    """The other operand of ``join`` when it is ``other + call``, ``call + other`` (also ``.add``; in place only on
+    ``call``: ``call += other``, ``call.add_(other)``) or ``other - call``, and the sign of ``call``; else
+    ``(None, 0)`` (an in-place add on ``other`` changes ``other`` for its later users)."""
     if join.kwargs or len(join.args) != 2 or not all(isinstance(a, fx.Node) for a in join.args):
         return None, 0
     a, b = join.args
@@ -158,7 +167,9 @@ def _shortcut_of(join: fx.Node, call: fx.Node) -> tuple[fx.Node | None, int]:
         return None, 0
     if join.op == "call_function" and join.target in _ADDS or join.op == "call_method" and join.target == "add":
         return (b if a is call else a), 1
-    if join.op == "call_method" and join.target == "add_" and a is call:  # in place on the writer's output only
+    in_place = join.op == "call_method" and join.target == "add_" or join.op == "call_function" and (
+        join.target is operator.iadd)
+    if in_place and a is call:
         return b, 1
     if join.op == "call_function" and join.target in _SUBS and b is call:
         return a, -1

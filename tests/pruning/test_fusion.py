@@ -118,6 +118,17 @@ class ConstantBlock(ModeBlock):
         return x * torch.ones(1) + self.bn(self.conv(x))
 
 
+class InPlaceOnShortcut(ModeBlock):
+    """``shortcut += branch`` changes the shortcut tensor itself, which is what the block returns (under another name):
+    an out-of-place add would lose that."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = torch.relu(x)
+        out = shortcut
+        shortcut += self.bn(self.conv(x))
+        return out
+
+
 class HookedInner(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -140,7 +151,7 @@ def _constants(model: nn.Module) -> set[tuple[str, str]]:
     return {(name, attr) for name, m in model.named_modules() for attr in vars(m) if "constant" in attr}
 
 
-@pytest.mark.parametrize("block", [ModeBlock, ConstantBlock, OuterBlock])
+@pytest.mark.parametrize("block", [ModeBlock, ConstantBlock, InPlaceOnShortcut, OuterBlock])
 def test_owners_that_cannot_be_rewritten_keep_the_exact_hooked_form(block):
     torch.manual_seed(3)
     net = randomize_norms(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), block(), nn.Conv2d(8, 4, 1)))
