@@ -1,6 +1,8 @@
 """Does pruning's MACs reduction become a latency reduction? Realised speedup / MACs speedup, with channel rounding.
 
-Settings (issue 10, item 3), each with ``round_to`` 1, 8 and 16 (kept channels per group rounded up to a multiple):
+Settings (issue 10, item 3; issue 31), each with ``round_to`` 1, 8 and ``auto`` by default (kept channels per group
+rounded up to a multiple; ``auto``: the multiple among 1, 8, 16 that :func:`lightning_compress.pruning.choose_round_to`
+measures fastest on the device at the row's batch size, timed with the same routine):
 
 * ``resnet56``: the project's CIFAR ResNet-56, the same ratio for every group, found by bisection so that the pruned
   network keeps 50% of the MACs (the step closest to 50% when rounding makes 50% unreachable), batch 64 at 32x32;
@@ -9,16 +11,20 @@ Settings (issue 10, item 3), each with ``round_to`` 1, 8 and 16 (kept channels p
 * ``resnet50``: the torchvision-layout ResNet-50 of ``benchmarks/resnet50.py``, 30% of every group, batch 8 at 224;
 * ``mobilenet_v2``: the torchvision-layout MobileNetV2 of ``benchmarks/mobilenetv2.py``, 30%, batch 8 at 224;
 * ``resnet56_select``: ``resnet56`` with ``residual="select"`` (every layer on its own, the streams kept at full
-  width by re-expansion and channel-selection hooks) at the same 50% of the MACs: the two residual modes' latency.
+  width) at the same 50% of the MACs, in the fused form ``prune`` gives (a writer's output added to the shortcut by one
+  ``index_add``; see ``pruning.boundaries``);
+* ``resnet56_select_hooked``: the same network in the hooked form (``prune(..., fuse=False)``: re-expansion into a
+  zero tensor, then the add), the form before issue 31.
 
 Channels are chosen with ``select_channels`` (L1 norm, random weights: latency does not depend on the weights) and
 removed with ``prune``. The unpruned and the pruned network are timed in one interleaved comparison by
 ``lightning_compress.profiling.compare_latency`` (the routine results.json uses): median and inter-quartile range,
-"faster" only when the ranges separate. Prints one markdown table (for benchmarks/README.md). Run it on a quiet
-machine only::
+"faster" only when the ranges separate; realised / MACs speedup is ``profiling.speed_ratio`` (flagged below 0.85).
+With ``--onnx`` both are also exported (``exporting.export_and_check``: parity checked) and timed interleaved in ONNX
+Runtime. Prints one markdown table (for benchmarks/README.md). Run it on a quiet machine only::
 
-    .venv/bin/python -m benchmarks.bench_latency --threads 2                 # CPU, the issue's settings
-    .venv/bin/python -m benchmarks.bench_latency --device cuda --threads 1   # a GPU (CUDA events)
+    .venv/bin/python -m benchmarks.bench_latency --threads 2 --onnx          # CPU, the issue's settings
+    .venv/bin/python -m benchmarks.bench_latency --device cuda --threads 1   # a GPU (CUDA events; no ONNX column)
     .venv/bin/python -m benchmarks.bench_latency --smoke                     # proves it runs; numbers meaningless
 """
 
@@ -28,6 +34,7 @@ import argparse
 import copy
 import datetime
 import json
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,18 +47,21 @@ from torch import nn
 from benchmarks.mobilenetv2 import MobileNetV2
 from benchmarks.resnet50 import ResNet50
 from lightning_compress.config import CONFIG_DIR
+from lightning_compress.exporting import export_and_check
 from lightning_compress.models import resnet56, vgg16
 from lightning_compress.profiling import (
+    SPEED_RATIO_TARGET,
     batch_of,
     compare_latency,
     count_macs,
     hardware_summary,
     latency_change,
+    speed_ratio,
 )
-from lightning_compress.pruning import PruningPlan, build_channel_graph, prune, select_channels
+from lightning_compress.pruning import PruningPlan, build_channel_graph, choose_round_to, prune, select_channels
 
-TARGET_RATIO = 0.85  # the issue's goal for realised / MACs speedup
 SEARCH_STEPS = 12
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class Setting:
     ratio: float | Mapping[str, float] | None = None
     keep_macs: float | None = None
     residual: str = "couple"
+    fuse: bool = True  # residual="select": the fused form of prune (False: the hooked form)
 
 
 def vgg16_a_ratios() -> dict[str, float]:
@@ -78,19 +89,21 @@ SETTINGS: dict[str, Setting] = {
     # the same MACs with every layer pruned on its own, the residual streams kept at full width (re-expansion and
     # channel selection hooks): the latency of residual="select" against "couple" at equal MACs
     "resnet56_select": Setting(lambda: resnet56(num_classes=10), 32, 64, keep_macs=0.5, residual="select"),
+    "resnet56_select_hooked": Setting(lambda: resnet56(num_classes=10), 32, 64, keep_macs=0.5, residual="select",
+                                      fuse=False),
     "vgg16_a": Setting(lambda: vgg16(num_classes=10), 32, 64, ratio=vgg16_a_ratios()),
     "resnet50": Setting(lambda: ResNet50(num_classes=1000), 224, 8, ratio=0.3),
     "mobilenet_v2": Setting(lambda: MobileNetV2(num_classes=1000), 224, 8, ratio=0.3),
 }
 
 
-def pruned_copy(net: nn.Module, example: torch.Tensor, ratio: Any, round_to: int, graph: Any) -> tuple[nn.Module,
-                                                                                                       PruningPlan]:
+def pruned_copy(net: nn.Module, example: torch.Tensor, ratio: Any, round_to: int, graph: Any, fuse: bool = True
+                ) -> tuple[nn.Module, PruningPlan]:
     """A pruned deep copy of ``net`` (``net`` itself is unchanged) and its plan."""
     plan = select_channels(net, example, ratio, importance="l1", round_to=round_to, graph=graph,
                            residual=graph.residual)
     pruned = copy.deepcopy(net)
-    prune(pruned, plan)
+    prune(pruned, plan, fuse=fuse)
     return pruned, plan
 
 
@@ -102,7 +115,7 @@ def ratio_for_macs(net: nn.Module, example: torch.Tensor, keep_macs: float, roun
     best, best_error = 0.0, float("inf")
     for _ in range(steps):
         mid = (low + high) / 2
-        pruned, _ = pruned_copy(net, example, mid, round_to, graph)
+        pruned, _ = pruned_copy(net, example, mid, round_to, graph, fuse=False)  # MACs only: the form is irrelevant
         fraction = count_macs(pruned, example) / full
         if abs(fraction - keep_macs) < best_error:
             best, best_error = mid, abs(fraction - keep_macs)
@@ -110,55 +123,101 @@ def ratio_for_macs(net: nn.Module, example: torch.Tensor, keep_macs: float, roun
     return best
 
 
-def bench_one(name: str, setting: Setting, round_to: int, device: torch.device, repeats: int, warmup: int,
-              threads: int | None, image_size: int | None = None, batch_size: int | None = None,
-              search_steps: int = SEARCH_STEPS) -> dict[str, Any]:
-    """MACs and interleaved latency of one network before and after pruning at one ``round_to``."""
-    torch.manual_seed(0)
-    size = image_size or setting.image_size
-    net = setting.build().eval()
-    example = torch.zeros(1, 3, size, size)
-    graph = build_channel_graph(net, example, residual=setting.residual)
+def plan_at(net: nn.Module, example: torch.Tensor, setting: Setting, round_to: int, graph: Any,
+            search_steps: int = SEARCH_STEPS) -> tuple[PruningPlan, Any]:
+    """The setting's plan at ``round_to`` (its ratio searched for ``keep_macs`` at that rounding) and the ratio."""
     ratio = setting.ratio
     if setting.keep_macs is not None:
         ratio = ratio_for_macs(net, example, setting.keep_macs, round_to, graph, search_steps)
-    pruned, plan = pruned_copy(net, example, ratio, round_to, graph)
+    return pruned_copy(net, example, ratio, round_to, graph, fuse=False)[1], ratio
+
+
+def bench_one(name: str, setting: Setting, round_to: int | str, device: torch.device, repeats: int, warmup: int,
+              threads: int | None, image_size: int | None = None, batch_size: int | None = None,
+              search_steps: int = SEARCH_STEPS, onnx: bool = False) -> dict[str, Any]:
+    """MACs and interleaved latency of one network before and after pruning at one ``round_to`` (an int or
+    ``"auto"``), in PyTorch and, with ``onnx``, in ONNX Runtime."""
+    torch.manual_seed(0)
+    size = image_size or setting.image_size
+    bs = batch_size or setting.batch_size
+    net = setting.build().eval()
+    example = torch.zeros(1, 3, size, size)
+    graph = build_channel_graph(net, example, residual=setting.residual)
+    alignment = None
+    if round_to == AUTO:
+        ratios: dict[int, Any] = {}
+
+        def select(m: int) -> PruningPlan:
+            plan, ratios[m] = plan_at(net, example, setting, m, graph, search_steps)
+            return plan
+
+        choice = choose_round_to(net.to(device), example.to(device), select, batch_size=bs, device=device,
+                                 warmup=warmup, repeats=repeats, threads=threads)
+        plan, ratio, alignment = choice.plan, ratios[choice.round_to], choice.as_dict()
+    else:
+        plan, ratio = plan_at(net, example, setting, round_to, graph, search_steps)
+    net = net.cpu()
+    pruned = prune(copy.deepcopy(net), plan, fuse=setting.fuse)
     macs_before, macs_after = count_macs(net, example), count_macs(pruned, example)
-    batch = batch_of(example, batch_size or setting.batch_size).to(device)
+    macs_speedup = macs_before / macs_after
+    row: dict[str, Any] = {
+        "model": name, "residual": setting.residual, "form": _form(setting), "input": f"{bs}x{size}x{size}",
+        "round_to": round_to, "round_to_used": alignment["round_to"] if alignment else round_to,
+        "alignment": alignment, "ratio": ratio if isinstance(ratio, float) else "preset",
+        "macs_before": macs_before, "macs_after": macs_after, "macs_speedup": macs_speedup,
+        "widths": [(g.size - len(g.removed), g.size) for g in plan.groups],
+    }
+    if onnx:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = export_and_check(pruned, (3, size, size), Path(tmp) / "pruned.onnx", "onnx", unpruned=net,
+                                      latency_batch_size=bs, repeats=repeats, warmup=warmup, threads=threads)
+        change, models = report["latency"]["change"], report["latency"]["models"]
+        row["onnx"] = {"parity": report["parity"], "before": models["unpruned"], "after": models["exported"],
+                       "latency_speedup": change["speedup"], "verdict": change["verdict"],
+                       "latency_ratio": speed_ratio(macs_speedup, change["speedup"]).ratio}
+    batch = batch_of(example, bs).to(device)
     timed = compare_latency({"unpruned": net.to(device), "pruned": pruned.to(device)}, batch, warmup=warmup,
                             repeats=repeats, threads=threads)
     before, after = timed["unpruned"], timed["pruned"]
     change = latency_change(before, after)
-    macs_speedup = macs_before / macs_after
-    return {
-        "model": name, "residual": setting.residual, "input": f"{batch.shape[0]}x{size}x{size}", "round_to": round_to,
-        "ratio": ratio if isinstance(ratio, float) else "preset",
-        "macs_before": macs_before, "macs_after": macs_after, "macs_speedup": macs_speedup,
-        "before": before.as_dict(), "after": after.as_dict(), "latency_speedup": change.speedup,
-        "verdict": change.verdict, "latency_ratio": change.speedup / macs_speedup,
-        "widths": [(g.size - len(g.removed), g.size) for g in plan.groups],
-    }
+    return {**row, "before": before.as_dict(), "after": after.as_dict(), "latency_speedup": change.speedup,
+            "verdict": change.verdict, "latency_ratio": speed_ratio(macs_speedup, change.speedup).ratio}
+
+
+def _form(setting: Setting) -> str:
+    return setting.residual if setting.residual == "couple" else f"select, {'fused' if setting.fuse else 'hooked'}"
 
 
 def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     """The table for benchmarks/README.md, with the machine and settings it was measured on."""
     first = rows[0]["before"] if rows else {}
     smoke = " [SMOKE: numbers meaningless]" if header["smoke"] else ""
+    onnx = any("onnx" in r for r in rows)
     lines = [f"Measured {header['date']} on {header['hardware']['processor']} ({header['hardware']['cpu_count']} "
              f"cores available), torch {header['hardware']['torch']}, device {first.get('device')}, "
              f"{first.get('threads')} threads, median of {first.get('repeats')} interleaved repeats after "
              f"{first.get('warmup')} warm-up (IQR in brackets){smoke}.",
              "",
-             "| model | input | round_to | MACs before -> after | MACs speedup | latency before ms | latency after ms "
-             "| realised speedup | verdict | realised / MACs speedup |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | form | input | round_to | MACs before -> after | MACs speedup | latency before ms "
+             "| latency after ms | realised speedup | verdict | realised / MACs speedup |"
+             + (" ONNX Runtime speedup | ORT verdict | ORT realised / MACs | parity |" if onnx else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if onnx else "")]
     for r in rows:
-        mark = "" if r["latency_ratio"] >= TARGET_RATIO else f" (< {TARGET_RATIO})"
-        lines.append(f"| {r['model']} | {r['input']} | {r['round_to']} | {r['macs_before'] / 1e6:.1f}M -> "
-                     f"{r['macs_after'] / 1e6:.1f}M ({100 * r['macs_after'] / r['macs_before']:.1f}%) | "
-                     f"{r['macs_speedup']:.2f} | {_ms(r['before'])} | {_ms(r['after'])} | {r['latency_speedup']:.2f} | "
-                     f"{r['verdict']} | {r['latency_ratio']:.2f}{mark} |")
+        rounding = f"auto -> {r['round_to_used']}" if r["round_to"] == AUTO else str(r["round_to"])
+        line = (f"| {r['model']} | {r['form']} | {r['input']} | {rounding} | {r['macs_before'] / 1e6:.1f}M -> "
+                f"{r['macs_after'] / 1e6:.1f}M ({100 * r['macs_after'] / r['macs_before']:.1f}%) | "
+                f"{r['macs_speedup']:.2f} | {_ms(r['before'])} | {_ms(r['after'])} | {r['latency_speedup']:.2f} | "
+                f"{r['verdict']} | {_ratio(r['latency_ratio'])} |")
+        if onnx:
+            o = r.get("onnx")
+            line += (f" {o['latency_speedup']:.2f} | {o['verdict']} | {_ratio(o['latency_ratio'])} | "
+                     f"{'passed' if o['parity']['passed'] else 'FAILED'} |" if o else " - | - | - | - |")
+        lines.append(line)
     return "\n".join(lines)
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}" + (f" (< {SPEED_RATIO_TARGET})" if value < SPEED_RATIO_TARGET else "")
 
 
 def _ms(latency: dict[str, Any]) -> str:
@@ -169,7 +228,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Benchmark the chosen models at every ``round_to``; print the markdown table; return the rows."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_latency", description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--round-to", nargs="+", type=int, default=[1, 8, 16])
+    parser.add_argument("--round-to", nargs="+", type=_round_to, default=[1, 8, AUTO],
+                        help="ints >= 1 and/or 'auto' (default: 1 8 auto)")
+    parser.add_argument("--onnx", action="store_true", help="also export (parity checked) and time in ONNX Runtime")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: torch's)")
     parser.add_argument("--repeats", type=int, default=20, help="timed interleaved repeats per model (>= 20)")
@@ -178,18 +239,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--smoke", action="store_true", help="batch 2 at 32x32, 2 repeats, 1 warm-up, 1 thread, a "
                         "short ratio search: checks the script runs; its numbers mean nothing")
     args = parser.parse_args(argv)
-    if any(r < 1 for r in args.round_to):
-        parser.error(f"--round-to values must be >= 1, got {args.round_to}.")
+    if any(r != AUTO and r < 1 for r in args.round_to):
+        parser.error(f"--round-to values must be >= 1 or 'auto', got {args.round_to}.")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available.")
+    if args.onnx and device.type != "cpu":
+        parser.error("--onnx times ONNX Runtime on the CPU: use it with --device cpu.")
     smoke = {"image_size": 32, "batch_size": 2, "search_steps": 8} if args.smoke else {}
     repeats, warmup, threads = (2, 1, 1) if args.smoke else (args.repeats, args.warmup, args.threads)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)  # the ratio search and MAC counts too, not only the timing
     try:
-        rows = [bench_one(name, SETTINGS[name], round_to, device, repeats, warmup, threads, **smoke)
+        rows = [bench_one(name, SETTINGS[name], round_to, device, repeats, warmup, threads, onnx=args.onnx, **smoke)
                 for name in args.models for round_to in args.round_to]
     finally:
         torch.set_num_threads(previous_threads)
@@ -198,6 +261,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.json:
         args.json.write_text(json.dumps({**header, "rows": rows}, indent=2))
     return rows
+
+
+def _round_to(value: str) -> int | str:
+    return AUTO if value == AUTO else int(value)
 
 
 if __name__ == "__main__":

@@ -148,6 +148,35 @@ def latency_change(before: Latency, after: Latency) -> LatencyChange:
                          verdict=verdict)
 
 
+SPEED_RATIO_TARGET = 0.85  # realised latency speedup / MACs speedup below this: the MACs saved are not (all) time saved
+
+
+@dataclass(frozen=True)
+class SpeedRatio:
+    """How much of a MACs reduction became a latency reduction: ``ratio = latency_speedup / macs_speedup``."""
+
+    macs_speedup: float  # MACs before / MACs after
+    latency_speedup: float  # latency before / latency after (LatencyChange.speedup)
+    ratio: float
+    below_target: bool  # ratio < target
+    target: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (for results.json)."""
+        return asdict(self)
+
+
+def speed_ratio(macs_speedup: float, latency_speedup: float, target: float = SPEED_RATIO_TARGET) -> SpeedRatio:
+    """The realised-to-MACs speedup ratio and whether it is below ``target`` (pure; all arguments > 0)."""
+    for name, value in (("macs_speedup", macs_speedup), ("latency_speedup", latency_speedup), ("target", target)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+            raise ValueError(f"`{name}` must be a number > 0, got {value!r}.")
+    if math.isinf(macs_speedup):
+        raise ValueError(f"`macs_speedup` must be finite, got {macs_speedup!r}.")
+    ratio = float(latency_speedup) / float(macs_speedup)
+    return SpeedRatio(float(macs_speedup), float(latency_speedup), ratio, ratio < target, float(target))
+
+
 def interleaved_latency(runners: Mapping[str, Callable[[], Any]], batch_size: int,
                         device: torch.device | str = "cpu", warmup: int = 5, repeats: int = TIMED_REPEATS,
                         threads: int | None = None) -> dict[str, Latency]:

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from lightning_compress.pipeline.results import DONE, RESULTS_FILE, run_status
+from lightning_compress.profiling import SPEED_RATIO_TARGET, speed_ratio
 
 REPORT_COLUMNS = ("baseline_acc", "final_acc", "delta_acc_pt", "baseline_macs", "final_macs", "macs_reduction_pct",
                   "baseline_params", "final_params", "params_reduction_pct", "baseline_latency_ms", "final_latency_ms",
-                  "latency_speedup", "latency_verdict", "latency_setting", "wall_time_s")
+                  "latency_speedup", "latency_verdict", "latency_per_macs_speedup", "speed_flag", "latency_setting",
+                  "wall_time_s")
 # distillation runs: the teacher is the reference network (baseline_*), the students trained alone are the controls
 DISTILL_COLUMNS = ("student_alone_acc", "gain_vs_student_alone_pt", "student_equal_compute_acc",
                    "gain_vs_equal_compute_pt")
@@ -201,6 +203,10 @@ def _latency_columns(record: dict[str, Any], base: dict[str, Any], final: dict[s
                "latency_setting": setting}
     for section, data in (("baseline", base), ("final", final)):
         columns[f"{section}_latency_quartiles"] = (data.get("latency_q1_ms"), data.get("latency_q3_ms"))
+    if base.get("macs") and final.get("macs") and change.get("speedup"):  # realised / MACs speedup, flagged if low
+        ratio = speed_ratio(base["macs"] / final["macs"], change["speedup"])
+        columns["latency_per_macs_speedup"] = ratio.ratio
+        columns["speed_flag"] = f"< {SPEED_RATIO_TARGET}" if ratio.below_target else "ok"
     return columns
 
 
@@ -241,7 +247,8 @@ def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:
     lines += ["| " + " | ".join(_cell(row.get(c), c) for c in columns) + " |" for row in rows]
     note = ("\nMACs: multiply-accumulates of conv + linear layers per image (FLOPs = 2 x MACs). Latency: median ms "
             "of one forward pass, baseline and final timed interleaved in one process; `latency_verdict` says faster "
-            "or slower only when their inter-quartile ranges separate.\n")
+            "or slower only when their inter-quartile ranges separate. `latency_per_macs_speedup`: realised speedup / "
+            f"MACs speedup; `speed_flag` marks it below {SPEED_RATIO_TARGET} (MACs saved but not time).\n")
     settings = {row.get("latency_setting") for row in rows if row.get("latency_setting")}
     if len(settings) > 1:
         note += (f"\nWarning: latency was measured with different settings ({'; '.join(sorted(settings))}): compare "

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_compress.profiling import count_macs, count_params, measure_latency, profile_model
+from lightning_compress.profiling import count_macs, count_params, measure_latency, profile_model, speed_ratio
 
 
 def test_conv_and_linear_macs_by_hand():
@@ -44,3 +44,17 @@ def test_latency_and_profile_report_batch_and_device():
 def test_latency_rejects_bad_repeats():
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(nn.Identity(), torch.zeros(1), repeats=0)
+
+
+def test_speed_ratio_is_realised_over_macs_speedup_flagged_below_the_target():
+    slow = speed_ratio(1.98, 1.25)
+    assert slow.ratio == pytest.approx(1.25 / 1.98) and slow.below_target and slow.target == 0.85
+    assert not speed_ratio(2.0, 1.7).below_target and speed_ratio(2.0, 1.69).below_target
+    assert not speed_ratio(2.0, 1.5, target=0.75).below_target
+    assert speed_ratio(1.5, float("inf")).as_dict() == {"macs_speedup": 1.5, "latency_speedup": float("inf"),
+                                                        "ratio": float("inf"), "below_target": False, "target": 0.85}
+    for bad in ({"macs_speedup": 0}, {"latency_speedup": -1.0}, {"macs_speedup": float("nan")},
+                {"macs_speedup": float("inf")}, {"target": True}):
+        args = {"macs_speedup": 2.0, "latency_speedup": 1.5, **bad}
+        with pytest.raises(ValueError, match=f"`{next(iter(bad))}`"):
+            speed_ratio(**args)

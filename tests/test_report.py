@@ -195,3 +195,13 @@ def test_a_baseline_that_did_not_run_has_no_accuracy_in_the_report(tmp_path):
     _, rows = build_rows(load_runs(tmp_path), tmp_path)
     assert rows[0]["baseline_acc"] is None and rows[0]["delta_acc_pt"] is None
     assert rows[0]["macs_reduction_pct"] == 30.0
+
+
+def test_report_gives_realised_over_macs_speedup_and_flags_runs_below_the_target(tmp_path):
+    _run(tmp_path / "0", 0.3, 0.965, 500_000, final_latency=1.5)  # MACs 2x, latency 2x: ratio 1.0
+    _run(tmp_path / "1", 0.5, 0.95, 500_000, final_latency=2.5)  # MACs 2x, latency 1.2x: ratio 0.6
+    paths = write_report(tmp_path)
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [float(r["latency_per_macs_speedup"]) for r in rows] == pytest.approx([1.0, 0.6])
+    assert [r["speed_flag"] for r in rows] == ["ok", "< 0.85"]
+    assert "speed_flag" in paths["markdown"].read_text()

@@ -12,6 +12,7 @@ Pure PyTorch (no Lightning/Hydra). Typical use::
 
 from lightning_compress.functional.pruning import keep_count
 
+from .alignment import RoundToChoice, choose_round_to
 from .api import select_channels
 from .budget import Budget, BudgetFit, fit_budget
 from .errors import TraceError, UnsupportedOpError
@@ -43,10 +44,12 @@ __all__ = [
     "ModuleRule",
     "PruningPlan",
     "Random",
+    "RoundToChoice",
     "SlotPlan",
     "TraceError",
     "UnsupportedOpError",
     "build_channel_graph",
+    "choose_round_to",
     "fit_budget",
     "keep_count",
     "mask",

@@ -7,11 +7,13 @@ It validates every argument, traces the model (unless given a graph) and hands o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from .alignment import AUTO, check_round_to, choose_round_to
 from .budget import check_amount, fit_budget
 from .graph import ChannelGraph, build_channel_graph
 from .importance import resolve_importance
@@ -22,7 +24,7 @@ from .streams import check_residual
 
 def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float | Mapping[str, float] | None = None,
                     importance: Any = "l1", ignored_layers: Any = (), global_pruning: bool = False,
-                    min_channels: int = 1, round_to: int = 1, strict: bool = False,
+                    min_channels: int = 1, round_to: int | str = 1, strict: bool = False,
                     graph: ChannelGraph | None = None, residual: str = "couple", rounding: str = "keep",
                     strategy: str = "independent", threshold: str = "count", target_macs: float | None = None,
                     target_latency_ms: float | None = None, latency_batch_size: int = 1,
@@ -40,6 +42,9 @@ def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float 
         ignored_layers: names, globs or modules whose output width must not change.
         global_pruning: one threshold over all groups' scores (Network Slimming) instead of a count per group.
         min_channels, round_to: every group keeps at least ``min_channels``, rounded up to a multiple of ``round_to``.
+            ``round_to="auto"``: the plan at each of ``round_to`` 1, 8, 16 is timed on the model's device at
+            ``latency_batch_size`` and the fastest is taken when measurably faster than 1
+            (:func:`.alignment.choose_round_to`, which also returns what was measured; here it is logged at INFO).
         max_pruning_ratio: no group loses more than this fraction of its channels (Torch-Pruning's name; 1 = no
             cap). Under ``global_pruning`` the channels a capped group keeps are taken from the next-lowest scores
             of the other groups, so the global count still goes.
@@ -58,6 +63,7 @@ def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float 
         target_latency_ms: instead of ``pruning_ratio``: the median latency (ms) of one forward pass of
             ``latency_batch_size`` copies of ``example_inputs`` on the model's device
             (:func:`~lightning_compress.profiling.measure_latency`).
+        latency_batch_size: the batch timed for ``target_latency_ms`` and ``round_to="auto"``.
 
     Returns:
         The plan. For the ratio found and the MACs / latency reached, call :func:`.budget.fit_budget` (same
@@ -70,11 +76,22 @@ def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float 
     target = check_amount(pruning_ratio, target_macs, target_latency_ms, latency_batch_size)
     resolve_importance(importance)
     check_residual(residual)
-    check_selection_args(min_channels, round_to, rounding, strategy, threshold, global_pruning, max_pruning_ratio)
+    check_selection_args(min_channels, 1 if check_round_to(round_to) == AUTO else round_to, rounding, strategy,
+                         threshold, global_pruning, max_pruning_ratio)
     if graph is None:
         graph = build_channel_graph(model, example_inputs, strict=strict, residual=residual)
     elif graph.residual != residual:
         raise ValueError(f"`graph` was built with residual={graph.residual!r}, got residual={residual!r}.")
+    if round_to == AUTO:
+        args = {"importance": importance, "ignored_layers": ignored_layers, "global_pruning": global_pruning,
+                "min_channels": min_channels, "graph": graph, "residual": residual, "rounding": rounding,
+                "strategy": strategy, "threshold": threshold, "target_macs": target_macs,
+                "target_latency_ms": target_latency_ms, "latency_batch_size": latency_batch_size,
+                "max_pruning_ratio": max_pruning_ratio}
+        choice = choose_round_to(model, example_inputs, lambda m: select_channels(
+            model, example_inputs, pruning_ratio, round_to=m, **args), batch_size=latency_batch_size)
+        logging.getLogger(__name__).info("select_channels: round_to='auto' chose %s", choice.summary())
+        return choice.plan
     method = {"importance": importance, "ignored_layers": ignored_layers, "global_pruning": global_pruning,
               "min_channels": min_channels, "round_to": round_to, "rounding": rounding, "strategy": strategy,
               "threshold": threshold, "max_pruning_ratio": max_pruning_ratio}

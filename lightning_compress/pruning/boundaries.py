@@ -1,13 +1,29 @@
-"""Forward hooks that let a pruned layer meet a full-width shared stream (``residual="select"``).
+"""Where a pruned layer meets a full-width shared stream (``residual="select"``): re-expansion, selection, fusion.
 
 * A *writer* (a module whose output enters a residual add or a dense concat) is pruned like any layer, then its output
   is re-expanded: its kept channels go back to their positions of the stream, the removed ones are zeros (what the
   masked network computes there).
-* A *reader* (a module consuming the stream) selects its kept channels of the stream before its own computation:
-  Network Slimming's channel selection.
+* A *reader* (a module consuming the stream) selects its kept channels of the stream before its own computation
+  (Network Slimming's channel selection): a forward pre-hook, one ``index_select`` of the input the layer reads anyway.
 
-The kept indices are non-persistent buffers (they follow ``.to(device)`` and stay out of ``state_dict``); the hooks are
-re-attached from the plan by ``prune(fresh_model, plan)``.
+Two forms of a writer, both exact (``mask == prune``):
+
+* **fused** (``prune(..., fuse=True)``, the default; :mod:`.fusion`): when the writer's output goes straight (or
+  through element-wise modules that keep zeros) into an add (or a subtraction of it) with the shortcut in the
+  ``forward`` of a module above it, that module's ``forward`` is rewritten (fx) so the add becomes
+  ``shortcut.index_add(dim, kept, output)``: no full-width zero tensor, one pass over the stream instead of three.
+  The rewritten module gets a subclass of its class (same name) with the new ``forward``; ``torch.export`` / ONNX
+  carry the ``index_add``.
+* **hooked** (the fallback): a forward hook allocates the full-width zero tensor and ``index_copy``\\ s the output into
+  it, then the model's own code adds the shortcut. Used for ``fuse=False``, writers whose output feeds anything but
+  such an add (a concatenation, an op that does not keep zeros, several users, the model output), and when the
+  owning module cannot be rewritten: its ``forward`` does not trace with torch.fx, depends on the train/eval mode,
+  makes a tensor (fx would keep it as a constant that does not follow ``.to(device)``), discards a result (fx
+  records ``a += b`` as ``a + b``, so an alias of ``a`` read afterwards would not see the sum), or has a submodule
+  (traced through) with hooks of its own. (An alias read after ``+=`` whose sum is also read is not detected.)
+
+The kept indices are non-persistent buffers (they follow ``.to(device)`` and stay out of ``state_dict``); everything is
+re-made from the plan by ``prune(fresh_model, plan)``, so a saved model (weights + plan) reloads into the same form.
 """
 
 from __future__ import annotations
@@ -19,29 +35,48 @@ REEXPAND = "_lc_reexpand"  # (dim, full width) of a writer
 SELECT = "_lc_select"      # dim of a reader
 _REEXPAND_INDEX = "_lc_reexpand_index"
 _SELECT_INDEX = "_lc_select_index"
+_UNFUSED = "_lc_unfused"   # on a rewritten module's class: the class it was made from
+_FUSED_WRITERS = "_lc_fused_writers"  # on a rewritten module's class: the writers it fuses (names below it)
 
 
-def _reexpand(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-    dim, size = getattr(module, REEXPAND)
+def reexpanded(output: Tensor, dim: int, index: Tensor, size: int) -> Tensor:
+    """``output`` scattered into ``size`` channels on ``dim`` at ``index``; zeros elsewhere (the hooked form)."""
     shape = list(output.shape)
     shape[dim] = size
     full = output.new_zeros(shape)
     if output.dim() == 4 and output.is_contiguous(memory_format=torch.channels_last):
         full = full.contiguous(memory_format=torch.channels_last)
-    return full.index_copy(dim, getattr(module, _REEXPAND_INDEX), output)
+    return full.index_copy(dim, index, output)
+
+
+def stream_add(shortcut: Tensor, output: Tensor, index: Tensor, dim: int, size: int, alpha: int = 1) -> Tensor:
+    """``shortcut + alpha * reexpanded(output)`` as one out-of-place ``index_add`` (the fused form); when the two do
+    not line up (broadcasting, mixed dtypes) the re-expanded sum itself."""
+    if (shortcut.dtype == output.dtype and shortcut.dim() == output.dim() and shortcut.shape[dim] == size
+            and shortcut.shape[:dim] == output.shape[:dim] and shortcut.shape[dim + 1:] == output.shape[dim + 1:]):
+        return shortcut.index_add(dim, index, output, alpha=alpha)
+    full = reexpanded(output, dim, index, size)
+    return shortcut + full if alpha == 1 else shortcut - full
+
+
+def _reexpand(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+    dim, size = getattr(module, REEXPAND)
+    return reexpanded(output, dim, getattr(module, _REEXPAND_INDEX), size)
 
 
 def _select(module: nn.Module, args: tuple) -> tuple:
     return (args[0].index_select(getattr(module, SELECT), getattr(module, _SELECT_INDEX)), *args[1:])
 
 
-def attach_reexpand(module: nn.Module, dim: int, kept: list[int], size: int) -> None:
-    """After pruning: ``module``'s output (``len(kept)`` channels on ``dim``) is scattered into ``size`` channels."""
+def attach_reexpand(module: nn.Module, dim: int, kept: list[int], size: int, hook: bool = True) -> None:
+    """After pruning: ``module``'s output (``len(kept)`` channels on ``dim``) is scattered into ``size`` channels;
+    ``hook=False`` only records it (for :func:`.fusion.fuse_writers`, which adds the hook where it cannot fuse)."""
     if hasattr(module, REEXPAND):
         raise ValueError(f"{type(module).__name__} already re-expands its output (pruned with residual='select').")
     setattr(module, REEXPAND, (int(dim), int(size)))
     module.register_buffer(_REEXPAND_INDEX, _index(module, kept), persistent=False)
-    module.register_forward_hook(_reexpand)
+    if hook:
+        module.register_forward_hook(_reexpand)
 
 
 def attach_select(module: nn.Module, dim: int, kept: list[int]) -> None:
@@ -54,9 +89,14 @@ def attach_select(module: nn.Module, dim: int, kept: list[int]) -> None:
 
 
 def has_boundary_hooks(module: nn.Module) -> bool:
-    """Whether an earlier ``residual="select"`` prune re-expands or selects at ``module``."""
+    """Whether an earlier ``residual="select"`` prune re-expands (hooked or fused) or selects at ``module``."""
     attrs = vars(module)  # both are plain attributes (set by attach_*): no nn.Module.__getattr__ miss per call
     return REEXPAND in attrs or SELECT in attrs
+
+
+def is_fused(module: nn.Module) -> bool:
+    """Whether ``module``'s ``forward`` was rewritten by :func:`.fusion.fuse_writers`."""
+    return _UNFUSED in vars(type(module))
 
 
 def _index(module: nn.Module, kept: list[int]) -> Tensor:

@@ -129,7 +129,7 @@ class Candidates:
         key = _key(plan)
         if key not in self._latency:
             self.evaluations += 1
-            net = _pruned(copy.deepcopy(self.model), plan).to(self.device)
+            net = _pruned(copy.deepcopy(self.model), plan, fuse=True).to(self.device)
             self._latency[key] = measure_latency(net, batch_of(self.example_inputs, self.batch).to(self.device))
         return self._latency[key]
 
@@ -306,8 +306,10 @@ def _removed(plan: PruningPlan, gid: str) -> tuple[int, ...]:
     return next((g.removed for g in plan.groups if g.id == gid), ())
 
 
-def _pruned(net: nn.Module, plan: PruningPlan) -> nn.Module:
-    return prune(net, plan) if plan.groups else net
+def _pruned(net: nn.Module, plan: PruningPlan, fuse: bool = False) -> nn.Module:
+    """``net`` pruned by ``plan``; ``fuse``: the deployed form of residual="select" writers (for timing; widths and MACs
+    are the same in both forms)."""
+    return prune(net, plan, fuse=fuse) if plan.groups else net
 
 
 def _device_of(model: nn.Module) -> torch.device:

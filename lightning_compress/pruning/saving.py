@@ -83,6 +83,7 @@ def restore(net: nn.Module, plan: PruningPlan | None, state_dict: Mapping[str, t
     except RuntimeError as err:
         raise ValueError(f"{source}: the weights do not fit the model: {err}") from err
     net.__dict__.update(work.__dict__)  # same object for the caller, the copy's (pruned, loaded) modules and tensors
+    net.__class__ = type(work)  # a network whose forward prune rewrote (residual="select": pruning.fusion)
     return net
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .boundaries import attach_reexpand, attach_select
+from .fusion import fuse_writers
 from .plan import PruningPlan
 from .validation import ModuleEdit, compile_plan, tensor_attr
 from .verify import prune_checked
@@ -34,7 +35,7 @@ def _slice(t: torch.Tensor, keeps: dict[int, torch.Tensor]) -> torch.Tensor:
 
 
 def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None,
-          example_inputs: Any = None) -> nn.Module:
+          example_inputs: Any = None, fuse: bool = True) -> nn.Module:
     """Remove the planned channels from ``model`` in place and return it.
 
     Parameters are replaced by new, smaller ``nn.Parameter`` objects (same names, so ``state_dict`` keys are
@@ -43,19 +44,30 @@ def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer 
     sliced the same way. The whole plan is validated first; on error nothing is modified. Needs no example inputs:
     ``prune(fresh_model, plan)`` reproduces the pruned shapes exactly. With ``example_inputs``, one forward checks
     that the pruned model runs; if it does not, the model is restored exactly and ``PrunedModelError`` is raised.
+
+    With ``residual="select"`` plans, ``fuse`` (default) rewrites the ``forward`` of the modules where a pruned
+    stream writer's output is added to the shortcut, so the two become one ``index_add`` (:mod:`.fusion`);
+    ``fuse=False``, and writers that cannot be fused, re-expand the output with a forward hook (see
+    :mod:`.boundaries`). Both forms are exact.
     """
+    if not isinstance(fuse, bool):
+        raise TypeError(f"`fuse` must be a bool, got {fuse!r}.")
     if example_inputs is not None:
-        return prune_checked(model, plan, example_inputs, optimizer, _prune)
-    return _prune(model, plan, optimizer)
+        return prune_checked(model, plan, example_inputs, optimizer, lambda m, p, o: _prune(m, p, o, fuse))
+    return _prune(model, plan, optimizer, fuse)
 
 
-def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
+def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None,
+           fuse: bool = True) -> nn.Module:
     """The surgery of :func:`prune` without the post-prune check."""
     edits = compile_plan(model, plan)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"`optimizer` must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}.")
     with torch.no_grad():  # once for the whole surgery, not per tensor
         replaced = _cut(edits, plan)
+    writers = [name for name, lp in plan.layers.items() if lp.reexpand]
+    if writers:
+        fuse_writers(model, writers, fuse)
     if optimizer is not None:
         _remap_optimizer(optimizer, replaced)
     return model
@@ -89,7 +101,7 @@ def _cut(edits: list[ModuleEdit], plan: PruningPlan) -> Replaced:
             rule.update(module, edit.removed)
         layer = plan.layers[edit.name]
         for slot, dim in layer.reexpand.items():
-            attach_reexpand(module, dim, layer.slots[slot].kept_indices(), layer.slots[slot].size)
+            attach_reexpand(module, dim, layer.slots[slot].kept_indices(), layer.slots[slot].size, hook=False)
         for slot, dim in layer.select.items():
             attach_select(module, dim, layer.slots[slot].kept_indices())
     return replaced

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx import _symbolic_trace as _fx_trace
 
+from .boundaries import is_fused, stream_add
 from .channels import Carry, Opaque
 from .context import TraceContext
 from .module_table import module_table
@@ -377,7 +378,8 @@ def trace(model: nn.Module, example_inputs: Any = None
     """
     from .errors import TraceError
 
-    tracer = RuleTracer()
+    fused = any(is_fused(m) for m in module_table(model).values())
+    tracer = RuleTracer(autowrap_functions=(stream_add,) if fused else ())  # a fused stream add is one op
     training = model.training
     try:  # fx runs Python on real attributes while tracing (timm's `num_batches_tracked.add_(1)`): keep buffers
         with (_buffers_kept(model, tracer.is_leaf_module), tracked_size_attrs(model, tracer.is_leaf_module),

@@ -41,6 +41,7 @@ class _Snapshot:
             attrs = {k: copy.copy(v) if isinstance(v, (list, dict, set)) else v for k, v in vars(module).items()
                      if k not in ("_parameters", "_buffers", "_modules")}
             self.modules.append((module, dict(module._parameters), dict(module._buffers), attrs))
+        self.classes = {m: type(m) for m in modules.values()}  # fused stream adds give modules a new class
         self.optimizer = optimizer
         if optimizer is not None:
             self.param_lists = [list(group["params"]) for group in optimizer.param_groups]
@@ -56,6 +57,9 @@ class _Snapshot:
                 if key not in attrs:
                     del module.__dict__[key]
             module.__dict__.update(attrs)
+        for module, cls in self.classes.items():
+            if type(module) is not cls:
+                module.__class__ = cls
         if self.optimizer is not None:
             for group, params in zip(self.optimizer.param_groups, self.param_lists):
                 group["params"] = params

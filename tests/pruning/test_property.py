@@ -26,7 +26,11 @@ def _check(net, ratio, importance, global_pruning, seed, residual="couple"):
     torch.manual_seed(seed)
     graph = build_channel_graph(model, X, strict=True, residual=residual)  # every op of these nets has a rule
     plan = select_on_graph(graph, model, ratio, importance=importance, global_pruning=global_pruning)
-    pruned = assert_mask_equals_prune(model, X, plan)
+    pruned = assert_mask_equals_prune(model, X, plan)  # the fused form of residual="select" where it applies
+    if residual == "select":
+        hooked = prune(copy.deepcopy(model), plan, fuse=False)
+        with torch.no_grad():
+            assert torch.allclose(pruned(X), hooked(X), rtol=0, atol=1e-6)
     fresh = prune(copy.deepcopy(net), PruningPlan.from_dict(plan.to_dict()))
     assert {k: v.shape for k, v in fresh.state_dict().items()} == {k: v.shape for k, v in pruned.state_dict().items()}
 
