@@ -83,3 +83,16 @@ def test_l1_with_zero_compress_epochs_is_the_cut_alone_then_the_retraining(compo
     assert record["compressed"]["macs"] < record["baseline"]["macs"]  # cut in setup, nothing trained
     assert record["compressed"]["bn_recalibration"]["test_acc_after"] == record["compressed"]["test_acc"]
     assert record["final"]["macs"] == record["compressed"]["macs"]
+
+
+def test_every_pruning_run_records_realised_over_macs_speedup(compose_config) -> None:
+    from lightning_compress.pipeline.results import summary_table
+
+    timed = [o for o in TINY if not o.startswith("latency.")] + ["latency.batch_size=2", "latency.repeats=3",
+                                                                 "latency.warmup=1"]
+    record = run(compose_config("+method=fpgm", *timed))
+    change = record["latency"]["changes"]["final"]
+    ratio = change["speed_ratio"]
+    assert ratio["macs_speedup"] == pytest.approx(record["baseline"]["macs"] / record["final"]["macs"])
+    assert ratio["ratio"] == pytest.approx(change["speedup"] / ratio["macs_speedup"])
+    assert f"realised/MACs {ratio['ratio']:.2f}" in summary_table(record)

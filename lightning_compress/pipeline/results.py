@@ -91,6 +91,7 @@ def summary_table(record: dict[str, Any]) -> str:
     if "compressed" in sections and "final" in sections:
         lines.append(PRE_FINETUNE_NOTE)
     lines += cut_notes(record.get("compressed") or {})
+    lines += speed_notes(record.get("latency") or {})
     return "\n".join(lines)
 
 
@@ -108,6 +109,20 @@ def cut_notes(entry: dict[str, Any]) -> list[str]:
                      f"{recal['batches']} training batches, {recal['test_acc_before']:.4f} without")
     for name, counts in (entry.get("dead_channels") or {}).items():
         notes.append(f"dead after the cut: {name} ({counts['dead']} of {counts['kept']} kept channels output zero)")
+    return notes
+
+
+def speed_notes(latency: dict[str, Any]) -> list[str]:
+    """One line per timed model: its realised speed-up against the reference, the verdict, and the ratio to the
+    speed-up its MACs promise (flagged below the target)."""
+    notes = []
+    for name, change in (latency.get("changes") or {}).items():
+        line = f"speed: {name} {change['speedup']:.2f}x against {latency.get('reference')} ({change['verdict']})"
+        ratio = change.get("speed_ratio")
+        if ratio:
+            line += (f"; MACs promise {ratio['macs_speedup']:.2f}x, realised/MACs {ratio['ratio']:.2f}"
+                     + (f" (below {ratio['target']:g})" if ratio["below_target"] else ""))
+        notes.append(line)
     return notes
 
 

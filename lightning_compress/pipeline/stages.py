@@ -18,7 +18,7 @@ from lightning_compress.pipeline.builders import build_classifier, build_net, bu
 from lightning_compress.pipeline.context import RunContext
 from lightning_compress.pipeline.metrics_history import read_earlier_rows, restore_earlier_rows
 from lightning_compress.pipeline.results import NOT_RUN
-from lightning_compress.profiling import batch_of, compare_latency, latency_change, profile_model
+from lightning_compress.profiling import batch_of, compare_latency, latency_change, profile_model, speed_ratio
 
 # Stages whose saved models are timed together at the end of a run, and the references they are compared with.
 LATENCY_SECTIONS = ("baseline", "teacher", "student_alone", "final")
@@ -146,6 +146,10 @@ def record_latency(ctx: RunContext) -> dict[str, Any] | None:
     if reference is not None:
         entry["changes"] = {name: latency_change(timed[reference], lat).as_dict() for name, lat in timed.items()
                             if name != reference}
+        for name, change in entry["changes"].items():  # realised speed-up against what the MACs promise
+            before, after = (ctx.record.get(reference) or {}).get("macs"), (ctx.record.get(name) or {}).get("macs")
+            if before and after:
+                change["speed_ratio"] = speed_ratio(before / after, change["speedup"]).as_dict()
     ctx.record["latency"] = entry
     return entry
 
