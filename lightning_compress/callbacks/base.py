@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
@@ -36,6 +36,7 @@ from lightning_compress.callbacks.network import (
 )
 from lightning_compress.profiling import count_macs, count_params
 from lightning_compress.pruning import Budget, ChannelGraph, PruningPlan, build_channel_graph, fit_budget, prune
+from lightning_compress.pruning.alignment import AUTO, check_round_to, choose_round_to
 from lightning_compress.pruning.budget import check_amount
 from lightning_compress.pruning.calibration import (
     batchnorm_buffers,
@@ -77,7 +78,11 @@ class BasePruningCallback(pl.Callback):
         max_pruning_ratio: no group loses more than this fraction of its channels (Torch-Pruning's name; 1 = no cap).
             Under a global threshold the channels a capped group keeps are taken from the next-lowest scores
             elsewhere, so the global count still goes. Default 0.9 (see ``MAX_PRUNING_RATIO``).
-        round_to: kept widths are rounded up to a multiple of this (e.g. 8 for vector units).
+        round_to: kept widths are rounded up to a multiple of this (e.g. 8 for vector units), or ``"auto"``: at the
+            first selection the method's plan at ``round_to`` 1, 8 and 16 is timed on the trainer's device at
+            ``latency_batch_size`` and the fastest is kept when measurably faster than 1
+            (:func:`~lightning_compress.pruning.alignment.choose_round_to`); the choice and what was measured are
+            in ``alignment`` (and the run's results.json), later selections use the chosen multiple.
         bn_recalibration: after the cut, re-estimate every BatchNorm's running statistics on this many training
             batches (no gradient; 0 = off). The statistics before it are kept in ``bn_buffers_before_recalibration``.
         verbose: log params/MACs before and after and the per-layer table of kept channels (rank 0).
@@ -103,7 +108,7 @@ class BasePruningCallback(pl.Callback):
 
     def __init__(self, submodule: str | None = None, ignored_layers: Sequence[str] = (),
                  input_shape: Sequence[int] | None = None, residual: str = "couple", min_channels: int = 1,
-                 round_to: int = 1, verbose: bool = True, max_pruning_ratio: float = MAX_PRUNING_RATIO,
+                 round_to: int | str = 1, verbose: bool = True, max_pruning_ratio: float = MAX_PRUNING_RATIO,
                  bn_recalibration: int = 0) -> None:
         if submodule is not None and not isinstance(submodule, str):
             raise TypeError(f"`submodule` must be a str or None, got {submodule!r}.")
@@ -114,7 +119,7 @@ class BasePruningCallback(pl.Callback):
             raise TypeError(f"`input_shape` must be a list of positive ints or None, got {input_shape!r}.")
         check_residual(residual)
         check_positive_int("min_channels", min_channels)
-        check_positive_int("round_to", round_to)
+        check_round_to(round_to)
         check_max_pruning_ratio(max_pruning_ratio)
         if check_int("bn_recalibration", bn_recalibration) < 0:
             raise ValueError(f"`bn_recalibration` must be >= 0 (training batches; 0 = off), got {bn_recalibration!r}.")
@@ -125,6 +130,8 @@ class BasePruningCallback(pl.Callback):
         self.residual = residual
         self.min_channels = min_channels
         self.round_to = round_to
+        self.alignment: dict[str, Any] | None = None  # round_to="auto": what was timed and chosen
+        self._multiple = round_to if isinstance(round_to, int) else 1  # the round_to selections use
         self.max_pruning_ratio = float(max_pruning_ratio)
         self.bn_recalibration = bn_recalibration
         self.bn_buffers_before_recalibration: dict[str, torch.Tensor] | None = None
@@ -151,7 +158,8 @@ class BasePruningCallback(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"plan": self.plan.to_dict() if self.plan is not None else None, "finished": self.finished,
                 "profile": copy.deepcopy(self.profile),
-                "budget": self.budget.as_dict() if self.budget is not None else None, **self.extra_state()}
+                "budget": self.budget.as_dict() if self.budget is not None else None,
+                "alignment": copy.deepcopy(self.alignment), **self.extra_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         plan = state_dict.get("plan")
@@ -161,6 +169,9 @@ class BasePruningCallback(pl.Callback):
         self.profile = dict(state_dict.get("profile", self.profile))
         if state_dict.get("budget") is not None:
             self.budget = Budget.from_dict(state_dict["budget"])
+        if state_dict.get("alignment") is not None:
+            self.alignment = dict(state_dict["alignment"])
+            self._multiple = int(self.alignment["round_to"])
         self.load_extra_state(state_dict)
 
     def extra_state(self) -> dict[str, Any]:
@@ -259,7 +270,28 @@ class BasePruningCallback(pl.Callback):
     def selection_args(self) -> dict[str, Any]:
         """The ``select_on_graph`` arguments every callback passes through unchanged."""
         return {"ignored_layers": list(self.ignored_layers), "min_channels": self.min_channels,
-                "round_to": self.round_to, "max_pruning_ratio": self.max_pruning_ratio}
+                "round_to": self._multiple, "max_pruning_ratio": self.max_pruning_ratio}
+
+    def aligned(self, select: Callable[[], PruningPlan]) -> PruningPlan:
+        """``select()`` (a selection built from :meth:`selection_args`) at this callback's ``round_to``. With
+        ``"auto"`` the first call times the plan at each candidate multiple and keeps the choice for later calls."""
+        if self.round_to != AUTO or self.alignment is not None:
+            return select()
+        net = self.require_net()
+
+        def at(multiple: int) -> PruningPlan:
+            self._multiple = multiple
+            return select()
+
+        was_training = net.training
+        try:
+            choice = choose_round_to(net, self._example_on(net), at, batch_size=self.latency_batch_size,
+                                     device=self.device)
+        finally:
+            net.train(was_training)
+        self._multiple, self.alignment = choice.round_to, choice.as_dict()
+        rank_zero_info(f"[{type(self).__name__}] round_to='auto': {choice.summary()}")
+        return select() if self.has_target else choice.plan  # a budget search keeps the chosen multiple's result
 
     def apply_plan(self, trainer: pl.Trainer, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None,
                    keep_unpruned: bool = False) -> None:

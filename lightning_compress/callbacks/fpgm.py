@@ -106,7 +106,7 @@ class FPGMPruning(BasePruningCallback):
                  norm_ratio: float = 0.0, frequency: int = 1, soft_mode: str = "authors_code", prune: bool = True,
                  submodule: str | None = None, ignored_layers: Sequence[str] = (),
                  input_shape: Sequence[int] | None = None, residual: str = "couple", min_channels: int = 1,
-                 round_to: int = 1, verbose: bool = True, target_macs: float | None = None,
+                 round_to: int | str = 1, verbose: bool = True, target_macs: float | None = None,
                  target_latency_ms: float | None = None, latency_batch_size: int = 1,
                  max_pruning_ratio: float = MAX_PRUNING_RATIO, bn_recalibration: int = 0) -> None:
         if distance not in DISTANCES:
@@ -168,7 +168,8 @@ class FPGMPruning(BasePruningCallback):
         self._graph = self.build_graph()
         if self.has_target:
             if self.budget is None:  # the counts that meet the target, used by every selection and the removal
-                self.fit_to_budget(self._graph, self.pruning_ratio, self.importance(), rounding="remove")
+                self.aligned(lambda: self.fit_to_budget(self._graph, self.pruning_ratio, self.importance(),
+                                                        rounding="remove"))
         elif not group_ratios(self._graph, self.require_net(), self.pruning_ratio, list(self.ignored_layers)):
             raise ValueError(f"FPGMPruning found no prunable channel group for `pruning_ratio`={self.pruning_ratio!r}"
                              f" (after `ignored_layers`={list(self.ignored_layers)!r}).")
@@ -239,8 +240,8 @@ class FPGMPruning(BasePruningCallback):
         graph = self._graph if self._graph is not None else self.build_graph()
         if self.budget is not None:  # a target: the counts found in setup
             return select_counts(graph, self.require_net(), self.budget.counts, self.importance())
-        return select_on_graph(graph, self.require_net(), self.pruning_ratio, self.importance(), rounding="remove",
-                               **self.selection_args())
+        return self.aligned(lambda: select_on_graph(graph, self.require_net(), self.pruning_ratio, self.importance(),
+                                                    rounding="remove", **self.selection_args()))
 
     def finalize(self, pl_module: pl.LightningModule | nn.Module,
                  example_inputs: torch.Tensor | None = None) -> PruningPlan | None:

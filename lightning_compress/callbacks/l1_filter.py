@@ -59,7 +59,7 @@ class L1FilterPruning(OneShotPruning):
     def __init__(self, pruning_ratio: float | Mapping[str, float] | None = None, criterion: str = "l1",
                  strategy: str = "independent", seed: int = 0, submodule: str | None = None,
                  ignored_layers: Sequence[str] = (), input_shape: Sequence[int] | None = None,
-                 residual: str = "couple", min_channels: int = 1, round_to: int = 1, verbose: bool = True,
+                 residual: str = "couple", min_channels: int = 1, round_to: int | str = 1, verbose: bool = True,
                  target_macs: float | None = None, target_latency_ms: float | None = None,
                  latency_batch_size: int = 1,
                  max_pruning_ratio: float = MAX_PRUNING_RATIO, bn_recalibration: int = 0) -> None:
@@ -87,10 +87,11 @@ class L1FilterPruning(OneShotPruning):
         a target: the ratio, or the dict's common factor, that meets it)."""
         graph = self.build_graph()
         if self.has_target:
-            return self.fit_to_budget(graph, self.pruning_ratio, self.importance(), rounding="keep",
-                                      strategy=self.strategy)
-        return select_on_graph(graph, self.require_net(), self.pruning_ratio, self.importance(), rounding="keep",
-                               strategy=self.strategy, **self.selection_args())
+            return self.aligned(lambda: self.fit_to_budget(graph, self.pruning_ratio, self.importance(),
+                                                           rounding="keep", strategy=self.strategy))
+        return self.aligned(lambda: select_on_graph(graph, self.require_net(), self.pruning_ratio, self.importance(),
+                                                    rounding="keep", strategy=self.strategy,
+                                                    **self.selection_args()))
 
     def extra_state(self) -> dict[str, Any]:
         return {"criterion": self.criterion}

@@ -94,7 +94,7 @@ class NetworkSlimming(BasePruningCallback):
                  prune: bool = True, small_gamma: float = 1e-2, plot_dir: str | None = None,
                  submodule: str | None = None, ignored_layers: Sequence[str] = (),
                  input_shape: Sequence[int] | None = None, residual: str = "couple", min_channels: int = 1,
-                 round_to: int = 1, verbose: bool = True, target_macs: float | None = None,
+                 round_to: int | str = 1, verbose: bool = True, target_macs: float | None = None,
                  target_latency_ms: float | None = None, latency_batch_size: int = 1,
                  max_pruning_ratio: float = MAX_PRUNING_RATIO, bn_recalibration: int = 0,
                  bn_weight_decay: float | None = None, prune_stream_writers: bool = False) -> None:
@@ -226,9 +226,11 @@ class NetworkSlimming(BasePruningCallback):
         arguments (with a target: the global ratio that meets it, searched on these scales; sets ``budget``)."""
         graph = self._graph if self._graph is not None else self.build_graph()
         if self.has_target:
-            return self.fit_to_budget(graph, None, self.importance(), global_pruning=True, threshold=self.threshold)
-        return select_on_graph(graph, self.require_net(), self.pruning_ratio, self.importance(), global_pruning=True,
-                               threshold=self.threshold, **self.selection_args())
+            return self.aligned(lambda: self.fit_to_budget(graph, None, self.importance(), global_pruning=True,
+                                                           threshold=self.threshold))
+        return self.aligned(lambda: select_on_graph(graph, self.require_net(), self.pruning_ratio, self.importance(),
+                                                    global_pruning=True, threshold=self.threshold,
+                                                    **self.selection_args()))
 
     def selection_args(self) -> dict[str, Any]:
         args = super().selection_args()

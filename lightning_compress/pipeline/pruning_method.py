@@ -51,6 +51,8 @@ def run_pruning_method(ctx: RunContext) -> None:
         net, plan = start, callback.finalize(module, ctx.datamodule.example_input(1))
         entry = record_stage(ctx, "compressed", module, net, plan)
         record_cut(ctx, entry, callback, module, net, retrained=one_shot and epochs > 0)
+        if getattr(callback, "alignment", None):  # round_to="auto": the multiple chosen and what was timed
+            entry["alignment"] = callback.alignment
         budget = getattr(callback, "budget", None)
         if budget is not None:  # target_macs / target_latency_ms: what the search found and reached
             entry["budget"] = budget.as_dict()

@@ -140,3 +140,33 @@ def test_every_callback_caps_each_layer_by_max_pruning_ratio(make_trainer, make_
     assert widths[1.0]["features.conv3"] < 8  # uncapped: the skewed layer loses most of its channels
     assert all(widths[0.5][n] >= full // 2 for n, full in (("features.conv1", 8), ("features.conv2", 8),
                                                              ("features.conv3", 16), ("features.conv4", 16)))
+
+
+@pytest.mark.parametrize("make_callback", [
+    lambda: NetworkSlimming(sparsity_lambda=0.0, pruning_ratio=0.4, round_to="auto", plot_dir=""),
+    lambda: L1FilterPruning(pruning_ratio=0.4, round_to="auto"),
+    lambda: FPGMPruning(pruning_ratio=0.4, round_to="auto", soft_mode="exact"),
+], ids=["slimming", "l1", "fpgm"])
+def test_round_to_auto_keeps_the_measured_fastest_multiple(make_trainer, monkeypatch, make_callback) -> None:
+    from lightning_compress.profiling import Latency
+    from lightning_compress.pruning import alignment
+
+    calls: list[list[str]] = []
+
+    def timer(runners, batch_size, device, warmup, repeats, threads):  # 8 is clearly the fastest
+        calls.append(sorted(runners))
+        medians = {"1": 10.0, "8": 5.0, "16": 7.0}
+        return {k: Latency(medians[k], medians[k] - 0.1, medians[k] + 0.1, batch_size, str(device), repeats, warmup,
+                           1, "fake") for k in runners}
+
+    monkeypatch.setattr(alignment, "interleaved_latency", timer)
+    callback = make_callback()
+    module = tiny_module(tiny_vgg())
+    make_trainer(max_epochs=2, limit_train_batches=1, callbacks=[callback]).fit(module, datamodule=tiny_data())
+    assert len(calls) == 1  # timed once; FPGM's later selections reuse the choice
+    assert callback.alignment["round_to"] == 8 and callback.alignment["verdict"] == "faster"
+    widths = [m.out_channels for m in module.net.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w % 8 == 0 for w in widths)
+    restored = make_callback()
+    restored.load_state_dict(callback.state_dict())
+    assert restored.alignment == callback.alignment and restored.selection_args()["round_to"] == 8
