@@ -48,7 +48,8 @@ from lightning_compress.pruning.errors import check_positive_int
 from lightning_compress.pruning.selection import check_max_pruning_ratio, ignored_names
 from lightning_compress.pruning.streams import check_residual
 
-# The per-group cap of every pruning callback and method YAML: no layer loses more than 90% of its channels.
+# The per-group cap of every pruning callback and method YAML: no layer loses more than 90% of its channels (chosen
+# on digits Slimming at 60/70%: experiments/results/digits_max_pruning_ratio/).
 MAX_PRUNING_RATIO = 0.9
 
 
