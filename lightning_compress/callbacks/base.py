@@ -323,12 +323,11 @@ class BasePruningCallback(pl.Callback):
                 rank_zero_warn(f"[{type(self).__name__}] no training batches could be drawn after the cut: the BN "
                                "recalibration (`bn_recalibration`) and the dead-channel check did not run.")
             return
-        device = device_of(net)
         if self.bn_recalibration:
             self.bn_buffers_before_recalibration = batchnorm_buffers(net)
-            used = recalibrate_batchnorm(net, (x.to(device) for x in inputs))
+            used = recalibrate_batchnorm(net, (self._on_net(x, net) for x in inputs))
             rank_zero_info(f"[{type(self).__name__}] BN statistics re-estimated on {used} training batches")
-        self.dead_after_cut = dead_channels(net, inputs[0].to(device))
+        self.dead_after_cut = dead_channels(net, self._on_net(inputs[0], net))
         if self.dead_after_cut:
             rank_zero_warn(f"[{type(self).__name__}] dead channels after the cut: "
                            f"{describe_dead(self.dead_after_cut, int(inputs[0].shape[0]))}.")
@@ -353,10 +352,15 @@ class BasePruningCallback(pl.Callback):
         """``example_inputs`` (not None) on ``net``'s device and in its floating dtype: ``setup`` made it before
         Lightning moved the module to the accelerator and converted it (``precision="bf16-true"``), and Slimming and
         FPGM prune in ``on_train_end``, after both."""
+        return self._on_net(self.example_inputs, net)
+
+    @staticmethod
+    def _on_net(inputs: torch.Tensor, net: nn.Module) -> torch.Tensor:
+        """``inputs`` on ``net``'s device, and in its floating dtype when both are floating point."""
         param = next(iter(net.parameters()), None)
-        if param is None or not (self.example_inputs.is_floating_point() and param.is_floating_point()):
-            return self.example_inputs.to(device_of(net))
-        return self.example_inputs.to(device=param.device, dtype=param.dtype)
+        if param is None or not (inputs.is_floating_point() and param.is_floating_point()):
+            return inputs.to(device_of(net))
+        return inputs.to(device=param.device, dtype=param.dtype)
 
     def _log_change(self, trainer: pl.Trainer, before: dict[str, int], after: dict[str, int]) -> None:
         name = type(self).__name__
