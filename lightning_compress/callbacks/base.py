@@ -316,7 +316,7 @@ class BasePruningCallback(pl.Callback):
     def after_cut(self, trainer: pl.Trainer) -> None:
         """On training batches: the optional BN recalibration, then the dead-channel check (a warning naming every
         layer with a kept channel whose ReLU output is zero on a whole batch)."""
-        net, pl_module = self.require_net(), trainer.lightning_module
+        net, pl_module = self.require_net(), getattr(trainer, "lightning_module", None)
         inputs = training_inputs(trainer, pl_module, max(self.bn_recalibration, 1)) if pl_module is not None else []
         if not inputs:
             if self.bn_recalibration:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from lightning_compress.callbacks import FPGMPruning, L1FilterPruning, NetworkSlimming
+from lightning_compress.callbacks.base import MAX_PRUNING_RATIO
 from lightning_compress.models import resnet20, resnet56, vgg16
 from lightning_compress.modules import ImageClassifier
 from lightning_compress.pruning import (
@@ -53,10 +54,11 @@ def test_every_callbacks_plan_is_the_engines(name: str, residual: str) -> None:
         (L1FilterPruning({"*": 0.5}, criterion="l2", strategy="greedy", round_to=4, residual=residual,
                          verbose=False),
          {"importance": Magnitude(2), "rounding": "keep", "strategy": "greedy", "round_to": 4}),
-        (NetworkSlimming(pruning_ratio=0.4, min_channels=2, residual=residual, verbose=False),
+        (NetworkSlimming(pruning_ratio=0.4, min_channels=2, residual=residual, prune_stream_writers=True,
+                         verbose=False),
          {"importance": BNScale("sum"), "global_pruning": True, "min_channels": 2}),
         (NetworkSlimming(pruning_ratio=0.4, group_score="max", threshold="authors_code", residual=residual,
-                         verbose=False),
+                         prune_stream_writers=True, verbose=False),
          {"importance": BNScale("max"), "global_pruning": True, "threshold": "authors_code"}),
         (FPGMPruning(0.4, residual=residual, verbose=False),
          {"importance": GeometricMedian("l2"), "rounding": "remove"}),
@@ -65,7 +67,8 @@ def test_every_callbacks_plan_is_the_engines(name: str, residual: str) -> None:
     ]
     for callback, engine_args in cases:
         plan = _bound(callback, net, graph).select()
-        expected = select_channels(net, x, callback.pruning_ratio, residual=residual, graph=graph, **engine_args)
+        expected = select_channels(net, x, callback.pruning_ratio, residual=residual, graph=graph,
+                                   max_pruning_ratio=MAX_PRUNING_RATIO, **engine_args)
         assert plan.to_dict() == expected.to_dict(), type(callback).__name__
         assert plan.num_removed > 0
 
