@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The CIFAR-10 rows of experiments/RESULTS.md on the converged baselines (issue 28), one command per row.
+#
+#   bash experiments/rows.sh list                 # every row name
+#   bash experiments/rows.sh show ROW [ROW ...]   # the overrides of rows
+#   bash experiments/rows.sh run ROW [ROW ...]    # run rows one after the other (a finished row is skipped; an
+#                                                 # interrupted one continues from its checkpoints)
+#   bash experiments/rows.sh keep ROW             # copy a finished row's results.json, log and CSVs to results/ROW
+#
+# Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
+# (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt, vgg11_half_s0.pt: the `final` model.pt of the baseline rows, sha256 in
+# RESULTS.md), the controls read the method row's compressed model from logs/rows/. THREADS (default 2) intra-op
+# threads per run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+THREADS=${THREADS:-2}
+CK=experiments/checkpoints
+ROWS=logs/rows
+BASELINE_EPOCHS=100   # the converged CPU baseline: +experiment=cifar10_cpu at 100 one-cycle epochs
+FINETUNE_EPOCHS=10
+
+row() {  # the overrides of one row
+  local name=$1 seed=${1##*_s}
+  case $name in
+    baseline_r20_s?) echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 trainer.max_epochs=$BASELINE_EPOCHS" ;;
+    baseline_r26_s?) echo "+experiment=cifar10_cpu data=cifar10 model=resnet26 trainer.max_epochs=$BASELINE_EPOCHS" ;;
+    baseline_vgg11h_s?) echo "+experiment=cifar10_cpu data=cifar10 model=vgg11_half trainer.max_epochs=$BASELINE_EPOCHS" ;;
+    l1_b_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
+    l1_b_kd_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.distill=kd" ;;
+    l1_50_s?) echo "+experiment=resnet20_cifar10_l1_50_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
+    fpgm40_s?) echo "+experiment=resnet20_cifar10_fpgm_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
+    fpgm_mix_s?) echo "+experiment=resnet20_cifar10_fpgm_mix_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
+    slim40_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
+    slim40_kd_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.distill=kd" ;;
+    vgg_slim70_s?) echo "+experiment=vgg11_half_cifar10_slimming_cpu method.pretrained=$CK/vgg11_half_s0.pt" ;;
+    fsp_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
+    fsp_kd_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_kd_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
+    kd_s?) echo "+experiment=resnet26_resnet8_cifar10_kd_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
+    random_*_s?)  # random channels at a method row's widths, the method row's fine-tune
+      local of=${name#random_}; of=${of%_s?}
+      echo "$(random_of "$of") method.pretrained=$CK/resnet20_s$seed.pt method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt" ;;
+    scratchb_*_s?)  # Scratch-B: the pruned architecture from fresh weights, the baseline's + the fine-tune's epochs
+      local of=${name#scratchb_}; of=${of%_s?}
+      echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 +method=scratch_widths method.pretrained=$CK/resnet20_s$seed.pt method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt method.compress.epochs=$((BASELINE_EPOCHS + FINETUNE_EPOCHS))" ;;
+    *) echo "unknown row: $name" >&2; return 1 ;;
+  esac
+}
+
+random_of() {
+  case $1 in
+    l1_b|l1_50) echo "+experiment=resnet20_cifar10_l1_random_cpu" ;;
+    fpgm40|fpgm_mix) echo "+experiment=resnet20_cifar10_fpgm_random_cpu" ;;
+    slim40) echo "+experiment=resnet20_cifar10_slimming_random_cpu" ;;
+    *) echo "no random control for $1" >&2; return 1 ;;
+  esac
+}
+
+all_rows() {
+  for s in 0 1; do echo baseline_r20_s$s baseline_r26_s$s; done; echo baseline_vgg11h_s0
+  for s in 0 1; do
+    for r in l1_b l1_b_kd l1_50 fpgm40 fpgm_mix slim40 slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
+    for r in l1_b l1_50 fpgm40 fpgm_mix slim40; do echo random_${r}_s$s scratchb_${r}_s$s; done
+  done
+  echo vgg_slim70_s0 vgg_slim70_s1 vgg_slim70_s2
+}
+
+run_row() {
+  local name=$1 seed=${1##*_s}
+  local overrides; overrides=$(row "$name")
+  local dir=$ROWS/$name
+  if [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json"; then echo "$name: done"; return; fi
+  mkdir -p "$dir"
+  local resume=()
+  [ -f "$dir/results.json" ] && resume=(resume="$dir")
+  echo "$name: $PY train.py $overrides seed=$seed threads=$THREADS ${resume[*]}"
+  # shellcheck disable=SC2086
+  OMP_NUM_THREADS=$THREADS $PY train.py $overrides seed="$seed" threads="$THREADS" "${resume[@]}" \
+    hydra.run.dir="$dir" >> "$dir.log" 2>&1
+}
+
+keep_row() {
+  local name=$1 out=experiments/results/$1
+  mkdir -p "$out"
+  cp "$ROWS/$name/results.json" "$ROWS/$name/train.log" "$out/"
+  (cd "$ROWS/$name" && find csv -name metrics.csv -o -name gamma.png) | while read -r f; do
+    mkdir -p "$out/$(dirname "$f")"; cp "$ROWS/$name/$f" "$out/$f"; done
+}
+
+case ${1:-list} in
+  list) all_rows | tr ' ' '\n' ;;
+  show) shift; for r in "$@"; do echo "$r: $(row "$r") seed=${r##*_s}"; done ;;
+  run) shift; for r in "$@"; do run_row "$r"; done ;;
+  keep) shift; for r in "$@"; do keep_row "$r"; done ;;
+  *) echo "usage: $0 list | show ROW... | run ROW... | keep ROW..." >&2; exit 2 ;;
+esac
