@@ -199,3 +199,16 @@ def test_bn_scale_combines_the_coupled_bns_of_a_group(reduce):
 
 def _has_bn(group, model: nn.Module) -> bool:
     return any(isinstance(model.get_submodule(m.module), nn.BatchNorm2d) for m in group.members if m.slot != "in")
+
+
+def test_max_pruning_ratio_on_a_vgg_through_select_channels() -> None:
+    model = randomize_norms(VGG())
+    first_bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    with torch.no_grad():
+        first_bn.weight.fill_(1e-6)  # the first layer's scales far below all others
+    total = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    capped = select_channels(model, X, 0.3, importance="bn_scale", global_pruning=True, max_pruning_ratio=0.5)
+    assert capped.num_removed == int(total * 0.3)
+    assert all(len(g.removed) <= g.size // 2 for g in capped.groups)
+    with pytest.raises(ValueError, match="`max_pruning_ratio` must be in"):
+        select_channels(model, X, 0.3, max_pruning_ratio=0.0)
