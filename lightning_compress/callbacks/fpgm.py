@@ -15,14 +15,15 @@ Soft pruning during the fit, physical removal at its end:
     again).
   - ``"paper"`` (the paper's Algorithm 1, as SFP): the filters are zeroed at each selection only; gradients flow, so
     they can regrow until the next selection.
-  - ``"exact"`` (soft pruning whose removal costs nothing): whole channels (conv rows, BN gamma/beta and running
-    statistics) are zeroed, and before every optimizer step their gradients and optimizer state (momentum, Adam
-    moments), then re-zeroed after it. The filters are re-selected at every selection epoch from the current weights,
-    as in the paper; a channel that leaves the selection gets back the BN scale, shift and statistics it had when it
-    was zeroed (so gradients reach its filter again and it regrows), the newly selected ones are zeroed. At the end
-    the selected channels are already exactly zero: the removal changes no output.
-  - ``"one_shot"`` (not soft pruning): as ``"exact"``, but the first selection (on the weights before training) is
-    kept for the whole fit: a one-shot cut followed by a masked fine-tune. Called ``"strict"`` before 2026-12.
+  - ``"exact"`` (soft pruning whose removal costs nothing): the paper's Algorithm 1 until the last ``hard_epochs``
+    epochs (filters zeroed at each selection, free to regrow in between, re-selected from the current weights), then
+    the selection made at the end of epoch ``max_epochs - 1 - hard_epochs`` is held for the remaining epochs as whole
+    channels: conv rows, BN gamma/beta and running statistics zeroed, and before every optimizer step their gradients
+    and optimizer state (momentum, Adam moments), re-zeroed after it. The last epochs are a fine-tune of the masked
+    network, and the removal at the end changes no output. (Holding whole channels from the start does not stay soft:
+    a channel whose BN scale is zero gets no gradient, so its filter never regrows and the GM re-selects it.)
+  - ``"one_shot"`` (not soft pruning): the first selection (on the weights before training) is held as whole channels
+    for the whole fit: a one-shot cut followed by a masked fine-tune. Called ``"strict"`` before 2026-12.
 * **Removal** (``on_train_end``): the final selection is zeroed as whole channels and removed with ``prune``. In the
   two filter-only modes this drops the constant the selected channels' BN still emitted (fine-tune afterwards:
   on CIFAR-10 ResNet-20 at 40%, 83.8% masked became 67.3% removed: experiments/RESULTS.md). The
@@ -66,7 +67,6 @@ from lightning_compress.pruning.errors import check_fraction, check_positive_int
 from lightning_compress.pruning.selection import group_ratios, select_counts, select_on_graph
 
 SOFT_MODES = ("authors_code", "paper", "exact", "one_shot")
-_WHOLE_CHANNEL_MODES = ("exact", "one_shot")
 
 
 class FPGMPruning(BasePruningCallback):
@@ -81,6 +81,8 @@ class FPGMPruning(BasePruningCallback):
         norm_ratio: FPGM-mix: fraction of each group's filters chosen first by smallest L2 norm; ``0`` = FPGM-only.
         frequency: re-select every ``frequency`` epochs (epochs ``0, f, 2f, ...`` and the last one).
         soft_mode: ``authors_code`` | ``paper`` | ``exact`` | ``one_shot`` (see the module docstring).
+        hard_epochs: ``exact`` only: the last epochs during which the final selection is held as whole channels
+            (at least 1; with ``hard_epochs >= max_epochs`` the selection before training is held: one-shot).
         prune: remove the zeroed channels physically in ``on_train_end``; ``False`` leaves the soft-pruned, full-width
             network (``plan`` stays ``None``; ``selection`` holds the final selection).
         submodule, ignored_layers, input_shape, residual, min_channels, max_pruning_ratio, round_to,
@@ -104,6 +106,7 @@ class FPGMPruning(BasePruningCallback):
 
     def __init__(self, pruning_ratio: float | Mapping[str, float] | None = None, distance: str = "l2",
                  norm_ratio: float = 0.0, frequency: int = 1, soft_mode: str = "authors_code", prune: bool = True,
+                 hard_epochs: int = 1,
                  submodule: str | None = None, ignored_layers: Sequence[str] = (),
                  input_shape: Sequence[int] | None = None, residual: str = "couple", min_channels: int = 1,
                  round_to: int | str = 1, verbose: bool = True, target_macs: float | None = None,
@@ -114,11 +117,12 @@ class FPGMPruning(BasePruningCallback):
         check_fraction("norm_ratio", norm_ratio)
         check_positive_int("frequency", frequency)
         if soft_mode == "strict":
-            raise ValueError("`soft_mode='strict'` was renamed: 'exact' re-selects at every selection epoch (the "
-                             "paper's soft pruning, whole channels zeroed), 'one_shot' keeps the first selection.")
+            raise ValueError("`soft_mode='strict'` was renamed 'one_shot' (the first selection held as whole channels: "
+                             "not soft pruning); 'exact' is soft pruning whose removal costs nothing.")
         if soft_mode not in SOFT_MODES:
             raise ValueError(f"`soft_mode` must be one of {SOFT_MODES}, got {soft_mode!r}.")
         check_bool("prune", prune)
+        check_positive_int("hard_epochs", hard_epochs)
         super().__init__(submodule=submodule, ignored_layers=ignored_layers, input_shape=input_shape,
                          residual=residual, min_channels=min_channels, round_to=round_to, verbose=verbose,
                          max_pruning_ratio=max_pruning_ratio, bn_recalibration=bn_recalibration)
@@ -139,14 +143,14 @@ class FPGMPruning(BasePruningCallback):
         self._graph: ChannelGraph | None = None
         self._mask: ChannelMask | None = None
         self._selected_at_step = -1
-        self._parked: dict[str, torch.Tensor] = {}  # exact: norm values of zeroed channels, as they were
+        self.hard_epochs = hard_epochs
+        self.held = soft_mode == "one_shot"  # whole channels held (one_shot always; exact once its hard phase began)
 
     # ------------------------------------------------------------------ state
     def extra_state(self) -> dict[str, Any]:
         return {"selection": self.selection.to_dict() if self.selection is not None else None,
                 "selection_epochs": list(self.selection_epochs), "changed_channels": list(self.changed_channels),
-                "selected_at_step": self._selected_at_step,
-                "parked": {k: v.detach().cpu() for k, v in self._parked.items()}}
+                "selected_at_step": self._selected_at_step, "held": self.held}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         selection = state.get("selection")
@@ -154,7 +158,7 @@ class FPGMPruning(BasePruningCallback):
         self.selection_epochs = [int(e) for e in state.get("selection_epochs", [])]
         self.changed_channels = [int(c) for c in state.get("changed_channels", [])]
         self._selected_at_step = int(state.get("selected_at_step", -1))
-        self._parked = dict(state.get("parked", {}))
+        self.held = bool(state.get("held", self.held))
         self._mask = None  # recompiled against the live network when next needed
 
     def soft_selection(self) -> PruningPlan | None:
@@ -178,29 +182,30 @@ class FPGMPruning(BasePruningCallback):
         if self.finished or self._graph is None:
             return
         if self.selection is None:
-            self._select(trainer, epoch=-1)
+            self._select(trainer, epoch=-1, hold=self._hard_phase_begins(-1, trainer.max_epochs))
         else:  # resumed: the selection came back with the callback state, the zeroed weights with the model
             self._compiled().apply()
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        if self.finished or self.selection is None or self.soft_mode == "paper":
-            return
+        if self.finished or self.selection is None or not (self.held or self.soft_mode == "authors_code"):
+            return  # paper, and exact before its hard phase: the zeroed filters are free to regrow
         mask = self._compiled()
         mask.zero_grads()
-        if self.soft_mode in _WHOLE_CHANNEL_MODES:
+        if self.held:
             mask.zero_optimizer_state(optimizer)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.soft_mode in _WHOLE_CHANNEL_MODES and not self.finished and self.selection is not None:
+        if self.held and not self.finished and self.selection is not None:
             self._compiled().apply()  # weight decay / Adam move zero weights with zero state otherwise
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.finished or trainer.sanity_checking or self._graph is None:
             return
         if self.should_select(trainer.current_epoch, trainer.max_epochs):
-            self._select(trainer, trainer.current_epoch)
+            self._select(trainer, trainer.current_epoch, hold=self._hard_phase_begins(trainer.current_epoch,
+                                                                                      trainer.max_epochs))
         if self.selection is not None:
             pl_module.log_dict({"fpgm/masked_channels": float(self.selection.num_removed),
                                 "fpgm/changed_channels": float(self.changed_channels[-1] if self.changed_channels
@@ -209,7 +214,7 @@ class FPGMPruning(BasePruningCallback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.finished or self._graph is None or self.selection is None:
             return
-        if trainer.global_step != self._selected_at_step and self.soft_mode != "one_shot":
+        if trainer.global_step != self._selected_at_step and not self.held:
             self._select(trainer, trainer.current_epoch)  # training stopped between selections: the final one
         ChannelMask(self.require_net(), self.selection).apply()  # whole channels: what the removal keeps equal
         if not self.prune:
@@ -228,8 +233,18 @@ class FPGMPruning(BasePruningCallback):
 
     # ------------------------------------------------------------------ decisions
     def should_select(self, epoch: int, max_epochs: int | None) -> bool:
-        """Whether to re-select at the end of ``epoch`` (0-based): every ``frequency``-th epoch and the last one."""
-        return epoch % self.frequency == 0 or (max_epochs is not None and epoch == max_epochs - 1)
+        """Whether to re-select at the end of ``epoch`` (0-based): every ``frequency``-th epoch and the last one;
+        never while a selection is held (one_shot; exact's hard phase), and ``exact`` at the start of its hard phase."""
+        if self.held:
+            return False
+        return (epoch % self.frequency == 0 or (max_epochs is not None and epoch == max_epochs - 1)
+                or self._hard_phase_begins(epoch, max_epochs))
+
+    def _hard_phase_begins(self, epoch: int, max_epochs: int | None) -> bool:
+        """``exact``: whether the selection at the end of ``epoch`` (-1: before training) is the one held."""
+        if self.soft_mode != "exact" or max_epochs is None or max_epochs < 0:
+            return False
+        return epoch == max(max_epochs - 1 - self.hard_epochs, -1)
 
     def importance(self) -> GeometricMedian:
         return GeometricMedian(self.distance, self.norm_ratio)
@@ -272,49 +287,25 @@ class FPGMPruning(BasePruningCallback):
         return plan
 
     # ------------------------------------------------------------------ internals
-    def _select(self, trainer: pl.Trainer, epoch: int) -> None:
-        if self.soft_mode == "one_shot" and self.selection is not None:
-            plan = self.selection  # one-shot: the first selection stays
+    def _select(self, trainer: pl.Trainer, epoch: int, hold: bool = False) -> None:
+        if self.held and self.selection is not None:
+            plan = self.selection  # one_shot / exact's hard phase: the held selection stays
         else:
             plan = broadcast_plan(trainer, self.select())
-        if self.soft_mode == "exact":
-            self._park_and_restore(plan)
         self.changed_channels.append(_changed(self.selection, plan))
         self.selection = plan
         self.selection_epochs.append(epoch)
         self._selected_at_step = trainer.global_step
+        self.held = self.held or hold
         self._mask = None
         self._compiled().apply()
-
-    @torch.no_grad()
-    def _park_and_restore(self, new: PruningPlan) -> None:
-        """``exact`` mode before a new selection is zeroed: remember the norm values (BN scale, shift, statistics) of
-        every channel not zeroed now, and give the channels that leave the selection back what they had."""
-        net = self.require_net()
-        tensors = {**dict(net.named_parameters()), **dict(net.named_buffers())}
-        old = _norm_masks(net, self.selection) if self.selection is not None else {}
-        for name, kept in _norm_masks(net, new).items():
-            tensor = tensors[name]
-            was_kept = old.get(name, torch.ones_like(kept)).to(tensor.device)
-            parked = self._parked.get(name)
-            parked = tensor.detach().clone() if parked is None else parked.to(tensor.device)
-            parked = torch.where(was_kept, tensor, parked)  # live values of the channels not zeroed
-            tensor.copy_(torch.where(~was_kept & kept.to(tensor.device), parked, tensor))  # leaving: restored
-            self._parked[name] = parked
 
     def _compiled(self) -> ChannelMask:
         """The mask of ``selection`` (cached): whole channels in exact/one-shot mode, else the conv filters only."""
         if self._mask is None:
-            slots = None if self.soft_mode in _WHOLE_CHANNEL_MODES else {"out"}
+            slots = None if self.held else {"out"}
             self._mask = ChannelMask(self.require_net(), self.selection, slots=slots)
         return self._mask
-
-
-def _norm_masks(net: nn.Module, plan: PruningPlan) -> dict[str, torch.Tensor]:
-    """{name: bool mask, False where zeroed} of the tensors a whole-channel mask zeroes beyond the conv/linear filters
-    (norm scales, shifts and running statistics)."""
-    filters = ChannelMask(net, plan, slots={"out"}).masks()
-    return {name: m for name, m in ChannelMask(net, plan).masks().items() if name not in filters}
 
 
 def _changed(before: PruningPlan | None, after: PruningPlan) -> int:

@@ -39,7 +39,7 @@ class SelectionAgreement(pl.Callback):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("soft_mode", ["authors_code", "strict"])
+@pytest.mark.parametrize("soft_mode", ["authors_code", "exact"])
 def test_ddp_spawn_ranks_agree_and_finalize_prunes_the_main_copy(tmp_path, soft_mode: str) -> None:
     torch.manual_seed(0)
     module = tiny_module()
