@@ -173,6 +173,10 @@ def record_export(ctx: RunContext, section: str = "final") -> dict[str, Any] | N
                                latency_batch_size=settings["batch_size"], repeats=settings["repeats"],
                                warmup=settings["warmup"], threads=settings["threads"])
     ctx.record["export"] = report
+    change = (report.get("latency") or {}).get("change")
+    base_macs = (ctx.record.get("baseline") or ctx.record.get("teacher") or {}).get("macs")
+    if change and base_macs and entry.get("macs"):  # the exported file's speed-up against what its MACs promise
+        report["latency"]["speed_ratio"] = speed_ratio(base_macs / entry["macs"], change["speedup"]).as_dict()
     if not report["parity"]["passed"]:
         rank_zero_warn(f"[lightning-compress] exported {fmt} model {report['file']} FAILED the parity check: max "
                        f"|diff| {report['parity']['max_abs_diff']:.3g} > atol {report['parity']['atol']:g} + rtol "
