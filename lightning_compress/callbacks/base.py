@@ -23,6 +23,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
+from lightning_compress._namespaces import CallbackBase
 from lightning_compress.callbacks._compat import is_spawn_worker
 from lightning_compress.callbacks.checkpointing import PlanRestorer, write_plan
 from lightning_compress.callbacks.distributed import broadcast_plan, hand_back_unpruned_only
@@ -52,7 +53,7 @@ class CompressionCallback(Protocol):
                  ) -> PruningPlan | None: ...
 
 
-class BasePruningCallback(pl.Callback):
+class BasePruningCallback(CallbackBase):
     """Common ground of the pruning callbacks.
 
     Args:

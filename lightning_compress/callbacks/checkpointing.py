@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
+from lightning_compress._namespaces import is_lightning_module, is_lightning_module_class
 from lightning_compress.callbacks._compat import wrap_on_load_checkpoint
 from lightning_compress.callbacks.network import device_of, resolve_net
 from lightning_compress.loading import load_file
@@ -138,11 +139,10 @@ def load_pruned_checkpoint(module_cls_or_instance: type[ModuleT] | ModuleT, path
         ValueError: the file cannot be read with ``weights_only=True``, has no ``state_dict``, its plan or weights do
             not fit the module, or it is a soft-pruned checkpoint written before the channels were removed.
     """
-    is_instance = isinstance(module_cls_or_instance, pl.LightningModule)
-    if not is_instance and not (isinstance(module_cls_or_instance, type)
-                                and issubclass(module_cls_or_instance, pl.LightningModule)):
-        raise TypeError("`module_cls_or_instance` must be a LightningModule subclass or instance, "
-                        f"got {module_cls_or_instance!r}.")
+    is_instance = is_lightning_module(module_cls_or_instance)
+    if not is_instance and not is_lightning_module_class(module_cls_or_instance):
+        raise TypeError("`module_cls_or_instance` must be a LightningModule subclass or instance (of "
+                        f"`pytorch_lightning` or `lightning.pytorch`), got {module_cls_or_instance!r}.")
     if is_instance and kwargs:
         raise TypeError(f"`kwargs` are constructor arguments; got {sorted(kwargs)} with a module instance.")
     checkpoint = read_checkpoint(path, map_location)

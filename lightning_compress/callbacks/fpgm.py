@@ -43,6 +43,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from lightning_compress._namespaces import is_lightning_module
 from lightning_compress.callbacks._compat import is_spawning
 from lightning_compress.callbacks.base import BasePruningCallback, check_bool
 from lightning_compress.callbacks.distributed import broadcast_plan
@@ -300,6 +301,6 @@ def _zero_positions(group: ChannelGroup, net: nn.Module) -> list[int]:
 
 
 def _network(pl_module: pl.LightningModule | nn.Module, submodule: str | None) -> nn.Module:
-    if isinstance(pl_module, pl.LightningModule):
+    if is_lightning_module(pl_module):
         return resolve_net(pl_module, submodule)[0]
     return pl_module
