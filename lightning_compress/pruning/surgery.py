@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ from torch import nn
 
 from .boundaries import attach_reexpand, attach_select
 from .plan import PruningPlan
+from .plan_check import check_plan_fits
 from .validation import ModuleEdit, compile_plan, tensor_attr
 from .verify import prune_checked
 
@@ -40,18 +42,22 @@ def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer 
     Parameters are replaced by new, smaller ``nn.Parameter`` objects (same names, so ``state_dict`` keys are
     unchanged); buffers (BN running stats) are sliced; size attributes are updated. With ``optimizer``, its
     param_groups point at the new parameters and per-parameter state of the same shape (momentum, Adam moments) is
-    sliced the same way. The whole plan is validated first; on error nothing is modified. Needs no example inputs:
-    ``prune(fresh_model, plan)`` reproduces the pruned shapes exactly. With ``example_inputs``, one forward checks
-    that the pruned model runs; if it does not, the model is restored exactly and ``PrunedModelError`` is raised.
+    sliced the same way. The whole plan is validated first; on error nothing is modified: against the network's own
+    channel groups (:func:`.plan_check.check_plan_fits`: traced on ``example_inputs`` or the plan's recorded input
+    shape) and module by module. Needs no example inputs: ``prune(fresh_model, plan)`` reproduces the pruned shapes
+    exactly. With ``example_inputs``, one forward also checks that the pruned model runs; if it does not, the model is
+    restored exactly and ``PrunedModelError`` is raised.
     """
     if example_inputs is not None:
-        return prune_checked(model, plan, example_inputs, optimizer, _prune)
+        return prune_checked(model, plan, example_inputs, optimizer, partial(_prune, example_inputs=example_inputs))
     return _prune(model, plan, optimizer)
 
 
-def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
+def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None,
+           example_inputs: Any = None) -> nn.Module:
     """The surgery of :func:`prune` without the post-prune check."""
     edits = compile_plan(model, plan)
+    check_plan_fits(model, plan, example_inputs)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"`optimizer` must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}.")
     with torch.no_grad():  # once for the whole surgery, not per tensor
