@@ -5,7 +5,9 @@ prunable BatchNorm scale in ``on_before_optimizer_step``, where Lightning hands 
 accumulated and *unscaled* under AMP, once per optimizer step (``on_after_backward`` would see GradScaler-scaled
 gradients, and the penalty would silently vanish). At the end of the fit (``on_train_end``, after the last checkpoint
 of the sparsity fit) ONE global threshold over ``|gamma|`` removes ``pruning_ratio`` of the prunable channels (each
-group keeps ``min_channels``) and the network is pruned physically. Fine-tune afterwards.
+group keeps ``min_channels``) and the network is pruned physically; the pruned network, its plan and the sliced
+optimizer state are saved as ``pruned.ckpt`` in every ``ModelCheckpoint``'s folder (``last.ckpt`` is rewritten), and
+the checkpoints of the sparsity fit are marked as written before the cut. Fine-tune afterwards.
 
 The choice is the engine's ``select_channels(importance=BNScale(group_score), global_pruning=True,
 threshold=threshold)``; the ratio counts channel-group positions. ``threshold="count"`` removes exactly
@@ -170,7 +172,7 @@ class NetworkSlimming(BasePruningCallback):
                        f"{sum(self._graph.group(g).size for g in self.groups)} prunable channels "
                        f"(ratio {100 * (ratio or 0):.1f}%)")
         self._write_plot(trainer)
-        self.apply_plan(trainer, plan)
+        self.apply_plan(trainer, plan, end_of_fit=True)
         self._gammas, self._graph = [], None
 
     # ------------------------------------------------------------------ decisions
