@@ -16,19 +16,26 @@ from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lightning_compress._namespaces import is_lightning_module, is_lightning_module_class
 from lightning_compress.callbacks._compat import wrap_on_load_checkpoint
 from lightning_compress.callbacks.network import device_of, resolve_net
-from lightning_compress.loading import load_file
+from lightning_compress.loading import load_file, skipped_objects
 from lightning_compress.pruning import PruningPlan, prune
-from lightning_compress.pruning.saving import KEY, network_state, plan_of, pruned_payload, read_payload, restore
+from lightning_compress.pruning.saving import (
+    BEFORE_CUT_KEY,
+    KEY,
+    network_state,
+    plan_of,
+    pruned_payload,
+    read_payload,
+    restore,
+)
 
 ModuleT = TypeVar("ModuleT", bound=pl.LightningModule)
 SOFT_KEY = "soft_selection"  # a checkpoint of a full-width, soft-pruned network (FPGM during its fit)
-BEFORE_CUT_KEY = "before_cut"  # a checkpoint written before the callback's cut at the end of the fit
 PRUNED_CHECKPOINT_KEY = "pruned_checkpoint"  # where the callback writes the checkpoint after its cut
 PRUNED_FILENAME = "pruned.ckpt"  # written after the cut into the folder of every ModelCheckpoint
 PLAN_ATTRIBUTE = "_lightning_compress_plan"  # on a pruned network: its cumulative plan (a plain attribute, not saved)
@@ -170,8 +177,10 @@ def _restore_modules(net: nn.Module, unpruned: nn.Module) -> None:
 
 
 def read_checkpoint(path: str | PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """The checkpoint at ``path`` through the project's one loader (``weights_only=True``, errors name the file)."""
-    data = load_file(path, "path")
+    """The checkpoint at ``path`` through the project's one loader (``weights_only=True``, errors name the file);
+    pickled Python objects (e.g. in ``hyper_parameters``) are not unpickled but left as
+    :class:`~lightning_compress.loading.SkippedObject` s."""
+    data = load_file(path, "path", skip_objects=True)
     if map_location != "cpu" and isinstance(data, dict):
         data = _to(data, map_location)
     if not isinstance(data, dict) or "state_dict" not in data:
@@ -204,7 +213,10 @@ def load_pruned_checkpoint(module_cls_or_instance: type[ModuleT] | ModuleT, path
     Raises:
         TypeError: ``module_cls_or_instance`` is neither a LightningModule subclass nor an instance.
         ValueError: the file cannot be read with ``weights_only=True``, has no ``state_dict``, its plan or weights do
-            not fit the module, or it is a soft-pruned checkpoint written before the channels were removed.
+            not fit the module, or it was written before the callback's cut (the full-width network).
+
+    Nothing but tensors and plain values is unpickled: hyper-parameters holding Python objects (a Hydra-instantiated
+    optimizer partial) are left out with a warning; pass them in ``kwargs`` if the constructor needs them.
     """
     is_instance = is_lightning_module(module_cls_or_instance)
     if not is_instance and not is_lightning_module_class(module_cls_or_instance):
@@ -221,10 +233,25 @@ def load_pruned_checkpoint(module_cls_or_instance: type[ModuleT] | ModuleT, path
     if entry is not None and entry.get(BEFORE_CUT_KEY):
         raise ValueError(_before_cut_message(entry, source) + " To load the full-width network itself, use "
                          "`load_from_checkpoint`.")
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    unread = {k: skipped_objects(v) for k, v in hparams.items() if skipped_objects(v)}
+    if unread:
+        rank_zero_warn(f"{source}: the hyper-parameters {sorted(unread)} hold Python objects that were not unpickled "
+                       f"({', '.join(sorted({n for names in unread.values() for n in names}))}); only the weights and "
+                       "the pruning plan were read" + ("." if is_instance else
+                                                       ", and the module is built without them (or with `kwargs`)."))
     if is_instance:
         module = module_cls_or_instance
     else:
-        module = module_cls_or_instance(**{**dict(checkpoint.get("hyper_parameters") or {}), **kwargs})
+        arguments = {**{k: v for k, v in hparams.items() if k not in unread}, **kwargs}
+        try:
+            module = module_cls_or_instance(**arguments)
+        except TypeError as err:
+            if not set(unread) - set(kwargs):
+                raise
+            raise TypeError(f"{source}: building {module_cls_or_instance.__name__} failed without the hyper-parameters "
+                            f"that were not unpickled ({err}). HINT: pass {sorted(set(unread) - set(kwargs))} as "
+                            "keyword arguments, or pass a built (unpruned) instance.") from err
     module.on_load_checkpoint(checkpoint)
     if entry is not None and entry.get("plan") is not None:
         net_path = entry.get("net_path") or ""
