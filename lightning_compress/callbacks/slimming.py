@@ -37,7 +37,7 @@ from lightning_compress.functional import add_l1_subgradient, gamma_summary
 from lightning_compress.functional.pruning import THRESHOLD_RULES
 from lightning_compress.pruning import BNScale, ChannelGraph, PruningPlan
 from lightning_compress.pruning.errors import check_fraction
-from lightning_compress.pruning.importance import BN_REDUCTIONS
+from lightning_compress.pruning.importance import BN_REDUCTIONS, bn_scales
 from lightning_compress.pruning.selection import eligible_groups, select_on_graph
 
 _HALF_PRECISIONS = ("16-true", "bf16-true", "16", "bf16", 16)
@@ -134,7 +134,16 @@ class NetworkSlimming(BasePruningCallback):
         eligible = eligible_groups(self._graph, net, list(self.ignored_layers))
         self.groups = {gid: bns for gid in eligible if (bns := _batchnorms(self._graph, gid, net))}
         if not self.groups:
-            raise ValueError("NetworkSlimming found no prunable BatchNorm in the network (after `ignored_layers`).")
+            raise ValueError("NetworkSlimming found no prunable batch norm in the network (after `ignored_layers`): "
+                             "it scores and penalises `_BatchNorm` modules (any subclass) and F.batch_norm with a "
+                             "module's own weight.")
+        unscored = [gid for gid in self.groups if self.importance().scores(self._graph.group(gid), net) is None]
+        if len(unscored) == len(self.groups):
+            raise ValueError(f"NetworkSlimming cannot score any of its {len(unscored)} groups: some channels of each "
+                             "have no batch norm scale, so the cut would remove nothing.")
+        if unscored:
+            rank_zero_warn(f"NetworkSlimming leaves {len(unscored)} of {len(self.groups)} groups whole: some of their "
+                           f"channels have no batch norm scale ({', '.join(unscored[:5])}).")
         self._gammas = list({id(p): p for bns in self.groups.values()
                              for p in (net.get_submodule(n).weight for n in bns)}.values())
         if self.init_gamma is not None and not self.gamma_initialised:
@@ -171,6 +180,9 @@ class NetworkSlimming(BasePruningCallback):
         rank_zero_info(f"[NetworkSlimming] global threshold: removing {plan.num_removed}/"
                        f"{sum(self._graph.group(g).size for g in self.groups)} prunable channels "
                        f"(ratio {100 * (ratio or 0):.1f}%)")
+        if plan.num_removed == 0 and (ratio or 0) > 0:
+            rank_zero_warn(f"NetworkSlimming removes 0 channels at ratio {ratio:g}: no scale fell below the global "
+                           "threshold (min_channels / round_to keep every group whole?).")
         self._write_plot(trainer)
         self.apply_plan(trainer, plan, end_of_fit=True)
         self._gammas, self._graph = [], None
@@ -206,9 +218,9 @@ class NetworkSlimming(BasePruningCallback):
 
 
 def _batchnorms(graph: ChannelGraph, group_id: str, net: nn.Module) -> list[str]:
-    """The BatchNorms normalising a group's channels (the scales Network Slimming pushes towards zero)."""
-    names = dict.fromkeys(m.module for m in graph.group(group_id).members if m.slot == "channels")
-    return [n for n in names if isinstance(net.get_submodule(n), nn.modules.batchnorm._BatchNorm)]
+    """The batch norms normalising a group's channels (the scales Network Slimming pushes towards zero): every
+    ``_BatchNorm`` subclass and functional batch norm with module parameters (:func:`~.importance.bn_scales`)."""
+    return [name for _, name, _ in bn_scales(graph.group(group_id), net)]
 
 
 def plot_gamma(values: torch.Tensor, history: list[dict[str, float]], path: Path, small: float = 1e-2) -> Path:
