@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lightning_compress.distillation.base import DistillationModule
-from lightning_compress.distillation.teacher import FrozenTeacher
+from lightning_compress.distillation.teacher import FrozenTeacher, TeacherMismatchError
+from lightning_compress.loading import LoadError
 from lightning_compress.pipeline.artifacts import read_stage_model, save_stage_model
 from lightning_compress.pipeline.builders import build_classifier, build_net
 from lightning_compress.pipeline.context import RunContext
@@ -45,7 +46,13 @@ def run_distillation(ctx: RunContext) -> None:
         teacher, teacher_cfg = saved.net, saved.model_cfg
     else:
         teacher = build_net(teacher_cfg)
-    pairs = _check_config(ctx, factory, student, teacher, plan)  # fails before any training
+    try:
+        pairs = _check_config(ctx, factory, student, teacher, plan)  # fails before any training
+    except TeacherMismatchError as err:
+        if not teacher_path:
+            raise
+        raise LoadError(f"`method.teacher`={str(teacher_path)!r} does not fit this distillation: {err}", teacher_path,
+                        "method.teacher") from None
 
     teacher_epochs = _teacher_stage(ctx, teacher, teacher_cfg, teacher_path)
     teacher_source = str(teacher_path or ctx.record["teacher"]["model_path"])
