@@ -134,7 +134,7 @@ class NetworkSlimming(BasePruningCallback):
         eligible = eligible_groups(self._graph, net, list(self.ignored_layers))
         self.groups = {gid: bns for gid in eligible if (bns := _batchnorms(self._graph, gid, net))}
         if not self.groups:
-            raise ValueError("NetworkSlimming found no prunable batch norm in the network (after `ignored_layers`): "
+            raise ValueError("NetworkSlimming found no prunable BatchNorm in the network (after `ignored_layers`): "
                              "it scores and penalises `_BatchNorm` modules (any subclass) and F.batch_norm with a "
                              "module's own weight.")
         unscored = [gid for gid in self.groups if self.importance().scores(self._graph.group(gid), net) is None]

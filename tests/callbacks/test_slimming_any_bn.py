@@ -81,5 +81,5 @@ def test_nothing_to_score_is_loud() -> None:
 def test_slimming_without_batch_norm_refuses_before_training(make_trainer) -> None:
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(8, 4))
-    with pytest.raises(ValueError, match=r"no prunable batch norm.*`_BatchNorm` modules \(any subclass\)"):
+    with pytest.raises(ValueError, match=r"no prunable BatchNorm.*`_BatchNorm` modules \(any subclass\)"):
         make_trainer(callbacks=[NetworkSlimming(pruning_ratio=0.5)]).fit(tiny_module(net), datamodule=tiny_data())
