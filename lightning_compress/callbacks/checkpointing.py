@@ -48,8 +48,9 @@ def attached_plan(net: nn.Module) -> PruningPlan | None:
 
 
 def attach_plan(net: nn.Module, plan: PruningPlan) -> None:
-    """Record ``plan`` (relative to the unpruned network) on ``net``, so that a later pruning composes with it."""
-    object.__setattr__(net, PLAN_ATTRIBUTE, plan)
+    """Record ``plan`` (relative to the unpruned network) on ``net``, so that a later pruning composes with it (without
+    the graph it was made on: copies of ``net`` stay light)."""
+    object.__setattr__(net, PLAN_ATTRIBUTE, PruningPlan(plan.layers, plan.groups, plan.input_shape))
 
 
 def write_plan(checkpoint: dict, plan: PruningPlan | None, net_path: str, method: str,
