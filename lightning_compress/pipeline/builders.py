@@ -72,13 +72,44 @@ def build_net(model_cfg: DictConfig) -> nn.Module:
 
 
 def build_classifier(cfg: DictConfig, net: nn.Module, optim_overrides: Mapping[str, Any] | None = None,
-                     scheduler_overrides: Mapping[str, Any] | None = None) -> ImageClassifier:
-    """Wrap ``net`` in an :class:`ImageClassifier` with ``cfg.module`` settings, updated by the stage's overrides."""
+                     scheduler_overrides: Mapping[str, Any] | None = None) -> pl.LightningModule:
+    """Wrap ``net`` in an :class:`ImageClassifier` with ``cfg.module`` settings, updated by the stage's overrides;
+    with ``module._target_``, in your own LightningModule instead (:func:`build_user_module`)."""
     module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
     optim = {**module_cfg.get("optim", {}), **dict(optim_overrides or {})}
     scheduler = {**module_cfg.get("scheduler", {}), **dict(scheduler_overrides or {})}
+    if module_cfg.get("_target_"):
+        return build_user_module(module_cfg, net, int(cfg.data.num_classes), optim, scheduler)
     return ImageClassifier(net, num_classes=int(cfg.data.num_classes), optim=optim, scheduler=scheduler,
                            channels_last=bool(module_cfg.get("channels_last", False)))
+
+
+def build_user_module(module_cfg: Mapping[str, Any], net: nn.Module, num_classes: int, optim: Mapping[str, Any],
+                      scheduler: Mapping[str, Any]) -> pl.LightningModule:
+    """Your LightningModule (``module._target_``) around ``net``: the contract.
+
+    It is called with ``net=`` and, if its ``__init__`` takes them (or ``**kwargs``), ``num_classes``, ``optim`` and
+    ``scheduler`` (``module.optim`` / ``module.scheduler`` updated by each stage's overrides) and the other keys of
+    ``module``. It must be a ``pytorch_lightning.LightningModule`` keeping ``net`` as ``self.net`` or ``self.model``
+    (where the pruning callbacks find it) and log ``test/acc`` in its ``test_step`` (the results' accuracy).
+
+    Raises:
+        TypeError: its ``__init__`` takes no ``net``, or it is no LightningModule or does not keep ``net``.
+    """
+    target = module_cfg["_target_"]
+    factory = hydra.utils.get_method(target)
+    offered = {**{k: v for k, v in module_cfg.items() if k not in ("_target_", "optim", "scheduler")},
+               "num_classes": num_classes, "optim": dict(optim), "scheduler": dict(scheduler)}
+    parameters = inspect.signature(factory).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if "net" not in parameters and not takes_all:
+        raise TypeError(f"`module._target_`={target!r} must take the network as `net`, got the parameters "
+                        f"{list(parameters)}.")
+    module = factory(net=net, **{k: v for k, v in offered.items() if takes_all or k in parameters})
+    if not isinstance(module, pl.LightningModule) or not any(getattr(module, a, None) is net for a in ("net", "model")):
+        raise TypeError(f"`module._target_`={target!r} must build a pytorch_lightning LightningModule keeping the "
+                        f"network it is given as `self.net` or `self.model`, got {type(module).__name__}.")
+    return module
 
 
 def build_trainer(cfg: DictConfig, stage: str, max_epochs: int, callbacks: Sequence[Callback] = (),
