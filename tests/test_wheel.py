@@ -1,6 +1,6 @@
 """An installed wheel runs the app from any folder (issue 29, item 6): the wheel built from the tracked files carries
 ``conf/`` inside the package and the console scripts; ``python -m lightning_compress.train +method=slimming`` on
-the embedded digits writes its logs below the working directory, and its final model exports."""
+the embedded digits writes its logs below the working directory, its final model exports, and the profiler runs."""
 
 from __future__ import annotations
 
@@ -57,3 +57,6 @@ def test_a_wheel_installed_outside_the_checkout_runs_the_app(tmp_path: Path) -> 
     exported = _run(["-m", "lightning_compress.export", str(final), "--format", "pt2"], user, site)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert json.loads(exported.stdout.strip().splitlines()[-1])["parity"]["passed"]
+    profiled = _run(["-m", "lightning_compress.profile", "model=resnet8", "latency.batch_size=0"], user, site)
+    assert profiled.returncode == 0, profiled.stderr[-3000:]
+    assert json.loads(profiled.stdout.strip().splitlines()[-1])["model"] == "resnet8"
