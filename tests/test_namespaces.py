@@ -79,9 +79,10 @@ def user_module_class(ns: ModuleType) -> type:
 
 def trainer_of(ns: ModuleType, tmp_path: Path, callbacks: list, **kwargs: Any) -> Any:
     checkpoint = ns.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    return ns.Trainer(default_root_dir=str(tmp_path), accelerator="cpu", devices=1, max_epochs=2, logger=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                      limit_val_batches=1, callbacks=[*callbacks, checkpoint], **kwargs)
+    settings = {"default_root_dir": str(tmp_path), "accelerator": "cpu", "devices": 1, "max_epochs": 2,
+                "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
+                "num_sanity_val_steps": 0, "limit_val_batches": 1, **kwargs}
+    return ns.Trainer(callbacks=[*callbacks, checkpoint], **settings)
 
 
 def export_parity(net: nn.Module, tmp_path: Path) -> None:
@@ -180,3 +181,25 @@ def test_spawn_detection_under_each_namespace(namespace: str) -> None:
     spawn = ns.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False)
     single = ns.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     assert is_spawning(spawn) and not is_spawning(single)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(CALLBACKS))
+def test_ddp_spawn_under_lightning_does_not_crash(method: str, tmp_path: Path) -> None:
+    """The issue's crash: under ``lightning`` + ``ddp_spawn`` the spawn detection missed and the main process got a
+    state dict of the wrong size. Now the main process keeps its unpruned module (documented) and no crash."""
+    import lightning.pytorch as lp
+
+    from tests.callbacks.test_user_checkpoints import LitUser  # module level: spawned workers unpickle it
+
+    module = LitUser()
+    callback = CALLBACKS[method]()
+    trainer = trainer_of(lp, tmp_path, [callback], strategy="ddp_spawn", devices=2, limit_train_batches=2)
+    trainer.fit(module, datamodule=tiny_data())
+    assert module.model.features.conv1.out_channels == 8  # pruned in the workers only
+    if method == "l1":  # pruned in setup: the workers' last checkpoint holds the pruned network
+        reloaded = load_pruned_checkpoint(LitUser, tmp_path / "ckpt" / "last.ckpt")
+        assert reloaded.model.features.conv1.out_channels == 4
+    if method == "slimming":  # cut in the workers' on_train_end, saved right after it
+        reloaded = load_pruned_checkpoint(LitUser, tmp_path / "ckpt" / "pruned.ckpt")
+        assert reloaded.model.features.conv1.out_channels < 8
