@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch for dev/CI; the package itself accepts any torch>=2.1,<3.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: help install run test test-full test-zoo lint sweep clean clean-logs
+.PHONY: help install run test test-full test-zoo test-gpu lint sweep clean clean-logs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ $(ZOO_STAMP): pyproject.toml
 
 test-zoo: $(ZOO_STAMP)  ## optional: the engine on 27 timm families and 13 torchvision models (own venv)
 	$(ZOO_PY) -m pytest tests/pruning/test_zoo.py -q -p no:cacheprovider
+
+test-gpu: $(STAMP)  ## the tests marked gpu (CUDA, bf16-mixed) and, with 2 GPUs, DDP over NCCL
+	PY=$(PY) scripts/gpu_check.sh
 
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check .

@@ -37,13 +37,58 @@ class MissingFileError(LoadError, FileNotFoundError):
     """The path names no file (also a ``FileNotFoundError``)."""
 
 
-def load_file(path: str | PathLike, key: str) -> Any:
+class SkippedObject:
+    """Stands in for a pickled Python object that was *not* unpickled (:func:`load_file` with ``skip_objects``): it
+    is never built, its arguments and state are dropped; ``name`` is the class or function the file named."""
+
+    name = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: not unpickled>"
+
+
+def skipped_objects(value: Any) -> list[str]:
+    """The names of the :class:`SkippedObject` s inside ``value`` (dicts, lists, tuples), sorted and unique."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, SkippedObject):
+            found.add(item.name)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return sorted(found)
+
+
+def load_file(path: str | PathLike, key: str, skip_objects: bool = False) -> Any:
     """The content of ``path``: a ``torch.save`` file (loaded on CPU with ``weights_only=True``) or a ``.json`` file.
 
     Args:
         path: the file.
         key: the config key or argument that named the file, e.g. ``"method.teacher"``; every error message starts
             with it.
+        skip_objects: a file holding pickled Python objects (e.g. a Lightning checkpoint whose hyper-parameters hold
+            a Hydra-instantiated optimizer partial) is read anyway: each such object becomes a
+            :class:`SkippedObject` (nothing of it is imported, called or built; :func:`skipped_objects` lists them),
+            tensors and plain values are read as usual. Needs torch >= 2.5 (``safe_globals`` with names).
 
     Raises:
         MissingFileError: ``path`` is empty or names no file.
@@ -62,7 +107,27 @@ def load_file(path: str | PathLike, key: str) -> Any:
         raise LoadError(f"{where} is an empty file (0 bytes): an interrupted save?", path, key)
     if file.suffix == ".json":
         return _load_json(file, where, key)
-    return _load_torch(file, where, key)
+    try:
+        return _load_torch(file, where, key)
+    except _PickledObjects as err:
+        if not skip_objects or not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
+            raise LoadError(str(err), file, key) from None
+    return _load_skipping_objects(file, where, key)
+
+
+class _PickledObjects(Exception):
+    """The file holds pickled Python objects (the message says which)."""
+
+
+def _load_skipping_objects(file: Path, where: str, key: str) -> Any:
+    """``torch.load(weights_only=True)`` with every global it refuses replaced by a :class:`SkippedObject` class."""
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(file)
+    stand_ins = [(type(f"Skipped_{i}", (SkippedObject,), {"name": name}), name) for i, name in enumerate(names)]
+    try:
+        with torch.serialization.safe_globals(stand_ins):
+            return _load_torch(file, where, key)
+    except _PickledObjects as err:
+        raise LoadError(str(err), file, key) from None
 
 
 def _load_json(file: Path, where: str, key: str) -> Any:
@@ -79,12 +144,16 @@ def _load_torch(file: Path, where: str, key: str) -> Any:
             return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         reason = _torch_reason(err)
+        blocked = re.search(r"unsupported GLOBAL (\S+) whose module (\S+) is blocked", str(err))
+        if blocked:
+            raise LoadError(f"{where} refers to {blocked.group(1)} (module {blocked.group(2)}, which is never loaded "
+                            "from a file); refused.", file, key) from None
         pickled = re.search(r"Unsupported global: GLOBAL (\S+)", reason)
         if pickled:
-            raise LoadError(
+            raise _PickledObjects(
                 f"{where} holds pickled Python objects ({pickled.group(1)}); only tensors and plain values are loaded "
-                "(weights_only=True). Save `net.state_dict()` or a stage model (stages/<stage>/model.pt) instead.",
-                file, key) from None
+                "(weights_only=True). Save `net.state_dict()` or a stage model (stages/<stage>/model.pt) instead."
+            ) from None
         raise LoadError(f"{where} is not a file written by torch.save ({reason}).", file, key) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         reason = str(err).split(". ")[0] or type(err).__name__
@@ -101,4 +170,4 @@ def _torch_reason(err: Exception) -> str:
     return reason.rstrip(".")
 
 
-__all__ = ["LoadError", "MissingFileError", "load_file"]
+__all__ = ["LoadError", "MissingFileError", "SkippedObject", "load_file", "skipped_objects"]

@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from lightning_compress.config import register_resolvers
+from lightning_compress.config import CONFIG_DIR, register_resolvers
 from lightning_compress.profiling import batch_of, compare_latency, latency_change, profile_model
 
 register_resolvers()
@@ -105,7 +105,7 @@ def _cell(value: Any, scale: float, unit: str) -> str:
     return "-" if value is None else f"{value / scale:.3f}{unit}" if scale != 1 else f"{value:.2f}{unit}"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="profile")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="profile")
 def main(cfg: DictConfig) -> None:
     """Print the table, then the JSON line."""
     result = profile_from_config(cfg)

@@ -2,6 +2,7 @@
 re-runs the command that started the fit, so it cannot start inside pytest.
 
     python -m tests.ddp_harness <case>[,<case>...] <out_dir>        # from the project root
+    DDP_HARNESS_ACCELERATOR=gpu python -m tests.ddp_harness ...       # on 2 GPUs (NCCL) instead of 2 CPU processes
 
 A case (:data:`CASES`) builds a LightningModule, its data and its callbacks. :class:`RankDigest` (also usable from
 ``train.py`` as ``+callbacks.digest={_target_: tests.ddp_harness.RankDigest, folder: <dir>}``) makes every rank
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 NUM_CLASSES = 4
+ACCELERATOR = os.environ.get("DDP_HARNESS_ACCELERATOR", "cpu")  # "gpu": 2 GPUs over NCCL (scripts/gpu_check.sh)
 
 
 @dataclass
@@ -200,7 +203,8 @@ def main(case_names: str, out: str) -> None:
 
             callbacks += [ModelCheckpoint(dirpath=folder / "fit", filename="{epoch}", save_last=True),
                           FitEndCheckpoint(folder / "fit")]
-        settings = {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_epochs": 2, "limit_train_batches": 3,
+        settings = {"accelerator": ACCELERATOR, "devices": 2, "strategy": "ddp", "max_epochs": 2,
+                    "limit_train_batches": 3,
                     "limit_val_batches": 1, "logger": False, "enable_checkpointing": False,
                     "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
                     "default_root_dir": str(folder), **case.trainer}

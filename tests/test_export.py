@@ -161,7 +161,7 @@ def test_bad_inputs_are_named(tmp_path, capsys):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(SystemExit):
         export.main([str(tmp_path / "other.pt"), "--format", "pt2"])
-    assert "needs the `model` config" in capsys.readouterr().err  # a bare state dict: no architecture
+    assert "is a plain state dict: it does not record its architecture; pass --model" in capsys.readouterr().err
     with pytest.raises(ValueError, match="format"):
         export.check_format("tflite")
 

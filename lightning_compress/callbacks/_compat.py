@@ -6,7 +6,7 @@ Lightning gives no public way to do these four things; if a Lightning release ch
 * :func:`fit_dataloader`: the training dataloader of ``trainer.fit(model, train_dataloaders=...)`` before the fit
   loop builds it (``trainer.fit_loop._data_source``), for an example input when there is no datamodule.
 * :func:`is_spawn_worker`: whether this process is a worker of a spawning launcher (``ddp_spawn``), whose module is
-  copied back into the launching process after ``fit`` (``_MultiProcessingLauncher``).
+  copied back into the launching process after ``fit`` (``_MultiProcessingLauncher`` of either Lightning namespace).
 * :func:`exclude_from_returned_state`: leave tensors out of the state Lightning copies back from a spawn worker
   (``nn.Module._register_state_dict_hook``).
 * :func:`wrap_on_load_checkpoint`: run a function just before a checkpoint's weights are loaded into a module
@@ -22,6 +22,8 @@ from typing import Any
 import pytorch_lightning as pl
 from torch import nn
 
+from lightning_compress._namespaces import spawn_launcher_types
+
 
 def fit_dataloader(trainer: pl.Trainer) -> Any:
     """The train dataloader given to ``trainer.fit`` (not yet built into the fit loop), or ``None``."""
@@ -32,17 +34,14 @@ def fit_dataloader(trainer: pl.Trainer) -> Any:
 
 
 def is_spawn_worker(trainer: pl.Trainer) -> bool:
-    """True inside a worker of ``ddp_spawn`` (its results are copied into another process)."""
-    from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
-
-    return trainer.world_size > 1 and isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+    """True inside a worker of ``ddp_spawn`` (its results are copied into another process), under either namespace."""
+    return trainer.world_size > 1 and is_spawning(trainer)
 
 
 def is_spawning(trainer: pl.Trainer) -> bool:
-    """True when the strategy launches its workers by spawning (also in the launching process)."""
-    from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
-
-    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+    """True when the strategy launches its workers by spawning (also in the launching process), under either
+    namespace (``pytorch_lightning`` or ``lightning.pytorch``)."""
+    return isinstance(getattr(trainer.strategy, "launcher", None), spawn_launcher_types())
 
 
 def exclude_from_returned_state(module: nn.Module, prefixes: tuple[str, ...]) -> None:

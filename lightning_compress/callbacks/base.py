@@ -23,8 +23,16 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from lightning_compress._namespaces import CallbackBase
 from lightning_compress.callbacks._compat import is_spawn_worker
-from lightning_compress.callbacks.checkpointing import PlanRestorer, write_plan
+from lightning_compress.callbacks.checkpointing import (
+    PlanRestorer,
+    attach_plan,
+    attached_plan,
+    pruned_checkpoint_paths,
+    save_after_cut,
+    write_plan,
+)
 from lightning_compress.callbacks.distributed import broadcast_plan, hand_back_unpruned_only
 from lightning_compress.callbacks.network import (
     device_of,
@@ -64,7 +72,7 @@ class CompressionCallback(Protocol):
                  ) -> PruningPlan | None: ...
 
 
-class BasePruningCallback(pl.Callback):
+class BasePruningCallback(CallbackBase):
     """Common ground of the pruning callbacks.
 
     Args:
@@ -89,7 +97,10 @@ class BasePruningCallback(pl.Callback):
         verbose: log params/MACs before and after and the per-layer table of kept channels (rank 0).
 
     Attributes:
-        plan: the cumulative plan relative to the unpruned network once pruned physically, else ``None``.
+        plan: the cumulative plan relative to the unpruned network once pruned physically, else ``None`` (composed
+            with the plan of an earlier fit or of ``load_pruned_checkpoint``, recorded on the network).
+        pruned_checkpoints: the checkpoints saved right after a cut at the end of the fit (Slimming, FPGM):
+            ``pruned.ckpt`` in every ``ModelCheckpoint`` folder and the rewritten ``last.ckpt``.
         finished: True once the callback has made its one structural change.
         net, net_path: the resolved network and its attribute path in the LightningModule.
         device: the trainer's root device (set in ``setup``): where a latency target is timed.
@@ -149,6 +160,7 @@ class BasePruningCallback(pl.Callback):
         self.latency_batch_size = 1
         self.budget: Budget | None = None
         self.device: torch.device | None = None
+        self.pruned_checkpoints: list[str] = []  # written after a cut at the end of the fit (see apply_plan)
         self._restorer = PlanRestorer(self)
 
     # ------------------------------------------------------------------ identity and state
@@ -205,7 +217,10 @@ class BasePruningCallback(pl.Callback):
         self._restorer.disarm()
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        write_plan(checkpoint, self.plan, self.net_path, type(self).__name__, self.soft_selection())
+        before_cut = not self.finished and bool(getattr(self, "prune", False))  # Slimming/FPGM before their cut
+        paths = pruned_checkpoint_paths(trainer) if before_cut else []
+        write_plan(checkpoint, self.plan, self.net_path, type(self).__name__, self.soft_selection(),
+                   before_cut=before_cut, pruned_checkpoint=paths[0] if paths else None)
 
     # ------------------------------------------------------------------ the contract with the pipeline
     def finalize(self, pl_module: pl.LightningModule, example_inputs: torch.Tensor | None = None
@@ -295,23 +310,34 @@ class BasePruningCallback(pl.Callback):
         return select() if self.has_target else choice.plan  # a budget search keeps the chosen multiple's result
 
     def apply_plan(self, trainer: pl.Trainer, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None,
-                   keep_unpruned: bool = False) -> None:
+                   keep_unpruned: bool = False, end_of_fit: bool = False) -> None:
         """Prune ``net`` physically by rank 0's ``plan``; record ``plan``/``finished``/``profile`` and log them.
 
+        ``plan`` is relative to ``net`` as it is; ``self.plan`` becomes the cumulative plan relative to the unpruned
+        network (composed with the plan an earlier callback or ``load_pruned_checkpoint`` recorded on ``net``).
         ``keep_unpruned`` keeps a CPU copy of the unpruned net until ``on_fit_start`` (when pruning in ``setup``, so a
-        resumed checkpoint with a different plan can still be applied).
+        resumed checkpoint with a different plan can still be applied). ``end_of_fit`` (a cut in ``on_train_end``):
+        the fit's optimizer state is sliced with the weights, and the pruned network is saved at once
+        (:func:`~lightning_compress.callbacks.checkpointing.save_after_cut`).
         """
         plan = broadcast_plan(trainer, plan)
         net = self.require_net()
         if keep_unpruned:
             self._restorer.keep_unpruned(net)
+        if end_of_fit and optimizer is None:
+            optimizer = self._fit_optimizer(trainer, net)
         widths_before, before = layer_widths(net), self._measure(net)
+        prior = attached_plan(net)
         prune(net, plan, optimizer=optimizer)
-        self.plan, self.finished = plan, True
+        cumulative = prior.then(plan) if prior is not None else plan
+        attach_plan(net, cumulative)
+        self.plan, self.finished = cumulative, True
         self.profile = {"before": before, "after": self._measure(net)}
         if self.verbose:
             self._log_change(trainer, widths_before, layer_widths(net))
         self.after_cut(trainer)
+        if end_of_fit:
+            self.pruned_checkpoints = save_after_cut(trainer, type(self).__name__)
 
     def after_cut(self, trainer: pl.Trainer) -> None:
         """On training batches: the optional BN recalibration, then the dead-channel check (a warning naming every
@@ -331,6 +357,17 @@ class BasePruningCallback(pl.Callback):
         if self.dead_after_cut:
             rank_zero_warn(f"[{type(self).__name__}] dead channels after the cut: "
                            f"{describe_dead(self.dead_after_cut, int(inputs[0].shape[0]))}.")
+
+    @staticmethod
+    def _fit_optimizer(trainer: pl.Trainer, net: nn.Module) -> torch.optim.Optimizer | None:
+        """The fit's one optimizer holding ``net``'s parameters (its state is sliced with them), else ``None``."""
+        params = {id(p) for p in net.parameters()}
+        holders = [opt for opt in trainer.optimizers
+                   if any(id(p) in params for group in opt.param_groups for p in group["params"])]
+        if len(holders) > 1:
+            rank_zero_warn(f"{len(holders)} optimizers hold the pruned network's parameters; their state is not "
+                           "sliced, so a checkpoint written after the cut does not resume training.")
+        return holders[0] if len(holders) == 1 else None
 
     def require_net(self) -> nn.Module:
         if self.net is None:

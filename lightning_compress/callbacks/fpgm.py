@@ -27,11 +27,12 @@ Soft pruning during the fit, physical removal at its end:
 * **Removal** (``on_train_end``): the final selection is zeroed as whole channels and removed with ``prune``. In the
   two filter-only modes this drops the constant the selected channels' BN still emitted (fine-tune afterwards:
   on CIFAR-10 ResNet-20 at 40%, 83.8% masked became 67.3% removed: experiments/RESULTS.md). The
-  last checkpoint of the fit (``ModelCheckpoint.last_model_path``) is then written again, holding the pruned network
-  and its plan; checkpoints written earlier hold the full-width soft-pruned network and say so, so
-  ``load_pruned_checkpoint`` refuses them. Under ``ddp_spawn`` the workers' pruned weights cannot be loaded into the
-  launching process's module: there the network stays masked and :meth:`FPGMPruning.finalize` (called in the launching
-  process after ``fit``; the pipeline does) removes the zeroed channels.
+  pruned network, its plan and the sliced optimizer state are then saved as ``pruned.ckpt`` in every
+  ``ModelCheckpoint``'s folder, and its ``last.ckpt`` is rewritten; checkpoints written earlier hold the full-width
+  soft-pruned network and say so, so ``load_pruned_checkpoint`` and ``trainer.test(ckpt_path=...)`` refuse them.
+  Under ``ddp_spawn`` the workers' pruned weights cannot be loaded into the launching process's module: there the
+  network stays masked and :meth:`FPGMPruning.finalize` (called in the launching process after ``fit``; the pipeline
+  does) removes the zeroed channels.
 
 FPGM-mix: ``norm_ratio`` of each group's ``N`` filters (part of ``pruning_ratio``) are taken first by smallest L2
 norm, the rest by the GM criterion; this follows the paper's text (FPGM-mix 40% = 30% GM + 10% norm:
@@ -49,6 +50,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from lightning_compress._namespaces import is_lightning_module
 from lightning_compress.callbacks._compat import is_spawning
 from lightning_compress.callbacks.base import MAX_PRUNING_RATIO, BasePruningCallback, check_bool
 from lightning_compress.callbacks.distributed import broadcast_plan
@@ -224,12 +226,8 @@ class FPGMPruning(BasePruningCallback):
                            "be loaded back into the main process' module, so the network is left soft-pruned "
                            "(zeroed channels). Call `callback.finalize(module)` in the main process after `fit`.")
             return
-        self.apply_plan(trainer, self.selection)
+        self.apply_plan(trainer, self.selection, end_of_fit=True)  # saves pruned.ckpt, rewrites last.ckpt
         self._graph, self._mask = None, None
-        for checkpoint in trainer.checkpoint_callbacks:  # the last checkpoint now holds the pruned network + plan
-            last = getattr(checkpoint, "last_model_path", "")
-            if last:
-                trainer.save_checkpoint(last, weights_only=False)  # with callback states (the plan, finished)
 
     # ------------------------------------------------------------------ decisions
     def should_select(self, epoch: int, max_epochs: int | None) -> bool:
@@ -332,6 +330,6 @@ def _zero_positions(group: ChannelGroup, net: nn.Module) -> list[int]:
 
 
 def _network(pl_module: pl.LightningModule | nn.Module, submodule: str | None) -> nn.Module:
-    if isinstance(pl_module, pl.LightningModule):
+    if is_lightning_module(pl_module):
         return resolve_net(pl_module, submodule)[0]
     return pl_module

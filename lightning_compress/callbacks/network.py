@@ -19,7 +19,9 @@ _WIDTH_ATTRIBUTES = ("out_channels", "num_features", "out_features")
 def resolve_net(pl_module: pl.LightningModule, submodule: str | None) -> tuple[nn.Module, str]:
     """The network inside ``pl_module`` and its attribute path (``""`` = ``pl_module`` itself).
 
-    ``None``: ``pl_module.net``, else ``pl_module.model``, else the module itself.
+    ``None``: ``pl_module.net``, else ``pl_module.model``, else the module itself. A network compiled with
+    ``torch.compile`` (e.g. in the module's ``__init__``) is unwrapped: the callbacks prune its ``_orig_mod``
+    (``"net._orig_mod"``, the keys of its weights in checkpoints), and the compiled wrapper recompiles.
 
     Raises:
         ValueError: if ``submodule`` does not name an ``nn.Module`` attribute of ``pl_module``.
@@ -27,16 +29,24 @@ def resolve_net(pl_module: pl.LightningModule, submodule: str | None) -> tuple[n
     if submodule is None:
         for attribute in NET_ATTRIBUTES:
             if isinstance(getattr(pl_module, attribute, None), nn.Module):
-                return getattr(pl_module, attribute), attribute
+                return _uncompiled(getattr(pl_module, attribute), attribute)
         return pl_module, ""
     if submodule == "":
         return pl_module, ""
     try:
-        return pl_module.get_submodule(submodule), submodule
+        return _uncompiled(pl_module.get_submodule(submodule), submodule)
     except AttributeError:
         children = [n for n, _ in pl_module.named_children()]
         raise ValueError(f"`submodule` must name a submodule of {type(pl_module).__name__}, got {submodule!r}. "
                          f"Available: {children}.") from None
+
+
+def _uncompiled(net: nn.Module, path: str) -> tuple[nn.Module, str]:
+    """``net`` and ``path``, or the module a ``torch.compile`` wrapper holds and its path."""
+    original = getattr(net, "_orig_mod", None)
+    if isinstance(net, torch._dynamo.eval_frame.OptimizedModule) and isinstance(original, nn.Module):
+        return original, f"{path}._orig_mod" if path else "_orig_mod"
+    return net, path
 
 
 def device_of(net: nn.Module) -> torch.device:

@@ -5,7 +5,9 @@ prunable BatchNorm scale in ``on_before_optimizer_step``, where Lightning hands 
 accumulated and *unscaled* under AMP, once per optimizer step (``on_after_backward`` would see GradScaler-scaled
 gradients, and the penalty would silently vanish). At the end of the fit (``on_train_end``, after the last checkpoint
 of the sparsity fit) ONE global threshold over ``|gamma|`` removes ``pruning_ratio`` of the prunable channels (each
-group keeps ``min_channels``) and the network is pruned physically. Fine-tune afterwards.
+group keeps ``min_channels``) and the network is pruned physically; the pruned network, its plan and the sliced
+optimizer state are saved as ``pruned.ckpt`` in every ``ModelCheckpoint``'s folder (``last.ckpt`` is rewritten), and
+the checkpoints of the sparsity fit are marked as written before the cut. Fine-tune afterwards.
 
 The choice is the engine's ``select_channels(importance=BNScale(group_score), global_pruning=True,
 threshold=threshold)``; the ratio counts channel-group positions. ``threshold="count"`` removes exactly
@@ -49,7 +51,7 @@ from lightning_compress.functional import add_l1_subgradient, add_weight_decay_d
 from lightning_compress.functional.pruning import THRESHOLD_RULES
 from lightning_compress.pruning import BNScale, ChannelGraph, PruningPlan
 from lightning_compress.pruning.errors import check_fraction
-from lightning_compress.pruning.importance import BN_REDUCTIONS
+from lightning_compress.pruning.importance import BN_REDUCTIONS, bn_scales
 from lightning_compress.pruning.selection import eligible_groups, select_on_graph
 
 _HALF_PRECISIONS = ("16-true", "bf16-true", "16", "bf16", 16)
@@ -168,10 +170,19 @@ class NetworkSlimming(BasePruningCallback):
         eligible = eligible_groups(self._graph, net, self.selection_args()["ignored_layers"])
         self.groups = {gid: bns for gid in eligible if (bns := _batchnorms(self._graph, gid, net))}
         if not self.groups:
-            raise ValueError("NetworkSlimming found no prunable BatchNorm in the network (after `ignored_layers`).")
+            raise ValueError("NetworkSlimming found no prunable BatchNorm in the network (after `ignored_layers`): "
+                             "it scores and penalises `_BatchNorm` modules (any subclass) and F.batch_norm with a "
+                             "module's own weight.")
+        unscored = [gid for gid in self.groups if self.importance().scores(self._graph.group(gid), net) is None]
+        if len(unscored) == len(self.groups):
+            raise ValueError(f"NetworkSlimming cannot score any of its {len(unscored)} groups: some channels of each "
+                             "have no batch norm scale, so the cut would remove nothing.")
+        if unscored:
+            rank_zero_warn(f"NetworkSlimming leaves {len(unscored)} of {len(self.groups)} groups whole: some of their "
+                           f"channels have no batch norm scale ({', '.join(unscored[:5])}).")
         norms = [net.get_submodule(n) for bns in self.groups.values() for n in bns]
         self._gammas = list({id(m.weight): m.weight for m in norms if m.weight is not None}.values())
-        self._shifts = list({id(m.bias): m.bias for m in norms if m.bias is not None}.values())
+        self._shifts = list({id(m.bias): m.bias for m in norms if getattr(m, "bias", None) is not None}.values())
         if not self._gammas:
             raise ValueError("NetworkSlimming found prunable BatchNorms without scales (affine=False): there is no "
                              "gamma to make sparse.")
@@ -212,9 +223,12 @@ class NetworkSlimming(BasePruningCallback):
         total = sum(self._graph.group(g).size for g in self.groups)
         rank_zero_info(f"[NetworkSlimming] global threshold: removing {plan.num_removed}/{total} prunable channels "
                        f"(ratio {100 * (ratio or 0):.1f}%)")
+        if plan.num_removed == 0 and (ratio or 0) > 0:
+            rank_zero_warn(f"NetworkSlimming removes 0 channels at ratio {ratio:g}: no scale fell below the global "
+                           "threshold (min_channels / round_to keep every group whole?).")
         self._report_sparsity(plan.num_removed, total)
         self._write_plot(trainer)
-        self.apply_plan(trainer, plan)
+        self.apply_plan(trainer, plan, end_of_fit=True)
         self._gammas, self._graph = [], None
 
     # ------------------------------------------------------------------ decisions
@@ -295,9 +309,9 @@ def _stream_writer_norms(graph: ChannelGraph, net: nn.Module) -> list[str]:
 
 
 def _batchnorms(graph: ChannelGraph, group_id: str, net: nn.Module) -> list[str]:
-    """The BatchNorms normalising a group's channels (the scales Network Slimming pushes towards zero)."""
-    names = dict.fromkeys(m.module for m in graph.group(group_id).members if m.slot == "channels")
-    return [n for n in names if isinstance(net.get_submodule(n), nn.modules.batchnorm._BatchNorm)]
+    """The batch norms normalising a group's channels (the scales Network Slimming pushes towards zero): every
+    ``_BatchNorm`` subclass and functional batch norm with module parameters (:func:`~.importance.bn_scales`)."""
+    return [name for _, name, _ in bn_scales(graph.group(group_id), net)]
 
 
 def plot_gamma(values: torch.Tensor, history: list[dict[str, float]], path: Path, small: float = 1e-2) -> Path:

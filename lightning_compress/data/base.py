@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_compress._namespaces import LightningDataModuleBase
 from lightning_compress.data.augment import augment as augment_batch
 from lightning_compress.data.augment import normalize
 
@@ -103,7 +103,7 @@ def check_declared(name: str, given: int | None, actual: int) -> None:
         raise ValueError(f"`{name}` must be {actual} for this data set (or left out), got {given!r}.")
 
 
-class InMemoryImageDataModule(pl.LightningDataModule):
+class InMemoryImageDataModule(LightningDataModuleBase):
     """Base class: subclasses set the shape attributes in ``__init__`` and implement :meth:`load_splits`.
 
     Args:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_compress._namespaces import LightningModuleBase
 from lightning_compress.distillation.teacher import FrozenTeacher
 from lightning_compress.modules.optim import configure_optimization, validate_optim_config
 from lightning_compress.pruning import PruningPlan
@@ -21,7 +21,7 @@ from lightning_compress.pruning.saving import KEY, pruned_payload, read_payload
 Batch = tuple[Tensor, Tensor]
 
 
-class DistillationModule(pl.LightningModule):
+class DistillationModule(LightningModuleBase):
     """Base class: subclasses implement ``training_step`` (and may add trainable modules via
     :meth:`trainable_parameters`).
 

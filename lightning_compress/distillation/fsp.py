@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from lightning_compress.distillation.base import Batch, DistillationModule, total_loss
 from lightning_compress.distillation.features import FeatureRecorder, default_pairs
 from lightning_compress.distillation.functional import POOLS, REDUCTIONS, fsp_loss, fsp_matrix
-from lightning_compress.distillation.teacher import FrozenTeacher
+from lightning_compress.distillation.teacher import FrozenTeacher, TeacherMismatchError
 
 Pair = tuple[str, str]
 
@@ -40,7 +40,7 @@ class FSPDistillation(DistillationModule):
 
     Args:
         net: the student network.
-        teacher: the teacher network (frozen, eval mode, not optimised, not checkpointed) or ``None`` to reload.
+        teacher: the teacher network (frozen, eval mode, not optimised, not checkpointed); ``None`` (default): reload.
         num_classes: classes of the task (student accuracy is logged in every stage).
         pairs: student feature pairs ``[[first, second], ...]``, each a module path with optional ``:input`` /
             ``:output`` (default output), e.g. ``["layer2:input", "layer2:output"]``. ``None``: the paper's
@@ -82,7 +82,7 @@ class FSPDistillation(DistillationModule):
             (listing both shapes).
     """
 
-    def __init__(self, net: nn.Module, teacher: nn.Module | FrozenTeacher | None, num_classes: int = 10,
+    def __init__(self, net: nn.Module, teacher: nn.Module | FrozenTeacher | None = None, num_classes: int = 10,
                  pairs: Sequence[Sequence[str]] | None = None, teacher_pairs: Sequence[Sequence[str]] | None = None,
                  pair_weights: Sequence[float] | None = None, pool: str = "max", reduction: str = "normalized",
                  distill_loss_weight: float = 1.0, task_loss_weight: float = 0.0, projection: bool = False,
@@ -130,9 +130,7 @@ class FSPDistillation(DistillationModule):
         self.input_shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
         self.projections = nn.ModuleDict()  # "pair<i>_<first|second>" -> 1x1 conv (only with projection=True)
         self._student_rec = FeatureRecorder(net, [name for pair in self.pairs for name in pair])
-        self._teacher_rec = (
-            FeatureRecorder(self.teacher.net, [n for p in self.teacher_pairs for n in p]) if self.teacher else None
-        )
+        self._teacher_rec = self._teacher_recorder()
         self._checked = False
         self._frozen: list[nn.Parameter] = []  # unreached by the FSP loss, frozen during a fit (see setup)
         self.save_hyperparameters({
@@ -195,6 +193,16 @@ class FSPDistillation(DistillationModule):
         if datamodule is not None and hasattr(datamodule, "example_input"):
             return datamodule.example_input(2)
         return None
+
+    def _teacher_recorder(self) -> FeatureRecorder | None:
+        if self.teacher is None:
+            return None
+        try:
+            return FeatureRecorder(self.teacher.net, [n for p in self.teacher_pairs for n in p])
+        except ValueError as err:
+            source = f" from {self.teacher.source!r}" if self.teacher.source else ""
+            raise TeacherMismatchError(f"the teacher ({type(self.teacher.net).__name__}{source}) does not fit "
+                                       f"`teacher_pairs`: {err}") from err
 
     def check_pairs(self, example: Tensor) -> list[dict[str, Any]]:
         """Run student and teacher once on ``example`` and check every pair; build projections if enabled.

@@ -20,7 +20,7 @@ class KnowledgeDistillation(DistillationModule):
 
     Args:
         net: the student network.
-        teacher: the teacher network (frozen, eval mode, not optimised, not checkpointed) or ``None`` to reload.
+        teacher: the teacher network (frozen, eval mode, not optimised, not checkpointed); ``None`` (default): reload.
         num_classes: classes of the task.
         temperature: softmax temperature T of both networks' logits (Hinton: 2-20; RepDistiller: 4).
         alpha: weight of the soft-target term, in [0, 1]; the cross-entropy gets ``1 − alpha``.
@@ -32,7 +32,7 @@ class KnowledgeDistillation(DistillationModule):
         ValueError: ``temperature`` <= 0 or ``alpha`` outside [0, 1].
     """
 
-    def __init__(self, net: nn.Module, teacher: nn.Module | FrozenTeacher | None, num_classes: int = 10,
+    def __init__(self, net: nn.Module, teacher: nn.Module | FrozenTeacher | None = None, num_classes: int = 10,
                  temperature: float = 4.0, alpha: float = 0.9, optim: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None, student_plan: Mapping[str, Any] | None = None) -> None:
         super().__init__(net, teacher, num_classes, optim, scheduler, student_plan)

@@ -19,6 +19,11 @@ def freeze(net: nn.Module) -> nn.Module:
     return net
 
 
+class TeacherMismatchError(ValueError):
+    """The teacher network does not fit the distillation module's arguments (e.g. FSP feature names of another
+    architecture); the message names the teacher's type and, when known, the file it came from."""
+
+
 class FrozenTeacher:
     """A frozen network called under ``torch.no_grad()`` in eval mode; follows the student's device lazily.
 

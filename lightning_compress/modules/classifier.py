@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_compress._namespaces import LightningModuleBase
 from lightning_compress.modules.optim import configure_optimization, validate_optim_config
 
 
-class ImageClassifier(pl.LightningModule):
+class ImageClassifier(LightningModuleBase):
     """Trains ``net`` with cross-entropy; logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/acc``.
 
     Args:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,9 +22,45 @@ from lightning_compress.pipeline.progress import EpochLine, interactive
 _THREADS_FROM_ENVIRONMENT = os.environ.get("OMP_NUM_THREADS")
 
 
+SHAPE_KEYS = ("num_classes", "in_channels", "image_size")  # every data config declares them (models interpolate them)
+
+
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    """The data module of ``cfg.data``; its shape keys (``num_classes``, ...) are arguments the module checks."""
-    return hydra.utils.instantiate(cfg.data)
+    """The data module of ``cfg.data``, checked before any training (the contract for your own data module).
+
+    ``cfg.data`` must declare ``num_classes``, ``in_channels`` and ``image_size``; the module is built with the keys
+    its ``__init__`` accepts (all with ``**kwargs``: this project's modules check the shape keys). Without an
+    ``example_input(n)`` method it gets one returning zeros of the declared shape (tracing, MACs and latency use it).
+
+    Raises:
+        ValueError: a shape key is missing or not a positive int, or the module is no LightningDataModule.
+    """
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    target = data.get("_target_", "?")
+    missing = [key for key in SHAPE_KEYS if key not in data]
+    bad = [key for key in SHAPE_KEYS if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int)
+                                                         or data[key] < 1)]
+    if missing or bad:
+        raise ValueError(f"`data` ({target}) must declare {list(SHAPE_KEYS)} as positive ints (models and the "
+                         f"classifier read them); missing {missing}, not positive ints {bad}.")
+    accepted = _accepted_keys(target, data)
+    datamodule = hydra.utils.instantiate({k: v for k, v in data.items() if k == "_target_" or k in accepted})
+    if not isinstance(datamodule, pl.LightningDataModule):
+        raise ValueError(f"`data._target_`={target!r} must build a pytorch_lightning LightningDataModule (the app's "
+                         f"Trainer), got {type(datamodule).__name__}.")
+    if not callable(getattr(datamodule, "example_input", None)):
+        shape = (int(data["in_channels"]), int(data["image_size"]), int(data["image_size"]))
+        datamodule.example_input = lambda batch_size=1: torch.zeros(batch_size, *shape)
+    return datamodule
+
+
+def _accepted_keys(target: str, data: Mapping[str, Any]) -> set[str]:
+    """The keys of ``data`` the ``__init__`` of ``target`` accepts (all of them with ``**kwargs``)."""
+    parameters = inspect.signature(hydra.utils.get_class(target)).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return set(data)
+    names = {p.name for p in parameters}
+    return {key for key in data if key in names or key not in SHAPE_KEYS}
 
 
 def build_net(model_cfg: DictConfig) -> nn.Module:
@@ -35,13 +72,44 @@ def build_net(model_cfg: DictConfig) -> nn.Module:
 
 
 def build_classifier(cfg: DictConfig, net: nn.Module, optim_overrides: Mapping[str, Any] | None = None,
-                     scheduler_overrides: Mapping[str, Any] | None = None) -> ImageClassifier:
-    """Wrap ``net`` in an :class:`ImageClassifier` with ``cfg.module`` settings, updated by the stage's overrides."""
+                     scheduler_overrides: Mapping[str, Any] | None = None) -> pl.LightningModule:
+    """Wrap ``net`` in an :class:`ImageClassifier` with ``cfg.module`` settings, updated by the stage's overrides;
+    with ``module._target_``, in your own LightningModule instead (:func:`build_user_module`)."""
     module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
     optim = {**module_cfg.get("optim", {}), **dict(optim_overrides or {})}
     scheduler = {**module_cfg.get("scheduler", {}), **dict(scheduler_overrides or {})}
+    if module_cfg.get("_target_"):
+        return build_user_module(module_cfg, net, int(cfg.data.num_classes), optim, scheduler)
     return ImageClassifier(net, num_classes=int(cfg.data.num_classes), optim=optim, scheduler=scheduler,
                            channels_last=bool(module_cfg.get("channels_last", False)))
+
+
+def build_user_module(module_cfg: Mapping[str, Any], net: nn.Module, num_classes: int, optim: Mapping[str, Any],
+                      scheduler: Mapping[str, Any]) -> pl.LightningModule:
+    """Your LightningModule (``module._target_``) around ``net``: the contract.
+
+    It is called with ``net=`` and, if its ``__init__`` takes them (or ``**kwargs``), ``num_classes``, ``optim`` and
+    ``scheduler`` (``module.optim`` / ``module.scheduler`` updated by each stage's overrides) and the other keys of
+    ``module``. It must be a ``pytorch_lightning.LightningModule`` keeping ``net`` as ``self.net`` or ``self.model``
+    (where the pruning callbacks find it) and log ``test/acc`` in its ``test_step`` (the results' accuracy).
+
+    Raises:
+        TypeError: its ``__init__`` takes no ``net``, or it is no LightningModule or does not keep ``net``.
+    """
+    target = module_cfg["_target_"]
+    factory = hydra.utils.get_method(target)
+    offered = {**{k: v for k, v in module_cfg.items() if k not in ("_target_", "optim", "scheduler")},
+               "num_classes": num_classes, "optim": dict(optim), "scheduler": dict(scheduler)}
+    parameters = inspect.signature(factory).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if "net" not in parameters and not takes_all:
+        raise TypeError(f"`module._target_`={target!r} must take the network as `net`, got the parameters "
+                        f"{list(parameters)}.")
+    module = factory(net=net, **{k: v for k, v in offered.items() if takes_all or k in parameters})
+    if not isinstance(module, pl.LightningModule) or not any(getattr(module, a, None) is net for a in ("net", "model")):
+        raise TypeError(f"`module._target_`={target!r} must build a pytorch_lightning LightningModule keeping the "
+                        f"network it is given as `self.net` or `self.model`, got {type(module).__name__}.")
+    return module
 
 
 def build_trainer(cfg: DictConfig, stage: str, max_epochs: int, callbacks: Sequence[Callback] = (),

@@ -38,7 +38,8 @@ from torch import nn
 
 from lightning_compress.distillation.base import DistillationModule
 from lightning_compress.distillation.kd import KnowledgeDistillation
-from lightning_compress.distillation.teacher import FrozenTeacher
+from lightning_compress.distillation.teacher import FrozenTeacher, TeacherMismatchError
+from lightning_compress.loading import LoadError
 from lightning_compress.pipeline.artifacts import read_stage_model, save_stage_model
 from lightning_compress.pipeline.builders import build_classifier, build_net
 from lightning_compress.pipeline.context import RunContext
@@ -63,7 +64,13 @@ def run_distillation(ctx: RunContext) -> None:
         teacher, teacher_cfg = saved.net, saved.model_cfg
     else:
         teacher = build_net(teacher_cfg)
-    pairs = _check_config(ctx, factory, stage2_factory, student, teacher, plan)  # fails before any training
+    try:
+        pairs = _check_config(ctx, factory, stage2_factory, student, teacher, plan)  # fails before any training
+    except TeacherMismatchError as err:
+        if not teacher_path:
+            raise
+        raise LoadError(f"`method.teacher`={str(teacher_path)!r} does not fit this distillation: {err}", teacher_path,
+                        "method.teacher") from None
 
     teacher_source = _teacher_stage(ctx, teacher, teacher_cfg, teacher_path, epochs["teacher"])
     initial = copy.deepcopy(student)  # same initial (or pruned) weights as the distilled student

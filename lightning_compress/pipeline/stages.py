@@ -56,6 +56,9 @@ def test_accuracy(ctx: RunContext, module: pl.LightningModule, stage: str) -> fl
     """Test accuracy of ``module`` on the data module's test split (a fresh single-purpose Trainer)."""
     trainer = build_trainer(ctx.cfg, f"{stage}-test", max_epochs=1)
     metrics = trainer.test(module, datamodule=ctx.datamodule, verbose=False)
+    if "test/acc" not in metrics[0]:
+        raise ValueError(f"{type(module).__name__} must log 'test/acc' in its test_step (the results' accuracy), "
+                         f"logged {sorted(metrics[0])}.")
     return float(metrics[0]["test/acc"])
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from .capture import capture
@@ -101,6 +102,7 @@ class ChannelGraph:
         self.module_types = module_types
         self.unsupported = unsupported
         self._by_id = {g.id: g for g in groups}
+        self.input_shape: tuple[int, ...] | None = None  # one example input's shape (no batch), when a tensor
 
     @property
     def prunable_groups(self) -> list[ChannelGroup]:
@@ -152,7 +154,10 @@ def build_channel_graph(model: nn.Module, example_inputs: Any, strict: bool = Fa
         if strict:
             raise UnsupportedOpError(message)
         warnings.warn(message, stacklevel=2)
-    return _groups_from_context(ctx, residual)
+    graph = _groups_from_context(ctx, residual)
+    if isinstance(example_inputs, torch.Tensor) and example_inputs.dim() > 1:
+        graph.input_shape = tuple(example_inputs.shape[1:])
+    return graph
 
 
 READER_SUFFIX = ":input"  # a reader group's id: the channels selected at the input of this module
@@ -354,4 +359,4 @@ def plan_from_groups(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) 
     for (name, slot), parts in sorted(per_slot.items(), key=lambda kv: (order.get(kv[0][0], -1), kv[0][1])):
         lp = layers.setdefault(name, LayerPlan(graph.module_types.get(name, ""), {}, **boundaries.get(name, {})))
         lp.slots[slot] = SlotPlan(graph.slot_sizes[(name, slot)], tuple(unique_sorted_of(parts).tolist()))
-    return PruningPlan(layers, group_plans)
+    return PruningPlan(layers, group_plans, graph.input_shape, graph)

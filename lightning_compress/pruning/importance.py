@@ -164,6 +164,24 @@ class GeometricMedian:
         return fpgm_remove(rows, n, norm_count(group.size, n, self.norm_ratio), self.distance).tolist()
 
 
+def bn_scales(group: ChannelGroup, model: nn.Module) -> list[tuple[Member, str, torch.Tensor]]:
+    """``(member, module name, gamma)`` for every batch norm that normalises the group's channels, once per module:
+    a ``_BatchNorm`` of any subclass (timm's ``BatchNormAct2d``, which calls ``F.batch_norm`` itself, included) and
+    a module calling ``F.batch_norm`` with its own ``weight`` and ``running_var`` (both members of the group)."""
+    found: dict[str, tuple[Member, str, torch.Tensor]] = {}
+    for m in group.members:
+        if m.module in found or m.slot not in ("channels", "weight[0]"):
+            continue
+        module = submodule(model, m.module)
+        gamma = getattr(module, "weight", None)
+        if not isinstance(gamma, torch.Tensor) or gamma.dim() != 1:
+            continue
+        if (m.slot == "channels" and isinstance(module, nn.modules.batchnorm._BatchNorm)) or (
+                m.slot == "weight[0]" and group.member(m.module, "running_var[0]") is not None):
+            found[m.module] = (m, m.module, gamma)
+    return list(found.values())
+
+
 @dataclass(frozen=True)
 class BNScale:
     """``|gamma|`` of the group's BatchNorms (Network Slimming); ``reduce`` combines coupled BNs (mean|sum|max)."""
@@ -176,9 +194,7 @@ class BNScale:
 
     def scores(self, group: ChannelGroup, model: nn.Module) -> torch.Tensor | None:
         values = []
-        for m, module, gamma in _rule_tensors(group, model, "channels", lambda rule, module: rule.scale(module)):
-            if not isinstance(module, nn.modules.batchnorm._BatchNorm):
-                continue
+        for m, _, gamma in bn_scales(group, model):
             column = torch.full((group.size,), float("nan"))
             column[torch.as_tensor(m.positions)] = gamma.detach().abs().float().cpu()[torch.as_tensor(m.indices)]
             values.append(column)

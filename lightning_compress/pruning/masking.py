@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 import torch
 from torch import nn
 
 from .plan import PruningPlan
+from .plan_check import check_plan_fits
 from .validation import compile_plan
 
 
@@ -77,9 +79,13 @@ class ChannelMask:
 
 
 def mask(model: nn.Module, plan: PruningPlan, include_inputs: bool = False,
-         slots: Collection[str] | None = None) -> ChannelMask:
-    """Zero the planned channels of ``model`` in place; returns the compiled :class:`ChannelMask` for reuse."""
+         slots: Collection[str] | None = None, example_inputs: Any = None) -> ChannelMask:
+    """Zero the planned channels of ``model`` in place; returns the compiled :class:`ChannelMask` for reuse.
+
+    The plan is first checked against the network's channel groups as by :func:`.surgery.prune` (nothing is zeroed
+    when it does not fit)."""
     m = ChannelMask(model, plan, include_inputs, slots)
+    check_plan_fits(model, plan, example_inputs)
     m.apply()
     return m
 

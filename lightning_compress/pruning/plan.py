@@ -57,6 +57,8 @@ class PruningPlan:
 
     layers: dict[str, LayerPlan] = field(default_factory=dict)
     groups: list[GroupPlan] = field(default_factory=list)
+    input_shape: tuple[int, ...] | None = None  # one input's shape (no batch) the plan was made on; saved
+    graph: Any = field(default=None, repr=False, compare=False)  # the ChannelGraph it was made on; never saved
 
     # ----- queries -------------------------------------------------------------------------------------------
     @property
@@ -112,6 +114,7 @@ class PruningPlan:
             },
             "groups": [{"id": g.id, "size": g.size, "removed": list(g.removed), "producers": list(g.producers)}
                        for g in self.groups],
+            **({"input_shape": list(self.input_shape)} if self.input_shape is not None else {}),
         }
 
     @classmethod
@@ -141,7 +144,11 @@ class PruningPlan:
             layers[str(name)] = LayerPlan(str(lp["type"]), slots, **boundaries)
         groups = [GroupPlan(str(g["id"]), int(g["size"]), tuple(int(i) for i in g["removed"]),
                             tuple(g.get("producers", ()))) for g in data.get("groups", [])]
-        return cls(layers, groups)
+        shape = data.get("input_shape")
+        if shape is not None and not (isinstance(shape, (list, tuple)) and all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+            raise TypeError(f"`data['input_shape']` must be a list of positive ints, got {shape!r}.")
+        return cls(layers, groups, tuple(shape) if shape is not None else None)
 
     # ----- composition ---------------------------------------------------------------------------------------
     def then(self, later: PruningPlan) -> PruningPlan:
@@ -176,4 +183,4 @@ class PruningPlan:
                 groups[g.id] = GroupPlan(g.id, first.size, removed, first.producers)
             elif first is None:
                 groups[g.id] = g
-        return PruningPlan(layers, list(groups.values()))
+        return PruningPlan(layers, list(groups.values()), self.input_shape)

@@ -11,6 +11,7 @@ loading the weights. No module is ever pickled.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping
 from os import PathLike
 from typing import Any
@@ -18,10 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_compress.loading import load_file, skipped_objects
+
 from .plan import PruningPlan
 from .surgery import prune
 
 KEY = "lightning_compress"
+BEFORE_CUT_KEY = "before_cut"  # a checkpoint written by a pruning callback before its cut (the full-width network)
 FORMAT = "lightning_compress.pruned"
 VERSION = 1
 
@@ -91,3 +95,40 @@ def save_pruned(path: str | PathLike, net: nn.Module, plan: PruningPlan | None, 
     """Write ``net``'s weights (on CPU) and ``plan`` in the format above."""
     torch.save({KEY: pruned_payload(plan, "", **meta),
                 "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, path)
+
+
+def load_pruned(path: str | PathLike, net: nn.Module, submodule: str = "") -> nn.Module:
+    """``net`` (unpruned, built as when the file was saved) pruned by the file's plan, with the file's weights: the
+    pair of :func:`save_pruned`; also reads a Lightning checkpoint written with a pruning callback (the network's
+    weights are the keys under the payload's ``net_path``) and a plain ``torch.save(net.state_dict())``.
+
+    Nothing is unpickled except tensors and plain values: Python objects in the file (e.g. a Lightning checkpoint's
+    hyper-parameters holding a Hydra-instantiated optimizer) are skipped with a warning, and only the weights and the
+    plan are read. On any error ``net`` is unchanged.
+
+    Args:
+        path: the file.
+        net: the unpruned network.
+        submodule: for a Lightning checkpoint without a pruning payload: the attribute path of the network in the
+            saved module (``"net"``: keys ``net.*``); ``""``: the keys are the network's own.
+
+    Raises:
+        ValueError: the file cannot be read (see :func:`lightning_compress.loading.load_file`), was written before
+            a callback's cut (full width), or its plan or weights do not fit ``net``.
+    """
+    data = load_file(path, "path", skip_objects=True)
+    source = f"`path`={str(path)!r}"
+    skipped = skipped_objects(data)
+    if skipped:
+        warnings.warn(f"{source} holds Python objects that were not unpickled ({', '.join(skipped)}); only the "
+                      "weights and the pruning plan were read.", stacklevel=2)
+    if isinstance(data, Mapping) and "state_dict" not in data and data and all(
+            isinstance(v, torch.Tensor) for v in data.values()):
+        data = {"state_dict": data}  # a plain state dict
+    entry = read_payload(data, source)
+    if entry is not None and entry.get(BEFORE_CUT_KEY):
+        raise ValueError(f"{source} was written by {entry.get('method') or 'a pruning callback'} before it pruned the "
+                         "network: it holds the full-width network, not the pruned one. HINT: use the checkpoint "
+                         f"written after the cut ({entry.get('pruned_checkpoint') or 'pruned.ckpt'}).")
+    net_path = entry.get("net_path", "") if entry is not None else submodule
+    return restore(net, plan_of(entry, source), network_state(data, net_path or "", source), source)

@@ -9,6 +9,7 @@ The counts and the threshold are :mod:`lightning_compress.functional.pruning`'s;
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any
@@ -135,8 +136,10 @@ def select_on_graph(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, i
     ratios = group_ratios(graph, model, pruning_ratio, ignored_layers)
     graph.check(model)
     if not global_pruning:
-        return select_counts(graph, model, removal_counts(graph, ratios, min_channels, round_to, rounding,
+        plan = select_counts(graph, model, removal_counts(graph, ratios, min_channels, round_to, rounding,
                                                           max_pruning_ratio), scorer, strategy)
+        _warn_if_nothing_scored(plan, graph, model, ratios, scorer)
+        return plan
     removed: dict[str, list[int]] = {}
     normalize = not isinstance(scorer, BNScale)  # BN scales share one scale: the paper's raw threshold
     for scope in _scopes(graph, pruning_ratio, ratios):
@@ -144,7 +147,24 @@ def select_on_graph(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, i
         if scores:
             removed.update(global_threshold(scores, ratios[next(iter(scores))], min_channels, round_to, threshold,
                                             normalize, max_pruning_ratio))
-    return graph.plan(removed)
+    plan = graph.plan(removed)
+    _warn_if_nothing_scored(plan, graph, model, ratios, scorer)
+    return plan
+
+
+def _warn_if_nothing_scored(plan: PruningPlan, graph: ChannelGraph, model: nn.Module, ratios: Mapping[str, float],
+                            scorer: Any) -> None:
+    """Warn when a non-zero ratio removed nothing because ``scorer`` could score none of the groups it applies to
+    (``bn_scale`` on a network whose channels no batch norm normalises), instead of a silent empty plan."""
+    wanted = [gid for gid, ratio in ratios.items() if ratio > 0]
+    if not plan.is_empty or not wanted:
+        return
+    if any(group_scores(scorer, graph.group(gid), model) is not None for gid in wanted):
+        return  # scored, but the ratio is too small for the group sizes
+    hint = (" (bn_scale needs a batch norm, a `_BatchNorm` or F.batch_norm with module parameters, on every channel "
+            "of a group)" if isinstance(scorer, BNScale) else "")
+    warnings.warn(f"the pruning ratio removes 0 channels: importance {type(scorer).__name__} could score none of the "
+                  f"{len(wanted)} groups it applies to{hint}.", stacklevel=3)
 
 
 def removal_counts(graph: ChannelGraph, ratios: Mapping[str, float], min_channels: int = 1, round_to: int = 1,

@@ -11,6 +11,7 @@ from torch import nn
 from .boundaries import attach_reexpand, attach_select
 from .fusion import fuse_writers
 from .plan import PruningPlan
+from .plan_check import check_plan_fits
 from .validation import ModuleEdit, compile_plan, tensor_attr
 from .verify import prune_checked
 
@@ -41,9 +42,11 @@ def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer 
     Parameters are replaced by new, smaller ``nn.Parameter`` objects (same names, so ``state_dict`` keys are
     unchanged); buffers (BN running stats) are sliced; size attributes are updated. With ``optimizer``, its
     param_groups point at the new parameters and per-parameter state of the same shape (momentum, Adam moments) is
-    sliced the same way. The whole plan is validated first; on error nothing is modified. Needs no example inputs:
-    ``prune(fresh_model, plan)`` reproduces the pruned shapes exactly. With ``example_inputs``, one forward checks
-    that the pruned model runs; if it does not, the model is restored exactly and ``PrunedModelError`` is raised.
+    sliced the same way. The whole plan is validated first; on error nothing is modified: against the network's own
+    channel groups (:func:`.plan_check.check_plan_fits`: traced on ``example_inputs`` or the plan's recorded input
+    shape) and module by module. Needs no example inputs: ``prune(fresh_model, plan)`` reproduces the pruned shapes
+    exactly. With ``example_inputs``, one forward also checks that the pruned model runs; if it does not, the model is
+    restored exactly and ``PrunedModelError`` is raised.
 
     With ``residual="select"`` plans, ``fuse`` (default) rewrites the ``forward`` of the modules where a pruned
     stream writer's output is added to the shortcut, so the two become one ``index_add`` (:mod:`.fusion`);
@@ -53,14 +56,16 @@ def prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer 
     if not isinstance(fuse, bool):
         raise TypeError(f"`fuse` must be a bool, got {fuse!r}.")
     if example_inputs is not None:
-        return prune_checked(model, plan, example_inputs, optimizer, lambda m, p, o: _prune(m, p, o, fuse))
+        return prune_checked(model, plan, example_inputs, optimizer,
+                             lambda m, p, o: _prune(m, p, o, fuse, example_inputs=example_inputs))
     return _prune(model, plan, optimizer, fuse)
 
 
 def _prune(model: nn.Module, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None,
-           fuse: bool = True) -> nn.Module:
+           fuse: bool = True, example_inputs: Any = None) -> nn.Module:
     """The surgery of :func:`prune` without the post-prune check."""
     edits = compile_plan(model, plan)
+    check_plan_fits(model, plan, example_inputs)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"`optimizer` must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}.")
     with torch.no_grad():  # once for the whole surgery, not per tensor

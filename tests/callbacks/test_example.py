@@ -1,4 +1,6 @@
-"""The README example (examples/plain_lightning_slimming.py) runs as written and yields a smaller model."""
+"""The README example (examples/plain_lightning_slimming.py, a `lightning` user module with
+``ModelCheckpoint(monitor=..., save_top_k=1)``) runs as written: prunes, reloads the best checkpoint,
+resumes, exports."""
 
 from __future__ import annotations
 
@@ -17,3 +19,5 @@ def test_plain_lightning_example_runs(tmp_path, monkeypatch):
     assert result["after"]["params"] < result["before"]["params"]
     assert result["after"]["macs"] < result["before"]["macs"]
     assert 0.0 <= result["test_acc"] <= 1.0
+    assert result["resumed_params"] == result["after"]["params"] and result["resumed_step"] > result["best_step"]
+    assert result["parity"] and Path(result["exported"]).is_file()

@@ -185,9 +185,9 @@ def test_paper_mode_lets_selected_filters_regrow_between_selections(make_trainer
 class SoftSnapshot(FPGMPruning):
     """Keeps a copy of the soft-pruned network just before the physical removal."""
 
-    def apply_plan(self, trainer, plan, optimizer=None, keep_unpruned=False) -> None:
+    def apply_plan(self, trainer, plan, *args, **kwargs) -> None:
         self.soft = copy.deepcopy(self.net)
-        super().apply_plan(trainer, plan, optimizer, keep_unpruned)
+        super().apply_plan(trainer, plan, *args, **kwargs)
 
 
 @pytest.mark.parametrize(("net_fn", "mode", "residual"), [(tiny_vgg, "exact", "couple"),

@@ -141,7 +141,7 @@ def _state(model: nn.Module) -> dict:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_checked_prune_restores_the_model_exactly_and_names_the_op():
+def test_checked_prune_restores_the_model_exactly_and_names_the_op(monkeypatch):
     model = _net(nn.Identity()).train()
     x = torch.randn(2, 3, 8, 8)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -153,6 +153,10 @@ def test_checked_prune_restores_the_model_exactly_and_names_the_op():
     plan = PruningPlan.from_dict({"format": "lightning_compress.PruningPlan", "version": 1, "layers": {
         "0": {"type": "Conv2d", "slots": {"out": {"size": 16, "removed": [0, 1]}}},
         "6": {"type": "Linear", "slots": {"in": {"size": 16, "removed": [0, 1]}}}}, "groups": []})
+    with pytest.raises(ValueError, match=r"'1' channels cuts 0 of the 16 coupled channels"):  # the group check
+        prune(model, plan, opt, example_inputs=x)
+    # without the group check (for what it cannot see), the forward check catches it and restores everything
+    monkeypatch.setattr("lightning_compress.pruning.surgery.check_plan_fits", lambda *args, **kwargs: None)
     with pytest.raises(PrunedModelError, match=r"module '1' \(BatchNorm2d\).*restored"):
         prune(model, plan, opt, example_inputs=x)
     after = model.state_dict()

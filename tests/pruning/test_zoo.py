@@ -60,3 +60,48 @@ def test_timm_family_prunes(name):
 def test_torchvision_model_prunes(name):
     models = pytest.importorskip("torchvision.models")
     _check(name, models.get_model(name, weights=None), 224 if name == "swin_t" else SIZE)
+
+
+# Network Slimming on timm's fused BatchNormAct2d (issue 29, item 2): scored, penalised and cut to the ratio
+SLIMMING = ["efficientnet_b0", "mobilenetv3_small_100", "regnetx_002"]
+
+
+@pytest.mark.parametrize("name", SLIMMING)
+def test_timm_slimming_removes_the_ratio(name, tmp_path):
+    timm = pytest.importorskip("timm")
+    import pytorch_lightning as pl
+
+    from lightning_compress.callbacks import NetworkSlimming
+    from lightning_compress.data.synthetic import SyntheticDataModule
+    from lightning_compress.modules import ImageClassifier
+
+    torch.manual_seed(0)
+    net = timm.create_model(name, pretrained=False, num_classes=4)
+    callback = NetworkSlimming(sparsity_lambda=1e-4, pruning_ratio=0.4, verbose=False)
+    data = SyntheticDataModule(num_classes=4, in_channels=3, image_size=SIZE, train_size=4, val_size=2, test_size=2,
+                               batch_size=2, seed=0)
+    trainer = pl.Trainer(default_root_dir=str(tmp_path), accelerator="cpu", max_epochs=1, limit_train_batches=2,
+                         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[callback])
+    with torch.no_grad():  # distinct scales, so the global threshold cuts exactly the ratio
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None:
+                module.weight.copy_(torch.rand(module.weight.shape) + 0.1)
+    total = None
+
+    class Count(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            nonlocal total
+            total = sum(callback._graph.group(gid).size for gid in callback.groups)
+
+    trainer.callbacks.append(Count())
+    trainer.fit(ImageClassifier(net, num_classes=4), datamodule=data)
+    assert any(type(m).__name__ == "BatchNormAct2d" for m in net.modules())
+    assert callback.penalty_steps == 2 and total > 0
+    # floor(40%) of the scaled channels, less one per group whose every channel fell below the global threshold
+    # (min_channels=1 keeps its last one: RegNetX's grouped convs couple 8 positions scored by the mean of many BNs)
+    shortfall = int(total * 0.4) - callback.plan.num_removed
+    kept_one = [g for g in callback.plan.groups if g.size - len(g.removed) == 1]
+    assert 0 <= shortfall <= len(kept_one), (callback.plan.num_removed, total, len(kept_one))
+    assert callback.plan.num_removed >= 0.35 * total
+    assert net(torch.randn(1, 3, SIZE, SIZE)).shape == (1, 4)
