@@ -67,6 +67,16 @@ def conv_block(cin: int, cout: int, k: int, groups: int, bn: bool, act: type[nn.
     return nn.Sequential(*layers)
 
 
+def _conv_shape(draw: st.DrawFn, cin: int) -> tuple[int, int]:
+    """Output channels and groups of a random conv: plain, depthwise (x1 or x2) or 2-grouped."""
+    style = draw(st.sampled_from(["plain", "plain", "depthwise", "grouped"]))
+    if style == "depthwise":
+        return cin * draw(st.sampled_from([1, 2])), cin
+    if style == "grouped" and cin % 2 == 0:
+        return 2 * draw(st.integers(1, 4)), 2
+    return draw(st.integers(1, 8)), 1
+
+
 @st.composite
 def random_nets(draw: st.DrawFn, max_ops: int = 8) -> RandomNet:
     c0 = draw(st.integers(2, 8))
@@ -80,13 +90,7 @@ def random_nets(draw: st.DrawFn, max_ops: int = 8) -> RandomNet:
                                      "maxpool", "avgpool", "mlp", "upsample", "half", "pad"]))
         same_h = [i for i, (_, h) in enumerate(meta) if h == ha]
         if kind == "conv":
-            style = draw(st.sampled_from(["plain", "plain", "depthwise", "grouped"]))
-            if style == "depthwise":
-                cout, groups = ca * draw(st.sampled_from([1, 2])), ca
-            elif style == "grouped" and ca % 2 == 0:
-                cout, groups = 2 * draw(st.integers(1, 4)), 2
-            else:
-                cout, groups = draw(st.integers(1, 8)), 1
+            cout, groups = _conv_shape(draw, ca)
             mods.append(conv_block(ca, cout, draw(st.sampled_from([1, 3])), groups, draw(st.booleans()),
                                    draw(st.sampled_from(ACTS)), draw(st.booleans())))
             ops.append(("conv", a, len(mods) - 1))

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from lightning_compress.pruning import PruningPlan, build_channel_graph, prune
@@ -25,7 +25,12 @@ def _check(net, ratio, importance, global_pruning, seed, residual="couple"):
     model = randomize_norms(net).eval()
     torch.manual_seed(seed)
     graph = build_channel_graph(model, X, strict=True, residual=residual)  # every op of these nets has a rule
-    plan = select_on_graph(graph, model, ratio, importance=importance, global_pruning=global_pruning)
+    try:
+        plan = select_on_graph(graph, model, ratio, importance=importance, global_pruning=global_pruning)
+    except ValueError as err:  # the groups' floors cannot let that many channels go: an error, said (test_selection)
+        if "let at most" not in str(err):
+            raise
+        reject()
     pruned = assert_mask_equals_prune(model, X, plan)  # the fused form of residual="select" where it applies
     if residual == "select":
         hooked = prune(copy.deepcopy(model), plan, fuse=False)
