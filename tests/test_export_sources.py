@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_compress import export
@@ -18,23 +16,7 @@ from lightning_compress.callbacks import L1FilterPruning
 from lightning_compress.pruning import prune, select_channels
 from lightning_compress.pruning.saving import save_pruned
 from tests.callbacks.conftest import tiny_data, tiny_vgg
-
-
-class LitUser(L.LightningModule):
-    def __init__(self, lr: float = 0.05) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.model = tiny_vgg()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+from tests.users import LitUser
 
 
 @pytest.fixture(scope="module")

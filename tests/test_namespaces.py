@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from lightning_utilities.core.overrides import is_overridden
 from torch import nn
 
@@ -31,17 +30,13 @@ from lightning_compress.callbacks._compat import is_spawning
 from lightning_compress.exporting import export_and_check
 from lightning_compress.modules import ImageClassifier
 from tests.callbacks.conftest import tiny_data, tiny_vgg
+from tests.users import one_thread_fixture, user_module_class
 
 NAMESPACE_NAMES = ("pytorch_lightning", "lightning.pytorch")
 INPUT_SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = pytest.fixture(autouse=True)(one_thread_fixture)
 
 
 def test_both_namespaces_are_installed() -> None:
@@ -49,32 +44,7 @@ def test_both_namespaces_are_installed() -> None:
     assert [ns.__name__ for ns in NAMESPACES] == list(NAMESPACE_NAMES)
 
 
-def user_module_class(ns: ModuleType) -> type:
-    """A LightningModule as a user of ``ns`` writes it: the network is ``self.model``, SGD with momentum."""
 
-    class LitUser(ns.LightningModule):
-        def __init__(self, lr: float = 0.05) -> None:
-            super().__init__()
-            self.save_hyperparameters()
-            self.model = tiny_vgg()
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.model(x)
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            loss = F.cross_entropy(self(x), y)
-            self.log("train_loss", loss)
-            return loss
-
-        def validation_step(self, batch: Any, batch_idx: int) -> None:
-            x, y = batch
-            self.log("val_loss", F.cross_entropy(self(x), y))
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
-
-    return LitUser
 
 
 def trainer_of(ns: ModuleType, tmp_path: Path, callbacks: list, **kwargs: Any) -> Any:
@@ -190,7 +160,7 @@ def test_ddp_spawn_under_lightning_does_not_crash(method: str, tmp_path: Path) -
     state dict of the wrong size. Now the main process keeps its unpruned module (documented) and no crash."""
     import lightning.pytorch as lp
 
-    from tests.callbacks.test_user_checkpoints import LitUser  # module level: spawned workers unpickle it
+    from tests.users import LitUser  # module level: spawned workers unpickle it
 
     module = LitUser()
     callback = CALLBACKS[method]()

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lightning_compress.callbacks import FPGMPruning, L1FilterPruning, NetworkSlimming, load_pruned_checkpoint
 from tests.callbacks.conftest import tiny_data, tiny_vgg
+from tests.users import LitUser, one_thread_fixture
 
 METHODS = {"slimming": lambda: NetworkSlimming(pruning_ratio=0.5, verbose=False),
            "fpgm": lambda: FPGMPruning(pruning_ratio=0.5, verbose=False)}
@@ -28,37 +27,10 @@ SETTINGS = {"default": lambda d: ModelCheckpoint(dirpath=d),
             "monitor_top1": lambda d: ModelCheckpoint(dirpath=d, monitor="val_loss", save_top_k=1)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = pytest.fixture(autouse=True)(one_thread_fixture)
 
 
-class LitUser(L.LightningModule):
-    def __init__(self, lr: float = 0.05) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.model = tiny_vgg()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self(x), y)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        self.log("val_loss", F.cross_entropy(self(x), y))
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        self.log("test_loss", F.cross_entropy(self(x), y))
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
 
 
 def trainer(tmp_path: Path, callbacks: list, max_epochs: int = 2) -> L.Trainer:

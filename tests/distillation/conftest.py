@@ -13,19 +13,14 @@ from lightning_compress.data.synthetic import SyntheticDataModule
 from lightning_compress.models.resnet_cifar import CifarResNet
 from lightning_compress.models.vgg import VGG
 from tests.callbacks.conftest import quiet_trainer
+from tests.users import one_thread_fixture
 
 NUM_CLASSES = 4
 OPTIM = {"name": "sgd", "lr": 0.01, "momentum": 0.9}
 SCHEDULER = {"name": "constant"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread for these tiny models: with other jobs on the 2 cores, 2 threads spin and run ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = pytest.fixture(autouse=True)(one_thread_fixture)
 
 
 @pytest.fixture
