@@ -44,7 +44,7 @@ class L1FilterPruning(OneShotPruning):
             bn_recalibration, verbose: see
             :class:`BasePruningCallback`.
         target_macs: instead of a float ratio: MACs per image of the pruned network, a fraction (<= 1) of the unpruned
-            MACs or an absolute count; met within 1% below (see README "Budgets").
+            MACs or an absolute count; met within 1% below (see docs/engine.md, "Budgets").
         target_latency_ms: instead of a float ratio: median latency (ms) of the pruned network's forward pass at
             ``latency_batch_size`` on the trainer's device.
 
