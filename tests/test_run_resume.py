@@ -123,3 +123,45 @@ def test_resume_of_something_that_is_no_run_names_the_key(compose_config, tmp_pa
     with pytest.raises(LoadError, match="`resume`") as info:
         run(compose_config(f"resume={target}"))
     assert str(target) in str(info.value)
+
+
+def test_a_run_folder_moved_to_another_checkout_resumes_there(tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from lightning_compress.pipeline.resume import _relocated
+
+    saved = {"paths": {"root_dir": "/old/repo", "data_dir": "/old/repo/../shared/datasets", "output_dir": "/old/run"},
+             "data": {"root": "/old/repo/../shared/datasets/cifar10-jpeg", "batch_size": 128},
+             "logger": {"csv": {"save_dir": "/old/run"}}, "note": "/old/runner"}
+    now = OmegaConf.create({"paths": {"root_dir": "/new/main", "data_dir": "/new/main/../shared/datasets",
+                                      "output_dir": "/elsewhere"}})
+    moved = _relocated(saved, now, tmp_path / "run")
+    assert moved["data"]["root"] == "/new/main/../shared/datasets/cifar10-jpeg"
+    assert moved["logger"]["csv"]["save_dir"] == str(tmp_path / "run")  # the logs follow the run folder
+    assert moved["note"] == "/old/runner" and moved["data"]["batch_size"] == 128  # a prefix of a name is no path
+
+
+def test_earlier_metrics_survive_two_interrupted_resumes(tmp_path) -> None:
+    from lightning_compress.pipeline import metrics_history
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,val/acc\n0,10,0.5\n1,20,0.6\n")
+
+    class Logger(metrics_history.CSVLogger):
+        def __init__(self) -> None:  # only log_dir is read
+            pass
+
+        @property
+        def log_dir(self) -> str:
+            return str(tmp_path)
+
+    trainer = type("T", (), {"loggers": [Logger()]})()
+    first = metrics_history.read_earlier_rows(trainer)
+    assert not path.exists() and len(first[path]) == 2  # moved aside: the logger starts a file of its own
+    path.write_text("epoch,step,train/loss_step\n2,30,0.4,extra\n")  # a second interruption, a half-rewritten file
+    second = metrics_history.read_earlier_rows(trainer)
+    assert [row["epoch"] for row in second[path]] == ["0", "1", "2"]
+    path.write_text("epoch,step,val/acc\n3,40,0.7\n")
+    metrics_history.restore_earlier_rows(second)
+    assert [line.split(",")[0] for line in path.read_text().splitlines()[1:]] == ["0", "1", "2", "3"]
+    assert not (tmp_path / metrics_history.EARLIER).exists()

@@ -38,7 +38,7 @@ def run_to_resume(cfg: DictConfig, attempt: str) -> tuple[DictConfig, dict[str, 
     if cfg.get("resume"):
         folder = Path(str(cfg.resume)).resolve()
         record = read_results(folder, "resume")
-        saved = OmegaConf.create(record["config"])
+        saved = OmegaConf.create(_relocated(record["config"], cfg, folder))
         _check_overrides(cfg, saved, folder)
         with open_dict(saved):
             saved.resume = str(folder)
@@ -68,6 +68,29 @@ def attempt_id() -> str:
     return os.environ.get(ATTEMPT_VARIABLE, "")
 
 
+def _relocated(config: dict[str, Any], cfg: DictConfig, folder: Path) -> dict[str, Any]:
+    """The saved config with every path under a saved ``paths.*`` folder (and the run folder) moved under this
+    process's: a run continues in another checkout, machine or folder (its logs, data and cache follow)."""
+    old = dict(config.get("paths") or {})
+    new = OmegaConf.to_container(cfg.paths, resolve=True) if cfg.get("paths") is not None else {}
+    new["output_dir"] = str(folder)
+    moves = sorted(((str(old[k]), str(new[k])) for k in old if isinstance(old[k], str) and k in new
+                    and old[k] != new[k]), key=lambda move: -len(move[0]))
+
+    def move(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        if isinstance(value, str):
+            for before, after in moves:
+                if value == before or value.startswith(before.rstrip("/") + "/"):
+                    return after + value[len(before):]
+        return value
+
+    return move(config)
+
+
 def _check_overrides(cfg: DictConfig, saved: DictConfig, folder: Path) -> None:
     changed = []
     for key in _overridden_keys():
@@ -94,8 +117,20 @@ def _overridden_keys() -> list[str]:
     return keys
 
 
+LOCATION_SUFFIXES = ("root", "dir", "path")  # where files live: a run may continue in another checkout or machine
+
+
 def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    """A config value as plain Python, without the leaves that only say where files live (``data.root``,
+    ``data.cache_dir``: they follow ``paths.*``, which a resumed run may change)."""
+    plain = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return _without_locations(plain)
+
+
+def _without_locations(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_locations(v) for k, v in value.items() if not str(k).endswith(LOCATION_SUFFIXES)}
+    return value
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
