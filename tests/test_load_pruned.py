@@ -12,7 +12,6 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_compress.callbacks import L1FilterPruning, load_pruned_checkpoint
@@ -20,24 +19,18 @@ from lightning_compress.loading import LoadError, SkippedObject, load_file, skip
 from lightning_compress.pruning import prune, select_channels
 from lightning_compress.pruning.saving import load_pruned, save_pruned
 from tests.callbacks.conftest import tiny_data, tiny_vgg
+from tests.users import NetSteps
 
 X = torch.randn(2, 1, 8, 8)
 
 
-class TemplateModule(L.LightningModule):
+class TemplateModule(NetSteps, L.LightningModule):
     """The template's shape: ``optimizer`` is a ``functools.partial`` (Hydra ``_partial_: true``) kept in hparams."""
 
     def __init__(self, net: torch.nn.Module, optimizer: Any, compile: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net"])
         self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self(x), y)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.hparams.optimizer(params=self.parameters())

@@ -12,6 +12,17 @@ import torch.nn.functional as F
 from tests.callbacks.conftest import tiny_vgg
 
 
+class NetSteps:
+    """The forward and training step of a user's module whose network is ``self.net``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+
 class UserSteps:
     """The steps of a user's classifier module (SGD with momentum); mixed into either Lightning package's module."""
 

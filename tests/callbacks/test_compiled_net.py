@@ -4,29 +4,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lightning_compress.callbacks import L1FilterPruning, load_pruned_checkpoint
 from tests.callbacks.conftest import tiny_data, tiny_vgg
+from tests.users import NetSteps
 
 
-class CompiledUser(L.LightningModule):
+class CompiledUser(NetSteps, L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.net = torch.compile(tiny_vgg(), backend="eager")  # the eager backend: no C++ compiler needed
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self(x), y)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.05)
