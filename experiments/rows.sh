@@ -10,8 +10,7 @@
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
 # (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt, vgg11_half_s0.pt: the `final` model.pt of the baseline rows, sha256 in
 # RESULTS.md), the controls read the method row's compressed model from logs/rows/. THREADS (default 2) intra-op
-# threads per run. A long row interrupted at the end of a session is carried over in experiments/checkpoints/
-# in_progress/ROW (its results.json, last.ckpt and logs): `run ROW` continues it from there.
+# threads per run. `run ROW` continues an interrupted row from its folder (checkpoints stay out of git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -71,9 +70,6 @@ run_row() {
   local overrides; overrides=$(row "$name")
   local dir=$ROWS/$name
   if [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json"; then echo "$name: done"; return; fi
-  if [ ! -d "$dir" ] && [ -d "$CK/in_progress/$name" ]; then  # an interrupted row carried over in git
-    mkdir -p "$ROWS"; cp -r "$CK/in_progress/$name" "$dir"
-  fi
   mkdir -p "$dir"
   local resume=()
   [ -f "$dir/results.json" ] && resume=(resume="$dir")
