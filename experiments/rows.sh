@@ -5,7 +5,7 @@
 #   bash experiments/rows.sh show ROW [ROW ...]   # the overrides of rows
 #   bash experiments/rows.sh run ROW [ROW ...]    # run rows one after the other (a finished row is skipped; an
 #                                                 # interrupted one continues from its checkpoints)
-#   bash experiments/rows.sh keep ROW             # copy a finished row's results.json, log and CSVs to results/ROW
+#   bash experiments/rows.sh keep ROW             # copy a finished row's results.json, log and CSVs to results/converged/ROW
 #
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
 # (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt, vgg11_half_s0.pt: the `final` model.pt of the baseline rows, sha256 in
@@ -80,7 +80,7 @@ run_row() {
 }
 
 keep_row() {
-  local name=$1 out=experiments/results/$1
+  local name=$1 out=experiments/results/converged/$1
   mkdir -p "$out"
   cp "$ROWS/$name/results.json" "$ROWS/$name/train.log" "$out/"
   (cd "$ROWS/$name" && find csv -name metrics.csv -o -name gamma.png) | while read -r f; do
