@@ -31,7 +31,7 @@ def torch_pruning_result(model: torch.nn.Module, x: torch.Tensor, ratio: float) 
     """Torch-Pruning on a copy: 'OK -NN%' when the pruned model runs with the same output shape, else the failure."""
     import torch_pruning as tp
 
-    from lightning_compress.profiling import count_macs
+    from lightning_compress.cost import count_macs
 
     model = copy.deepcopy(model).eval()
     try:

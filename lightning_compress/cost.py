@@ -1,4 +1,5 @@
-"""Size and speed of a network: parameters, MACs, FLOPs and latency (pure torch, no Lightning).
+"""The cost of a network: parameters, MACs, FLOPs and latency (pure torch, no Lightning; the command line is
+``python -m lightning_compress.profile``).
 
 Counting convention, used everywhere in this project: **MACs** are the multiply-accumulates of convolution and
 linear layers for one input image (bias, BN, activations and pooling are not counted), as in Li et al., Liu et al.,

@@ -1,5 +1,5 @@
-"""Export a network to ONNX or a torch.export program and check it against PyTorch (the core of
-``python -m lightning_compress.export``; pure torch + the optional onnx packages, no app code).
+"""Portable files of a network: ONNX and ``torch.export`` programs, written, loaded and checked against PyTorch
+(pure torch + the optional onnx packages; the command line is ``python -m lightning_compress.export``).
 
 ``export_model`` writes ``.onnx`` (``torch.onnx.export(dynamo=True)``) or ``.pt2`` (``torch.export.save``) with a
 dynamic batch dimension; both load without this project's code. ``check_parity`` runs the exported file on seeded
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_compress.profiling import Latency, interleaved_latency, latency_change
+from lightning_compress.cost import Latency, interleaved_latency, latency_change
 
 FORMATS = ("onnx", "pt2")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2"}

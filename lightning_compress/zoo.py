@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lightning_compress.profiling import count_macs, count_params
+from lightning_compress.cost import count_macs, count_params
 from lightning_compress.pruning import build_channel_graph, mask, prune
 from lightning_compress.pruning.selection import select_on_graph
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import bench_latency
+from lightning_compress.cost import VERDICTS
 from lightning_compress.models import resnet20
-from lightning_compress.profiling import VERDICTS
 
 SMOKE = {"repeats": 2, "warmup": 0, "threads": 1, "image_size": 16, "batch_size": 2, "search_steps": 4}
 

@@ -10,11 +10,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from lightning_compress import profiling
-from lightning_compress.pipeline import run, stages
-from lightning_compress.pipeline.artifacts import save_stage_model
-from lightning_compress.pipeline.context import RunContext
-from lightning_compress.profiling import (
+from lightning_compress import cost
+from lightning_compress.cost import (
     VERDICTS,
     Latency,
     compare_latency,
@@ -22,6 +19,9 @@ from lightning_compress.profiling import (
     latency_change,
     measure_latency,
 )
+from lightning_compress.pipeline import run, stages
+from lightning_compress.pipeline.artifacts import save_stage_model
+from lightning_compress.pipeline.context import RunContext
 from lightning_compress.pruning import prune, select_channels
 
 TINY_PRUNE = ["+method=l1_filter", "model=resnet8", "data=synthetic", "data.train_size=16", "data.val_size=8",
@@ -57,7 +57,7 @@ class FakeClock:
 
 def test_runners_alternate_and_quartiles_come_from_the_timed_runs(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(profiling.time, "perf_counter", clock)
+    monkeypatch.setattr(cost.time, "perf_counter", clock)
     # 2 warm-up rounds (100 ms, ignored), then 5 timed runs each.
     a = clock.runner("a", [100, 100, 1, 2, 3, 4, 5])
     b = clock.runner("b", [100, 100, 10, 20, 30, 40, 50])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lightning_compress import models
-from lightning_compress.profiling import count_macs, count_params
+from lightning_compress.cost import count_macs, count_params
 
 CIFAR = torch.zeros(1, 3, 32, 32)
 

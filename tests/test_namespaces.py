@@ -27,8 +27,8 @@ from lightning_compress._namespaces import (
 )
 from lightning_compress.callbacks import load_pruned_checkpoint
 from lightning_compress.callbacks._compat import is_spawning
-from lightning_compress.exporting import export_and_check
 from lightning_compress.modules import ImageClassifier
+from lightning_compress.portable import export_and_check
 from tests.callbacks.conftest import tiny_data, tiny_vgg
 from tests.users import one_thread_fixture, user_module_class
 

@@ -27,8 +27,8 @@ def test_every_public_name_resolves_to_the_real_object() -> None:
         lightning_compress.Nope  # noqa: B018
 
 
-@pytest.mark.parametrize("module", ["lightning_compress.pruning", "lightning_compress.profiling",
-                                    "lightning_compress.functional", "lightning_compress.distillation.functional",
+@pytest.mark.parametrize("module", ["lightning_compress.pruning", "lightning_compress.cost",
+                                    "lightning_compress.functional", "lightning_compress.functional.distillation",
                                     "lightning_compress.pruning.saving", "lightning_compress.loading"])
 def test_pure_modules_load_neither_lightning_nor_hydra(module: str) -> None:
     code = (f"import sys, {module}\n"

@@ -1,6 +1,7 @@
 """Distillation losses as pure functions: the FSP matrix and loss (Yim et al. 2017) and Hinton's KD loss.
 
-No module state, no Lightning: the LightningModules in this package only collect features and call these.
+No module state, no Lightning: the LightningModules of `lightning_compress.distillation` only collect features and
+call these.
 """
 
 from __future__ import annotations

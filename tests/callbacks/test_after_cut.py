@@ -148,7 +148,7 @@ def test_every_callback_caps_each_layer_by_max_pruning_ratio(make_trainer, make_
     lambda: FPGMPruning(pruning_ratio=0.4, round_to="auto", soft_mode="exact"),
 ], ids=["slimming", "l1", "fpgm"])
 def test_round_to_auto_keeps_the_measured_fastest_multiple(make_trainer, monkeypatch, make_callback) -> None:
-    from lightning_compress.profiling import Latency
+    from lightning_compress.cost import Latency
     from lightning_compress.pruning import alignment
 
     calls: list[list[str]] = []

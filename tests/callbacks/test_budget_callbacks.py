@@ -64,7 +64,7 @@ def test_slimming_searches_the_global_ratio_on_the_trained_scales(make_trainer):
 
 
 def test_l1_filter_meets_a_latency_target_timed_at_its_batch_size(make_trainer, monkeypatch):
-    from lightning_compress.profiling import Latency, count_macs
+    from lightning_compress.cost import Latency, count_macs
     from lightning_compress.pruning import budget_search
 
     def fake(net, inputs, *args, **kwargs):  # deterministic: proportional to the MACs, no spread

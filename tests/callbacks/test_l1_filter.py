@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from lightning_compress.callbacks import L1FilterPruning
 from lightning_compress.config import CONFIG_DIR, register_resolvers
+from lightning_compress.cost import count_macs
 from lightning_compress.models import resnet_cifar, vgg
-from lightning_compress.profiling import count_macs
 from tests.callbacks.conftest import tiny_data, tiny_module, tiny_vgg
 
 

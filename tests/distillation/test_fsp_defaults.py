@@ -12,7 +12,7 @@ from torch import nn
 
 from lightning_compress.distillation import FSPDistillation, KnowledgeDistillation, fsp_loss, fsp_matrix
 from lightning_compress.distillation.fsp import DEFAULT_OPTIM, MAX_LOSS_GROWTH
-from lightning_compress.distillation.functional import fsp_pair_loss
+from lightning_compress.functional.distillation import fsp_pair_loss
 from tests.distillation.conftest import NUM_CLASSES, SCHEDULER
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lightning_compress import models
-from lightning_compress.profiling import Latency, count_macs
+from lightning_compress.cost import Latency, count_macs
 from lightning_compress.pruning import (
     budget_search,
     build_channel_graph,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from benchmarks.zoo_check import check_model
 
 # timm families of issue 12 (one small member each)
