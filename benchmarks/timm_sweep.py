@@ -17,7 +17,7 @@ import queue
 
 import torch
 
-from .zoo_check import TABLE_HEADER, check_model, table_row
+from lightning_compress.zoo import TABLE_HEADER, check_model, table_row
 
 TIMM_MODELS = [
     "resnet50d", "resnext26ts", "efficientnet_b0", "tf_efficientnet_lite0", "mobilenetv3_large_100",

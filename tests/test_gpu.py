@@ -20,8 +20,7 @@ from lightning_compress.cost import measure_latency
 from lightning_compress.distillation import FSPDistillation, KnowledgeDistillation
 from lightning_compress.modules import ImageClassifier
 from lightning_compress.portable import export_and_check
-from tests.callbacks.conftest import tiny_data, tiny_resnet, tiny_vgg
-from tests.callbacks.test_user_checkpoints import LitUser
+from tests.helpers import LitUser, tiny_data, tiny_resnet, tiny_vgg
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

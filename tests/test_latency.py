@@ -227,20 +227,3 @@ def test_profile_times_unpruned_and_pruned_interleaved(compose_config, monkeypat
     assert result["pruned"]["latency_repeats"] == 3 and "latency_iqr_ms" in result
     table = profile.format_table(result)
     assert "latency IQR" in table and "interleaved" in table and result["latency_change"]["verdict"] in table
-
-
-# ---------------------------------------------------------------------------------------------- the benchmark script
-def test_latency_benchmark_smoke_mode_prints_the_table(capsys):
-    from benchmarks import bench_latency
-
-    rows = bench_latency.main(["--smoke", "--models", "resnet56", "mobilenet_v2", "--round-to", "1", "8"])
-    out = capsys.readouterr().out
-    assert len(rows) == 4 and {r["round_to"] for r in rows} == {1, 8}
-    assert "| model |" in out and "realised" in out
-    resnet = next(r for r in rows if r["model"] == "resnet56" and r["round_to"] == 1)
-    assert resnet["macs_after"] / resnet["macs_before"] == pytest.approx(0.5, abs=0.03)  # the ratio search hit -50%
-    for row in rows:
-        assert row["macs_speedup"] > 1 and row["latency_ratio"] == pytest.approx(
-            row["latency_speedup"] / row["macs_speedup"])
-        assert row["round_to"] == 1 or all(w % row["round_to"] == 0 or w == full
-                                           for w, full in row["widths"])

@@ -39,6 +39,23 @@ def test_pure_modules_load_neither_lightning_nor_hydra(module: str) -> None:
     assert result.returncode == 0, f"{module} loads {result.stdout.strip()} {result.stderr[-500:]}"
 
 
+@pytest.mark.parametrize(("old", "new", "name"), [
+    ("lightning_compress.profiling", "lightning_compress.cost", "count_macs"),
+    ("lightning_compress.exporting", "lightning_compress.portable", "export_and_check"),
+    ("lightning_compress.distillation.functional", "lightning_compress.functional.distillation", "fsp_loss"),
+])
+def test_moved_modules_keep_their_old_import_path_with_a_warning(old: str, new: str, name: str) -> None:
+    import importlib
+
+    moved = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=f"`{old}` moved to `{new}`"):
+        found = getattr(moved, name)
+    assert found is getattr(importlib.import_module(new), name)
+    assert name in dir(moved)
+    with pytest.raises(AttributeError, match="Nope"):
+        moved.Nope  # noqa: B018
+
+
 def _imports() -> dict[str, set[str]]:
     """Module -> the lightning_compress modules it imports anywhere (function-level imports included)."""
     root = Path(lightning_compress.__file__).parent

@@ -9,8 +9,8 @@ import torch
 from lightning_compress.callbacks import FPGMPruning, L1FilterPruning, NetworkSlimming
 from lightning_compress.pipeline import run
 from lightning_compress.pruning import Budget
-from tests.callbacks.conftest import tiny_data, tiny_module, tiny_resnet, tiny_vgg
-from tests.test_methods_pipeline import TINY
+from tests.helpers import TINY_PRUNING_RUN as TINY
+from tests.helpers import tiny_data, tiny_module, tiny_resnet, tiny_vgg
 
 X = torch.randn(1, 1, 8, 8)
 

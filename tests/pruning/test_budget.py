@@ -22,7 +22,7 @@ from lightning_compress.pruning import (
     select_on_graph,
 )
 from lightning_compress.pruning.budget import check_amount
-from tests.callbacks.conftest import tiny_vgg
+from tests.helpers import tiny_vgg
 
 from .archs import ARCHS
 

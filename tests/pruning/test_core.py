@@ -14,8 +14,7 @@ from torch import nn
 
 from lightning_compress.pruning import PruningPlan, build_channel_graph, mask, prune, select_channels
 from lightning_compress.pruning.selection import select_on_graph
-
-from .helpers import assert_mask_equals_prune, n_params, randomize_norms
+from tests.helpers import assert_mask_equals_prune, n_params, randomize_norms
 
 
 class Block(nn.Module):

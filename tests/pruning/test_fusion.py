@@ -16,9 +16,9 @@ from lightning_compress.pruning.boundaries import REEXPAND, is_fused, reexpanded
 from lightning_compress.pruning.saving import plan_of, read_payload, restore, save_pruned
 from lightning_compress.pruning.selection import select_on_graph
 from lightning_compress.pruning.verify import PrunedModelError
+from tests.helpers import assert_mask_equals_prune, randomize_norms
 
 from .archs import ARCHS, Bottleneck
-from .helpers import assert_mask_equals_prune, randomize_norms
 from .random_arch import RandomNet, conv_block
 
 # writers fused at ratio 0.5 (the concatenating and channels-first-LayerNorm families keep the hooked form)
