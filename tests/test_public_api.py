@@ -29,7 +29,8 @@ def test_every_public_name_resolves_to_the_real_object() -> None:
 
 @pytest.mark.parametrize("module", ["lightning_compress.pruning", "lightning_compress.cost",
                                     "lightning_compress.functional", "lightning_compress.functional.distillation",
-                                    "lightning_compress.pruning.saving", "lightning_compress.loading"])
+                                    "lightning_compress.pruning.saving", "lightning_compress.loading",
+                                    "lightning_compress.portable", "lightning_compress.zoo"])
 def test_pure_modules_load_neither_lightning_nor_hydra(module: str) -> None:
     code = (f"import sys, {module}\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
