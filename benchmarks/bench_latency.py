@@ -18,9 +18,9 @@ measures fastest on the device at the row's batch size, timed with the same rout
 
 Channels are chosen with ``select_channels`` (L1 norm, random weights: latency does not depend on the weights) and
 removed with ``prune``. The unpruned and the pruned network are timed in one interleaved comparison by
-``lightning_compress.profiling.compare_latency`` (the routine results.json uses): median and inter-quartile range,
-"faster" only when the ranges separate; realised / MACs speedup is ``profiling.speed_ratio`` (flagged below 0.85).
-With ``--onnx`` both are also exported (``exporting.export_and_check``: parity checked) and timed interleaved in ONNX
+``lightning_compress.cost.compare_latency`` (the routine results.json uses): median and inter-quartile range,
+"faster" only when the ranges separate; realised / MACs speedup is ``cost.speed_ratio`` (flagged below 0.85).
+With ``--onnx`` both are also exported (``portable.export_and_check``: parity checked) and timed interleaved in ONNX
 Runtime. Prints one markdown table (for benchmarks/README.md). Run it on a quiet machine only::
 
     .venv/bin/python -m benchmarks.bench_latency --threads 2 --onnx          # CPU, the settings
@@ -47,9 +47,7 @@ from torch import nn
 from benchmarks.mobilenetv2 import MobileNetV2
 from benchmarks.resnet50 import ResNet50
 from lightning_compress.config import CONFIG_DIR
-from lightning_compress.exporting import export_and_check
-from lightning_compress.models import resnet56, vgg16
-from lightning_compress.profiling import (
+from lightning_compress.cost import (
     SPEED_RATIO_TARGET,
     batch_of,
     compare_latency,
@@ -58,6 +56,8 @@ from lightning_compress.profiling import (
     latency_change,
     speed_ratio,
 )
+from lightning_compress.models import resnet56, vgg16
+from lightning_compress.portable import export_and_check
 from lightning_compress.pruning import PruningPlan, build_channel_graph, choose_round_to, prune, select_channels
 
 SEARCH_STEPS = 12

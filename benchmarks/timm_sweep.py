@@ -17,7 +17,7 @@ import queue
 
 import torch
 
-from .zoo_check import TABLE_HEADER, check_model, table_row
+from lightning_compress.zoo import TABLE_HEADER, check_model, table_row
 
 TIMM_MODELS = [
     "resnet50d", "resnext26ts", "efficientnet_b0", "tf_efficientnet_lite0", "mobilenetv3_large_100",
@@ -31,7 +31,7 @@ def torch_pruning_result(model: torch.nn.Module, x: torch.Tensor, ratio: float) 
     """Torch-Pruning on a copy: 'OK -NN%' when the pruned model runs with the same output shape, else the failure."""
     import torch_pruning as tp
 
-    from lightning_compress.profiling import count_macs
+    from lightning_compress.cost import count_macs
 
     model = copy.deepcopy(model).eval()
     try:

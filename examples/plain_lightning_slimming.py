@@ -17,8 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_compress.callbacks import NetworkSlimming, load_pruned_checkpoint
-from lightning_compress.exporting import export_and_check
-from lightning_compress.profiling import count_macs, count_params
+from lightning_compress.cost import count_macs, count_params
+from lightning_compress.portable import export_and_check
 
 EPOCHS = int(os.environ.get("EPOCHS", "10"))
 BATCHES = int(os.environ.get("BATCHES", "0")) or None  # limit_train_batches for smoke runs (None: all)

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
+from lightning_compress.cost import count_macs, count_params
 from lightning_compress.modules import ImageClassifier
-from lightning_compress.profiling import count_macs, count_params
 from lightning_compress.pruning import prune
 
 PAPER = {  # Liu et al. 2017, Table 1 (CIFAR-10): (params reduction %, FLOPs reduction %)

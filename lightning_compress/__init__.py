@@ -8,7 +8,7 @@ The public API::
                                     load_pruned_checkpoint)
 
 The engine names import eagerly (pure torch). The Lightning-based names are declared for IDEs and type checkers
-(``TYPE_CHECKING``) and load on first access, so that ``import lightning_compress.pruning`` (or ``.profiling``,
+(``TYPE_CHECKING``) and load on first access, so that ``import lightning_compress.pruning`` (or ``.cost``,
 ``.functional``) never loads Lightning or Hydra. Everything else (modules whose names start with ``_``, and the
 helpers inside ``callbacks``, ``pipeline``, ``pruning`` not re-exported by their package) is internal.
 """

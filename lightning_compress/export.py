@@ -11,7 +11,7 @@ checkpoint, with ``--module pkg.mod:LitModule`` (your LightningModule class: the
 exported) or ``--model pkg.mod:build`` (a function or class building the *unpruned* network, with ``--model-kwargs``
 as JSON); a :func:`~lightning_compress.pruning.saving.save_pruned` file or a plain state dict, with ``--model``. Nothing
 but tensors and plain values is unpickled. The input shape is ``--input-shape``, else the one the file or its plan
-records. In Python: :func:`lightning_compress.exporting.export_and_check` (``net``, input shape, path, format).
+records. In Python: :func:`lightning_compress.portable.export_and_check` (``net``, input shape, path, format).
 
 Writes ``model.onnx`` (the dynamo ONNX exporter, ``torch.onnx.export(dynamo=True)``) or ``model.pt2``
 (``torch.export.save``) beside the model file (or at ``--output``), with a dynamic batch dimension. Both load without
@@ -20,7 +20,7 @@ on seeded random inputs of the recorded input shape and compared with the PyTorc
 status 1 when any output element differs by more than ``atol + rtol * |PyTorch output|``. Forward hooks and
 pre-hooks on modules (e.g. channel re-expansion after pruning) are traced into the exported graph. With
 ``--latency-batch-size`` > 0 it also exports the unpruned model (the same architecture without the pruning plan) and
-times both exported files interleaved with :func:`lightning_compress.profiling.interleaved_latency`.
+times both exported files interleaved with :func:`lightning_compress.cost.interleaved_latency`.
 The last line of standard output is one JSON object, for scripts. Needs ``pip install -e ".[export]"`` for ONNX.
 """
 
@@ -36,7 +36,8 @@ from typing import Any
 
 import torch
 
-from lightning_compress.exporting import (
+from lightning_compress.loading import load_file
+from lightning_compress.portable import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     FORMATS,
@@ -49,7 +50,6 @@ from lightning_compress.exporting import (
     export_model,
     load_exported,
 )
-from lightning_compress.loading import load_file
 from lightning_compress.pruning.saving import KEY, load_pruned, plan_of, read_payload
 
 LEGACY_STAGE_FORMAT = "lightning_compress.stage_model/1"  # pipeline.artifacts.LEGACY_FORMAT (without importing Hydra)

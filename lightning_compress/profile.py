@@ -10,13 +10,18 @@ profiled on ``data=``'s shape.
 
 With ``prune.ratio`` the unpruned and pruned networks are timed in one interleaved comparison (median and IQR of
 ``latency.repeats`` runs each; "faster"/"slower" only when the IQRs separate). The last line of standard output is one
-JSON object (``params``, ``macs``, ``flops``, ``latency_ms``, ...), for scripts.
+JSON object (``params``, ``macs``, ``flops``, ``latency_ms``, ...), for scripts. The same before/after with
+command-line flags, a per-layer table and the plan as JSON is ``python -m lightning_compress.pruning``
+(:func:`prune_main`).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -25,7 +30,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lightning_compress.config import CONFIG_DIR, register_resolvers
-from lightning_compress.profiling import batch_of, compare_latency, latency_change, profile_model
+from lightning_compress.cost import batch_of, compare_latency, latency_change, profile_model
+from lightning_compress.pruning import PruningPlan, prune, select_channels
 
 register_resolvers()
 
@@ -46,37 +52,40 @@ def profile_from_config(cfg: DictConfig) -> dict[str, Any]:
         shape = (1, *saved.input_shape) if saved.input_shape else shape
     else:
         net = build_net(cfg.model)
-    example = torch.randn(shape)
-    latency_cfg = cfg.get("latency") or {}
+    name = model_cfg._target_.rsplit(".", 1)[-1]
+    return profile_network(net, torch.randn(shape), name, cfg.get("prune"), cfg.get("latency"))[0]
+
+
+def profile_network(net: nn.Module, example: torch.Tensor, name: str, prune_cfg: Mapping[str, Any] | None = None,
+                    latency_cfg: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], PruningPlan | None]:
+    """Params, MACs and FLOPs of ``net`` on ``example``; with ``prune_cfg["ratio"]`` also of a pruned copy (the plan
+    is returned, else ``None``); with ``latency_cfg["batch_size"]`` > 0 the networks are timed interleaved."""
+    latency_cfg, prune_cfg = latency_cfg or {}, prune_cfg or {}
     batch = int(latency_cfg.get("batch_size", 0))
     if batch < 0:
         raise ValueError(f"`latency.batch_size` must be >= 0 (0 skips timing), got {batch!r}.")
-    models = {"model": net}
-    prune_cfg = cfg.get("prune") or {}
+    models, plan = {"model": net}, None
     if prune_cfg.get("ratio"):
-        models["pruned"] = _prune(copy.deepcopy(net), example, prune_cfg)
-    result: dict[str, Any] = {"model": model_cfg._target_.rsplit(".", 1)[-1], "input": list(shape),
-                              **profile_model(net, example).as_dict()}
-    if "pruned" in models:
-        result["pruned"] = profile_model(models["pruned"], example).as_dict()
+        models["pruned"], plan = _prune(copy.deepcopy(net), example, prune_cfg)
+    result: dict[str, Any] = {"model": name, "input": list(example.shape), **profile_model(net, example).as_dict()}
+    if plan is not None:
+        result["pruned"] = {**profile_model(models["pruned"], example).as_dict(), "channels_removed": plan.num_removed}
     if batch:
         timed = compare_latency(models, batch_of(example, batch), warmup=int(latency_cfg.get("warmup", 5)),
                                 repeats=int(latency_cfg.get("repeats", 20)), threads=latency_cfg.get("threads"))
         result.update(timed["model"].as_fields())
-        if "pruned" in models:
+        if plan is not None:
             result["pruned"].update(timed["pruned"].as_fields())
             result["latency_change"] = latency_change(timed["model"], timed["pruned"]).as_dict()
-    return result
+    return result, plan
 
 
-def _prune(net: nn.Module, example: torch.Tensor, prune_cfg: DictConfig) -> nn.Module:
-    from lightning_compress.pruning import prune, select_channels
-
-    plan = select_channels(net, example, float(prune_cfg.ratio), importance=str(prune_cfg.get("importance", "l1")),
+def _prune(net: nn.Module, example: torch.Tensor, prune_cfg: Mapping[str, Any]) -> tuple[nn.Module, PruningPlan]:
+    plan = select_channels(net, example, float(prune_cfg["ratio"]), importance=str(prune_cfg.get("importance", "l1")),
                            global_pruning=bool(prune_cfg.get("global_pruning", False)),
                            round_to=int(prune_cfg.get("round_to", 1)))
     prune(net, plan)
-    return net
+    return net, plan
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -94,6 +103,11 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"latency: batch {result['latency_batch_size']}, {result['latency_device']}, "
                      f"{result['latency_threads']} threads, {mode}median of {result['latency_repeats']} "
                      f"after {result['latency_warmup']} warm-up")
+    if "pruned" in result:
+        pruned = result["pruned"]
+        lines.append(f"pruned: {pruned['channels_removed']:,} channels removed")
+        lines += [f"{title:7}{result[key]:,} -> {pruned[key]:,} ({_fewer(result[key], pruned[key])})"
+                  for title, key in (("params", "params"), ("MACs", "macs"))]
     if "latency_change" in result:
         change = result["latency_change"]
         lines.append(f"pruned: {change['verdict']} (x{change['speedup']:.2f} of medians; faster/slower only when "
@@ -101,8 +115,43 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _fewer(before: int, after: int) -> str:
+    return f"{100 * (1 - after / before):.1f}% fewer" if before else "-"
+
+
 def _cell(value: Any, scale: float, unit: str) -> str:
     return "-" if value is None else f"{value / scale:.3f}{unit}" if scale != 1 else f"{value:.2f}{unit}"
+
+
+def prune_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lightning_compress.pruning --model resnet56 --ratio 0.3 [--table] [--plan-out p.json]``: the
+    before/after of ``prune.ratio=`` above with command-line flags, the per-layer plan table and the plan as JSON."""
+    from lightning_compress import models
+    from lightning_compress.pruning import IMPORTANCES
+
+    parser = argparse.ArgumentParser(prog="python -m lightning_compress.pruning",
+                                     description="Prune a project model and print params/MACs before and after.")
+    parser.add_argument("--model", default="resnet56", help="factory in lightning_compress.models (resnet56, vgg16)")
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--input-shape", type=int, nargs="+", default=[1, 3, 32, 32])
+    parser.add_argument("--ratio", type=float, default=0.3)
+    parser.add_argument("--importance", default="l1", choices=sorted(IMPORTANCES))
+    parser.add_argument("--global", dest="global_pruning", action="store_true")
+    parser.add_argument("--plan-out", default=None, help="write the plan as JSON here")
+    parser.add_argument("--table", action="store_true", help="print the per-layer table")
+    args = parser.parse_args(argv)
+    if not callable(getattr(models, args.model, None)):
+        parser.error(f"--model must be a factory in lightning_compress.models, got {args.model!r}")
+    net = getattr(models, args.model)(num_classes=args.num_classes).eval()
+    prune_cfg = {"ratio": args.ratio, "importance": args.importance, "global_pruning": args.global_pruning}
+    result, plan = profile_network(net, torch.randn(*args.input_shape), args.model, prune_cfg)
+    print(format_table(result))
+    if plan is not None and args.table:
+        print(plan.summary())
+    if plan is not None and args.plan_out:
+        Path(args.plan_out).write_text(json.dumps(plan.to_dict()))
+        print(f"plan written to {args.plan_out}")
+    return 0
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="profile")

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lightning_compress.cost import SPEED_RATIO_TARGET, speed_ratio
 from lightning_compress.pipeline.results import DONE, RESULTS_FILE, run_status
-from lightning_compress.profiling import SPEED_RATIO_TARGET, speed_ratio
 
 REPORT_COLUMNS = ("baseline_acc", "final_acc", "delta_acc_pt", "baseline_macs", "final_macs", "macs_reduction_pct",
                   "baseline_params", "final_params", "params_reduction_pct", "baseline_latency_ms", "final_latency_ms",

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from lightning_compress.callbacks.l1_filter import L1FilterPruning
-from lightning_compress.profiling import count_macs
+from lightning_compress.cost import count_macs
 from lightning_compress.pruning import build_channel_graph, prune
 from lightning_compress.pruning.selection import eligible_groups, select_on_graph
 

@@ -12,11 +12,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from lightning_compress import export, exporting
+from lightning_compress import export, portable
+from lightning_compress.cost import VERDICTS
 from lightning_compress.pipeline import run
 from lightning_compress.pipeline.artifacts import save_stage_model
 from lightning_compress.pipeline.builders import build_net
-from lightning_compress.profiling import VERDICTS
 from lightning_compress.pruning import prune, select_channels
 
 FORMATS = [pytest.param("pt2", id="pt2"), pytest.param("onnx", id="onnx")]
@@ -130,13 +130,13 @@ def test_cli_round_trips_a_pruned_stage_model_with_size_and_latency(tmp_path, ca
 
 def test_cli_exits_1_with_a_message_when_parity_fails(tmp_path, capsys, monkeypatch):
     path, _ = _pruned_stage_file(tmp_path)
-    real = exporting.load_exported
+    real = portable.load_exported
 
     def off_by_one(*args, **kwargs):
         runner = real(*args, **kwargs)
         return lambda x: [out + 1 for out in runner(x)]
 
-    monkeypatch.setattr(exporting, "load_exported", off_by_one)
+    monkeypatch.setattr(portable, "load_exported", off_by_one)
     assert export.main([str(path), "--format", "pt2"]) == 1
     captured = capsys.readouterr()
     assert "parity FAILED" in captured.out and "parity check failed" in captured.err
@@ -167,7 +167,7 @@ def test_bad_inputs_are_named(tmp_path, capsys):
 
 
 def test_onnx_without_its_packages_names_the_extra(monkeypatch):
-    monkeypatch.setattr(exporting, "_importable", lambda name: name != "onnxruntime")
+    monkeypatch.setattr(portable, "_importable", lambda name: name != "onnxruntime")
     with pytest.raises(ImportError, match=r"onnxruntime.*\.\[export\]"):
         export.check_format("onnx")
 

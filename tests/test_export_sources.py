@@ -15,8 +15,7 @@ from lightning_compress import export
 from lightning_compress.callbacks import L1FilterPruning
 from lightning_compress.pruning import prune, select_channels
 from lightning_compress.pruning.saving import save_pruned
-from tests.callbacks.conftest import tiny_data, tiny_vgg
-from tests.users import LitUser
+from tests.helpers import LitUser, tiny_data, tiny_vgg
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +45,7 @@ def test_a_lightning_checkpoint_with_the_users_module(user_checkpoint: Path, tmp
 
 
 def test_a_lightning_checkpoint_with_a_network_builder(user_checkpoint: Path, tmp_path: Path, capsys) -> None:
-    assert export.main([str(user_checkpoint), "--model", "tests.callbacks.conftest:tiny_vgg", "--model-kwargs",
+    assert export.main([str(user_checkpoint), "--model", "tests.helpers:tiny_vgg", "--model-kwargs",
                         '{"num_classes": 4}', "--format", "pt2", "--output", str(tmp_path / "n.pt2")]) == 0
     assert report(capsys)["parity"]["passed"]
 
@@ -68,7 +67,7 @@ def test_a_save_pruned_file(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         export.main([str(tmp_path / "pruned.pt"), "--format", "pt2"])
     assert "is a save_pruned file" in capsys.readouterr().err
-    assert export.main([str(tmp_path / "pruned.pt"), "--model", "tests.callbacks.conftest:tiny_vgg",
+    assert export.main([str(tmp_path / "pruned.pt"), "--model", "tests.helpers:tiny_vgg",
                         "--format", "pt2"]) == 0
     result = report(capsys)
     assert result["kind"] == "pruned" and result["parity"]["passed"] and result["input_shape"] == [1, 8, 8]

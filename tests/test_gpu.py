@@ -16,12 +16,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lightning_compress.callbacks import FPGMPruning, L1FilterPruning, NetworkSlimming, load_pruned_checkpoint
+from lightning_compress.cost import measure_latency
 from lightning_compress.distillation import FSPDistillation, KnowledgeDistillation
-from lightning_compress.exporting import export_and_check
 from lightning_compress.modules import ImageClassifier
-from lightning_compress.profiling import measure_latency
-from tests.callbacks.conftest import tiny_data, tiny_resnet, tiny_vgg
-from tests.callbacks.test_user_checkpoints import LitUser
+from lightning_compress.portable import export_and_check
+from tests.helpers import LitUser, tiny_data, tiny_resnet, tiny_vgg
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -10,11 +10,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from lightning_compress import profiling
-from lightning_compress.pipeline import run, stages
-from lightning_compress.pipeline.artifacts import save_stage_model
-from lightning_compress.pipeline.context import RunContext
-from lightning_compress.profiling import (
+from lightning_compress import cost
+from lightning_compress.cost import (
     VERDICTS,
     Latency,
     compare_latency,
@@ -22,6 +19,9 @@ from lightning_compress.profiling import (
     latency_change,
     measure_latency,
 )
+from lightning_compress.pipeline import run, stages
+from lightning_compress.pipeline.artifacts import save_stage_model
+from lightning_compress.pipeline.context import RunContext
 from lightning_compress.pruning import prune, select_channels
 
 TINY_PRUNE = ["+method=l1_filter", "model=resnet8", "data=synthetic", "data.train_size=16", "data.val_size=8",
@@ -57,7 +57,7 @@ class FakeClock:
 
 def test_runners_alternate_and_quartiles_come_from_the_timed_runs(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(profiling.time, "perf_counter", clock)
+    monkeypatch.setattr(cost.time, "perf_counter", clock)
     # 2 warm-up rounds (100 ms, ignored), then 5 timed runs each.
     a = clock.runner("a", [100, 100, 1, 2, 3, 4, 5])
     b = clock.runner("b", [100, 100, 10, 20, 30, 40, 50])
@@ -227,20 +227,3 @@ def test_profile_times_unpruned_and_pruned_interleaved(compose_config, monkeypat
     assert result["pruned"]["latency_repeats"] == 3 and "latency_iqr_ms" in result
     table = profile.format_table(result)
     assert "latency IQR" in table and "interleaved" in table and result["latency_change"]["verdict"] in table
-
-
-# ---------------------------------------------------------------------------------------------- the benchmark script
-def test_latency_benchmark_smoke_mode_prints_the_table(capsys):
-    from benchmarks import bench_latency
-
-    rows = bench_latency.main(["--smoke", "--models", "resnet56", "mobilenet_v2", "--round-to", "1", "8"])
-    out = capsys.readouterr().out
-    assert len(rows) == 4 and {r["round_to"] for r in rows} == {1, 8}
-    assert "| model |" in out and "realised" in out
-    resnet = next(r for r in rows if r["model"] == "resnet56" and r["round_to"] == 1)
-    assert resnet["macs_after"] / resnet["macs_before"] == pytest.approx(0.5, abs=0.03)  # the ratio search hit -50%
-    for row in rows:
-        assert row["macs_speedup"] > 1 and row["latency_ratio"] == pytest.approx(
-            row["latency_speedup"] / row["macs_speedup"])
-        assert row["round_to"] == 1 or all(w % row["round_to"] == 0 or w == full
-                                           for w, full in row["widths"])

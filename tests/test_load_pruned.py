@@ -18,8 +18,7 @@ from lightning_compress.callbacks import L1FilterPruning, load_pruned_checkpoint
 from lightning_compress.loading import LoadError, SkippedObject, load_file, skipped_objects
 from lightning_compress.pruning import prune, select_channels
 from lightning_compress.pruning.saving import load_pruned, save_pruned
-from tests.callbacks.conftest import tiny_data, tiny_vgg
-from tests.users import NetSteps
+from tests.helpers import NetSteps, tiny_data, tiny_vgg
 
 X = torch.randn(2, 1, 8, 8)
 

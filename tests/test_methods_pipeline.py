@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 
 from lightning_compress.pipeline import run
-
-TINY = ["method.baseline.epochs=1", "method.compress.epochs=1", "method.finetune.epochs=1",
-        "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=2",
-        "trainer.enable_progress_bar=false", "latency.batch_size=0"]
+from tests.helpers import TINY_PRUNING_RUN as TINY
 
 
 @pytest.mark.parametrize("method", ["slimming", "l1_filter"])

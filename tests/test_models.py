@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lightning_compress import models
-from lightning_compress.profiling import count_macs, count_params
+from lightning_compress.cost import count_macs, count_params
 
 CIFAR = torch.zeros(1, 3, 32, 32)
 
@@ -176,7 +176,7 @@ def test_slimming_models_reject_bad_arguments(build, match):
 @pytest.mark.parametrize("name", ["resnet164", "densenet40", "vgg11"])
 def test_engine_prunes_slimming_models_and_mask_equals_prune(name):
     from lightning_compress.pruning import select_channels
-    from tests.pruning.helpers import assert_mask_equals_prune, randomize_norms
+    from tests.helpers import assert_mask_equals_prune, randomize_norms
 
     torch.manual_seed(0)
     net = randomize_norms(getattr(models, name)(num_classes=10, **({"width": 0.5} if name == "vgg11" else {})))

@@ -27,10 +27,9 @@ from lightning_compress._namespaces import (
 )
 from lightning_compress.callbacks import load_pruned_checkpoint
 from lightning_compress.callbacks._compat import is_spawning
-from lightning_compress.exporting import export_and_check
 from lightning_compress.modules import ImageClassifier
-from tests.callbacks.conftest import tiny_data, tiny_vgg
-from tests.users import one_thread_fixture, user_module_class
+from lightning_compress.portable import export_and_check
+from tests.helpers import one_thread_fixture, tiny_data, tiny_vgg, user_module_class
 
 NAMESPACE_NAMES = ("pytorch_lightning", "lightning.pytorch")
 INPUT_SHAPE = (1, 8, 8)
@@ -160,7 +159,7 @@ def test_ddp_spawn_under_lightning_does_not_crash(method: str, tmp_path: Path) -
     state dict of the wrong size. Now the main process keeps its unpruned module (documented) and no crash."""
     import lightning.pytorch as lp
 
-    from tests.users import LitUser  # module level: spawned workers unpickle it
+    from tests.helpers import LitUser  # module level: spawned workers unpickle it
 
     module = LitUser()
     callback = CALLBACKS[method]()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_compress.profiling import count_macs, count_params, measure_latency, profile_model, speed_ratio
+from lightning_compress.cost import count_macs, count_params, measure_latency, profile_model, speed_ratio
 
 
 def test_conv_and_linear_macs_by_hand():

@@ -27,9 +27,10 @@ def test_every_public_name_resolves_to_the_real_object() -> None:
         lightning_compress.Nope  # noqa: B018
 
 
-@pytest.mark.parametrize("module", ["lightning_compress.pruning", "lightning_compress.profiling",
-                                    "lightning_compress.functional", "lightning_compress.distillation.functional",
-                                    "lightning_compress.pruning.saving", "lightning_compress.loading"])
+@pytest.mark.parametrize("module", ["lightning_compress.pruning", "lightning_compress.cost",
+                                    "lightning_compress.functional", "lightning_compress.functional.distillation",
+                                    "lightning_compress.pruning.saving", "lightning_compress.loading",
+                                    "lightning_compress.portable", "lightning_compress.zoo"])
 def test_pure_modules_load_neither_lightning_nor_hydra(module: str) -> None:
     code = (f"import sys, {module}\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
@@ -37,6 +38,23 @@ def test_pure_modules_load_neither_lightning_nor_hydra(module: str) -> None:
             "print(heavy)\nsys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{module} loads {result.stdout.strip()} {result.stderr[-500:]}"
+
+
+@pytest.mark.parametrize(("old", "new", "name"), [
+    ("lightning_compress.profiling", "lightning_compress.cost", "count_macs"),
+    ("lightning_compress.exporting", "lightning_compress.portable", "export_and_check"),
+    ("lightning_compress.distillation.functional", "lightning_compress.functional.distillation", "fsp_loss"),
+])
+def test_moved_modules_keep_their_old_import_path_with_a_warning(old: str, new: str, name: str) -> None:
+    import importlib
+
+    moved = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=f"`{old}` moved to `{new}`"):
+        found = getattr(moved, name)
+    assert found is getattr(importlib.import_module(new), name)
+    assert name in dir(moved)
+    with pytest.raises(AttributeError, match="Nope"):
+        moved.Nope  # noqa: B018
 
 
 def _imports() -> dict[str, set[str]]:

@@ -42,7 +42,7 @@ from lightning_compress.callbacks.network import (
     resolve_net,
     training_inputs,
 )
-from lightning_compress.profiling import count_macs, count_params
+from lightning_compress.cost import count_macs, count_params
 from lightning_compress.pruning import Budget, ChannelGraph, PruningPlan, build_channel_graph, fit_budget, prune
 from lightning_compress.pruning.alignment import AUTO, check_round_to, choose_round_to
 from lightning_compress.pruning.budget import check_amount

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from lightning_compress.distillation.base import Batch, DistillationModule, total_loss
 from lightning_compress.distillation.features import FeatureRecorder, default_pairs
-from lightning_compress.distillation.functional import POOLS, REDUCTIONS, fsp_loss, fsp_matrix
 from lightning_compress.distillation.teacher import FrozenTeacher, TeacherMismatchError
+from lightning_compress.functional.distillation import POOLS, REDUCTIONS, fsp_loss, fsp_matrix
 
 Pair = tuple[str, str]
 
@@ -52,7 +52,7 @@ class FSPDistillation(DistillationModule):
         reduction: ``normalized`` (default, NOT the paper's: each pair's squared error divided by the teacher
             matrix's mean square, scale-free and width-free), ``sum`` (the paper: squared L2 over matrix entries,
             whose size grows with the widths and the fourth power of the feature scale) or ``mean`` (RepDistiller's
-            MSE). See :func:`~lightning_compress.distillation.functional.fsp_pair_loss`.
+            MSE). See :func:`~lightning_compress.functional.distillation.fsp_pair_loss`.
         distill_loss_weight: weight of the FSP loss (stage 1: 1).
         task_loss_weight: weight of the student's cross-entropy (stage 1 of the paper: 0).
         projection: learn a 1x1 convolution from the student's to the teacher's channels wherever they differ

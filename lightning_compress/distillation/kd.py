@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_compress.distillation.base import Batch, DistillationModule, total_loss
-from lightning_compress.distillation.functional import soft_target_loss
 from lightning_compress.distillation.teacher import FrozenTeacher
+from lightning_compress.functional.distillation import soft_target_loss
 
 
 class KnowledgeDistillation(DistillationModule):

@@ -1,8 +1,10 @@
-"""Pure tensor math behind the pruning engine and the callbacks (no Lightning, no model traversal).
+"""Pure tensor math of both domains, behind the pruning engine, the callbacks and the distillation modules (no
+Lightning, no model traversal).
 
 * :mod:`.pruning`: the papers' decisions: filter norms, geometric-median distances, FPGM-mix, random scores, keep
   counts and rounding, the global threshold.
 * :mod:`.slimming`: Network Slimming's L1 sub-gradient on BN scales, their own weight decay and the gamma summary.
+* :mod:`.distillation`: the FSP matrix and loss (Yim et al. 2017) and Hinton's KD loss.
 """
 
 from lightning_compress.functional.pruning import (

@@ -1,6 +1,6 @@
 """Export a saved stage model (``stages/<stage>/model.pt``) and check it: the app side of
 ``python -m lightning_compress.export`` and of ``train.py export=onnx|pt2`` (the export itself is
-:mod:`lightning_compress.exporting`)."""
+:mod:`lightning_compress.portable`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_compress.exporting import DEFAULT_ATOL, DEFAULT_RTOL, SUFFIXES, check_format, export_and_check
 from lightning_compress.pipeline.artifacts import read_stage_model
 from lightning_compress.pipeline.builders import build_net
+from lightning_compress.portable import DEFAULT_ATOL, DEFAULT_RTOL, SUFFIXES, check_format, export_and_check
 
 
 def recorded_input_shape(path: Path, saved_shape: Sequence[int] | None) -> tuple[int, ...]:

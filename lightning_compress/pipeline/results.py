@@ -16,9 +16,9 @@ from typing import Any
 from omegaconf import OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from lightning_compress.cost import hardware_summary
 from lightning_compress.loading import LoadError, load_file
 from lightning_compress.pipeline.context import RunContext
-from lightning_compress.profiling import hardware_summary
 
 RESULTS_FILE = "results.json"
 RUNNING, FAILED, DONE = "running", "failed", "done"

@@ -13,12 +13,12 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from lightning_compress.cost import batch_of, compare_latency, latency_change, profile_model, speed_ratio
 from lightning_compress.pipeline.artifacts import load_stage_model, save_stage_model
 from lightning_compress.pipeline.builders import build_classifier, build_net, build_trainer
 from lightning_compress.pipeline.context import RunContext
 from lightning_compress.pipeline.metrics_history import read_earlier_rows, restore_earlier_rows
 from lightning_compress.pipeline.results import NOT_RUN
-from lightning_compress.profiling import batch_of, compare_latency, latency_change, profile_model, speed_ratio
 
 # Stages whose saved models are timed together at the end of a run, and the references they are compared with.
 LATENCY_SECTIONS = ("baseline", "teacher", "student_alone", "final")
@@ -95,7 +95,7 @@ def check_measurement_config(cfg: DictConfig) -> None:
     if settings["device"].type == "cuda" and not torch.cuda.is_available():
         raise ValueError("`latency.device` is 'cuda' but no CUDA device is available.")
     if cfg.get("export"):
-        from lightning_compress.exporting import check_format
+        from lightning_compress.portable import check_format
 
         check_format(str(cfg.export))
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_compress.profiling import TIMED_REPEATS, Latency, batch_of, interleaved_latency, latency_change
+from lightning_compress.cost import TIMED_REPEATS, Latency, batch_of, interleaved_latency, latency_change
 
 from .errors import check_positive_int
 from .plan import PruningPlan

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_compress.cost import Latency, batch_of, count_macs, layer_positions, macs_at, measure_latency
 from lightning_compress.functional.pruning import min_kept
-from lightning_compress.profiling import Latency, batch_of, count_macs, layer_positions, macs_at, measure_latency
 
 from .graph import ChannelGraph
 from .importance import BNScale, group_scores, remove_lowest

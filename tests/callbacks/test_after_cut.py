@@ -9,7 +9,7 @@ from torch import nn
 
 from lightning_compress.callbacks import FPGMPruning, L1FilterPruning, NetworkSlimming
 from lightning_compress.pruning.calibration import dead_channels, recalibrate_batchnorm
-from tests.callbacks.conftest import tiny_data, tiny_module, tiny_resnet, tiny_vgg
+from tests.helpers import tiny_data, tiny_module, tiny_resnet, tiny_vgg
 
 
 def test_recalibrate_batchnorm_averages_the_batches_and_restores_the_module() -> None:
@@ -72,7 +72,7 @@ def _bn_scales_after_one_step(module_wd: float, bn_weight_decay: float | None) -
     with torch.no_grad():
         module.net.features.bn1.weight.fill_(2.0)  # a large scale: weight decay moves it visibly
     callback = NetworkSlimming(sparsity_lambda=0.0, prune=False, bn_weight_decay=bn_weight_decay, plot_dir="")
-    from tests.callbacks.conftest import quiet_trainer
+    from tests.helpers import quiet_trainer
 
     trainer = quiet_trainer("/tmp", max_steps=1, limit_train_batches=1, callbacks=[callback])
     torch.manual_seed(1)
@@ -148,7 +148,7 @@ def test_every_callback_caps_each_layer_by_max_pruning_ratio(make_trainer, make_
     lambda: FPGMPruning(pruning_ratio=0.4, round_to="auto", soft_mode="exact"),
 ], ids=["slimming", "l1", "fpgm"])
 def test_round_to_auto_keeps_the_measured_fastest_multiple(make_trainer, monkeypatch, make_callback) -> None:
-    from lightning_compress.profiling import Latency
+    from lightning_compress.cost import Latency
     from lightning_compress.pruning import alignment
 
     calls: list[list[str]] = []

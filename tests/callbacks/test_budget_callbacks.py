@@ -9,8 +9,8 @@ import torch
 from lightning_compress.callbacks import FPGMPruning, L1FilterPruning, NetworkSlimming
 from lightning_compress.pipeline import run
 from lightning_compress.pruning import Budget
-from tests.callbacks.conftest import tiny_data, tiny_module, tiny_resnet, tiny_vgg
-from tests.test_methods_pipeline import TINY
+from tests.helpers import TINY_PRUNING_RUN as TINY
+from tests.helpers import tiny_data, tiny_module, tiny_resnet, tiny_vgg
 
 X = torch.randn(1, 1, 8, 8)
 
@@ -64,7 +64,7 @@ def test_slimming_searches_the_global_ratio_on_the_trained_scales(make_trainer):
 
 
 def test_l1_filter_meets_a_latency_target_timed_at_its_batch_size(make_trainer, monkeypatch):
-    from lightning_compress.profiling import Latency, count_macs
+    from lightning_compress.cost import Latency, count_macs
     from lightning_compress.pruning import budget_search
 
     def fake(net, inputs, *args, **kwargs):  # deterministic: proportional to the MACs, no spread

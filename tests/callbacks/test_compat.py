@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_compress.callbacks import _compat
-from tests.callbacks.conftest import quiet_trainer, tiny_module
+from tests.helpers import quiet_trainer, tiny_module
 
 
 def test_fit_dataloader_is_the_loader_given_to_fit(tmp_path) -> None:

@@ -11,8 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lightning_compress.callbacks import L1FilterPruning, load_pruned_checkpoint
-from tests.callbacks.conftest import tiny_data, tiny_vgg
-from tests.users import NetSteps
+from tests.helpers import NetSteps, tiny_data, tiny_vgg
 
 
 class CompiledUser(NetSteps, L.LightningModule):

@@ -9,8 +9,7 @@ from lightning_compress.callbacks import WidthPruning
 from lightning_compress.modules import ImageClassifier
 from lightning_compress.pruning import select_channels
 from lightning_compress.pruning.saving import save_pruned
-from tests.callbacks.conftest import tiny_resnet, tiny_vgg
-from tests.pruning.helpers import randomize_norms
+from tests.helpers import randomize_norms, tiny_resnet, tiny_vgg
 
 X = torch.zeros(1, 1, 8, 8)
 

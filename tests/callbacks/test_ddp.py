@@ -17,7 +17,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lightning_compress.callbacks import L1FilterPruning, NetworkSlimming, load_pruned_checkpoint
 from lightning_compress.modules import ImageClassifier
-from tests.callbacks.conftest import quiet_trainer, tiny_data, tiny_module, tiny_vgg
+from tests.helpers import quiet_trainer, tiny_data, tiny_module, tiny_vgg
 
 
 class RankAgreement(pl.Callback):

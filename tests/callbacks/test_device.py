@@ -9,7 +9,7 @@ import torch
 
 from lightning_compress.callbacks import FPGMPruning, NetworkSlimming
 from lightning_compress.modules import ImageClassifier
-from tests.callbacks.conftest import quiet_trainer, tiny_data, tiny_module, tiny_vgg
+from tests.helpers import quiet_trainer, tiny_data, tiny_module, tiny_vgg
 
 
 class CastingClassifier(ImageClassifier):

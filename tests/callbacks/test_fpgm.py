@@ -15,7 +15,7 @@ from lightning_compress.callbacks import load_pruned_checkpoint
 from lightning_compress.callbacks.fpgm import FPGMPruning
 from lightning_compress.modules import ImageClassifier
 from lightning_compress.pruning import ChannelMask, prune
-from tests.callbacks.conftest import tiny_data, tiny_module, tiny_resnet, tiny_vgg
+from tests.helpers import tiny_data, tiny_module, tiny_resnet, tiny_vgg
 
 FAST = {"limit_train_batches": 2, "limit_val_batches": 1}
 

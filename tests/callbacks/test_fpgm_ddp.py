@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_compress.callbacks.fpgm import FPGMPruning
-from tests.callbacks.conftest import quiet_trainer, tiny_data, tiny_module
+from tests.helpers import quiet_trainer, tiny_data, tiny_module
 
 
 class SelectionAgreement(pl.Callback):

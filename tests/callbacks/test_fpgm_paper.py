@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from lightning_compress.callbacks import FPGMPruning
+from lightning_compress.cost import count_macs
 from lightning_compress.models import CifarResNet, resnet56
 from lightning_compress.modules import ImageClassifier
-from lightning_compress.profiling import count_macs
 from lightning_compress.pruning import prune
 
 STAGE_WIDTHS = {"layer1": 16, "layer2": 32, "layer3": 64}

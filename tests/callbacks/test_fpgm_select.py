@@ -89,9 +89,9 @@ def test_resnet56_coupled_at_40_percent_cuts_about_half_the_macs(shortcut: str, 
     # residual="couple": the stem and every block's second conv are one group per stream (option A: the stage-1
     # stream and the non-padded middle of the stage-2/3 streams; option B's projections free every stream).
     from lightning_compress.callbacks.fpgm import FPGMPruning
+    from lightning_compress.cost import count_macs
     from lightning_compress.models.resnet_cifar import resnet56
     from lightning_compress.modules import ImageClassifier
-    from lightning_compress.profiling import count_macs
     from lightning_compress.pruning import prune
 
     net, x = resnet56(shortcut=shortcut), torch.zeros(1, 3, 32, 32)

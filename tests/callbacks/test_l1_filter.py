@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 
 from lightning_compress.callbacks import L1FilterPruning
 from lightning_compress.config import CONFIG_DIR, register_resolvers
+from lightning_compress.cost import count_macs
 from lightning_compress.models import resnet_cifar, vgg
-from lightning_compress.profiling import count_macs
-from tests.callbacks.conftest import tiny_data, tiny_module, tiny_vgg
+from tests.helpers import tiny_data, tiny_module, tiny_vgg
 
 
 def _prune_once(net, callback, input_shape=(3, 32, 32)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lightning_compress.callbacks import L1FilterPruning, NetworkSlimming
-from tests.callbacks.conftest import tiny_data, tiny_module
+from tests.helpers import tiny_data, tiny_module
 
 INIT_CASES = [
     (L1FilterPruning, {"pruning_ratio": 1.5}, ValueError, r"`pruning_ratio` must be a float in \[0, 1\), got 1.5"),

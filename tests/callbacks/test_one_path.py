@@ -19,8 +19,8 @@ from lightning_compress.pruning import (
     build_channel_graph,
     select_channels,
 )
+from tests.helpers import randomize_norms
 from tests.pruning.archs import MobileNet
-from tests.pruning.helpers import randomize_norms
 
 NETS = {
     "resnet20": (resnet20, 32),

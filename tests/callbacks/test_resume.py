@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_compress.callbacks import L1FilterPruning, NetworkSlimming, load_pruned_checkpoint
 from lightning_compress.modules import ImageClassifier
 from lightning_compress.pruning.saving import KEY as CHECKPOINT_KEY
-from tests.callbacks.conftest import quiet_trainer, tiny_module, tiny_vgg
+from tests.helpers import quiet_trainer, tiny_module, tiny_vgg
 
 
 class Crash(pl.Callback):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightning_compress.sensitivity import derive_ratios, plot_sensitivity, sensitivity_analysis, write_csv
-from tests.callbacks.conftest import tiny_vgg
+from tests.helpers import tiny_vgg
 
 
 def test_each_layer_alone_then_csv_plot_and_ratios(tmp_path):

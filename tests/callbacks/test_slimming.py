@@ -8,7 +8,7 @@ from torch import nn
 
 from lightning_compress.callbacks import NetworkSlimming
 from lightning_compress.functional import global_threshold
-from tests.callbacks.conftest import tiny_data, tiny_module, tiny_resnet
+from tests.helpers import tiny_data, tiny_module, tiny_resnet
 
 
 def _set_gammas(net: nn.Module, values: dict[str, torch.Tensor]) -> None:

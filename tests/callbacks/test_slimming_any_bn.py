@@ -13,7 +13,7 @@ from torch import nn
 
 from lightning_compress.callbacks import NetworkSlimming
 from lightning_compress.pruning import select_channels
-from tests.callbacks.conftest import tiny_data, tiny_module
+from tests.helpers import tiny_data, tiny_module
 
 
 class BatchNormAct(nn.BatchNorm2d):

@@ -8,8 +8,8 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from lightning_compress.cost import count_macs, count_params
 from lightning_compress.modules import ImageClassifier
-from lightning_compress.profiling import count_macs, count_params
 from lightning_compress.pruning import prune
 from lightning_compress.pruning.boundaries import SELECT
 

@@ -9,7 +9,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 from torch import nn
 
 from lightning_compress.callbacks import NetworkSlimming
-from tests.callbacks.conftest import tiny_data, tiny_module
+from tests.helpers import tiny_data, tiny_module
 
 LAMBDA = 1e-2
 

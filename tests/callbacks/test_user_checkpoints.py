@@ -17,8 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lightning_compress.callbacks import FPGMPruning, L1FilterPruning, NetworkSlimming, load_pruned_checkpoint
-from tests.callbacks.conftest import tiny_data, tiny_vgg
-from tests.users import LitUser, one_thread_fixture
+from tests.helpers import LitUser, one_thread_fixture, tiny_data, tiny_vgg
 
 METHODS = {"slimming": lambda: NetworkSlimming(pruning_ratio=0.5, verbose=False),
            "fpgm": lambda: FPGMPruning(pruning_ratio=0.5, verbose=False)}

@@ -1,4 +1,5 @@
-"""Fixtures of the distillation tests: tiny ResNet/VGG students and teachers, tiny data, a quiet Trainer."""
+"""Fixtures of the distillation tests: tiny ResNet/VGG students and teachers, tiny data, a quiet Trainer (their
+settings, ``NUM_CLASSES``, ``OPTIM``, ``SCHEDULER``, are in ``tests/helpers.py``)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,11 @@ from typing import Any
 
 import pytest
 import pytorch_lightning as pl
-import torch
 
 from lightning_compress.data.synthetic import SyntheticDataModule
 from lightning_compress.models.resnet_cifar import CifarResNet
 from lightning_compress.models.vgg import VGG
-from tests.callbacks.conftest import quiet_trainer
-from tests.users import one_thread_fixture
-
-NUM_CLASSES = 4
-OPTIM = {"name": "sgd", "lr": 0.01, "momentum": 0.9}
-SCHEDULER = {"name": "constant"}
-
+from tests.helpers import NUM_CLASSES, one_thread_fixture, quiet_trainer
 
 one_thread = pytest.fixture(autouse=True)(one_thread_fixture)
 
@@ -48,6 +42,3 @@ def make_trainer(tmp_path) -> Callable[..., pl.Trainer]:
 
     return _make
 
-
-def snapshot(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_compress.distillation.functional import (
+from lightning_compress.functional.distillation import (
     fsp_loss,
     fsp_matrix,
     fsp_pair_loss,

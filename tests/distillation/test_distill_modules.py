@@ -18,7 +18,7 @@ from lightning_compress.distillation import (
 )
 from lightning_compress.modules import ImageClassifier
 from lightning_compress.pipeline.artifacts import load_stage_model
-from tests.distillation.conftest import NUM_CLASSES, OPTIM, SCHEDULER, snapshot
+from tests.helpers import NUM_CLASSES, OPTIM, SCHEDULER, snapshot
 
 
 def fsp_module(student, teacher, **kwargs):

@@ -14,13 +14,8 @@ from lightning_compress.pipeline import run
 from lightning_compress.pipeline.artifacts import load_stage_model, save_stage_model
 from lightning_compress.pipeline.builders import build_net
 from lightning_compress.pipeline.distillation_method import _stage_epochs
+from tests.helpers import TINY_DISTILLATION_RUN as TINY
 
-# Digits (1x8x8, the default data) with few batches per epoch. (The synthetic data cannot be made 1x8x8 through
-# the config: build_datamodule drops data.in_channels/image_size/num_classes before instantiating.)
-TINY = [
-    "data.batch_size=64", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=2", "method.teacher_fit.epochs=2", "method.stage1.epochs=1", "method.stage2.epochs=1",
-]
 SECTIONS = ("teacher", "student_alone", "student_equal_compute", "final")
 
 

@@ -12,8 +12,8 @@ from torch import nn
 
 from lightning_compress.distillation import FSPDistillation, KnowledgeDistillation, fsp_loss, fsp_matrix
 from lightning_compress.distillation.fsp import DEFAULT_OPTIM, MAX_LOSS_GROWTH
-from lightning_compress.distillation.functional import fsp_pair_loss
-from tests.distillation.conftest import NUM_CLASSES, SCHEDULER
+from lightning_compress.functional.distillation import fsp_pair_loss
+from tests.helpers import NUM_CLASSES, SCHEDULER
 
 
 def _loss(features: list[torch.Tensor], scale: float, reduction: str) -> float:

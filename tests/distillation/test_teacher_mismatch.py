@@ -10,7 +10,7 @@ from lightning_compress.loading import LoadError
 from lightning_compress.pipeline import run
 from lightning_compress.pipeline.artifacts import save_stage_model
 from lightning_compress.pipeline.builders import build_net
-from tests.distillation.test_distill_pipeline import TINY
+from tests.helpers import TINY_DISTILLATION_RUN as TINY
 
 
 def test_fsp_names_the_teacher_and_its_source(resnet, vgg) -> None:

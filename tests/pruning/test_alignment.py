@@ -9,8 +9,8 @@ import logging
 import pytest
 import torch
 
+from lightning_compress.cost import Latency
 from lightning_compress.models import resnet20
-from lightning_compress.profiling import Latency
 from lightning_compress.pruning import alignment, choose_round_to, select_channels
 
 X = torch.randn(1, 3, 32, 32)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lightning_compress import models
-from lightning_compress.profiling import Latency, count_macs
+from lightning_compress.cost import Latency, count_macs
 from lightning_compress.pruning import (
     budget_search,
     build_channel_graph,
@@ -22,7 +22,7 @@ from lightning_compress.pruning import (
     select_on_graph,
 )
 from lightning_compress.pruning.budget import check_amount
-from tests.callbacks.conftest import tiny_vgg
+from tests.helpers import tiny_vgg
 
 from .archs import ARCHS
 

@@ -14,8 +14,7 @@ from torch import nn
 
 from lightning_compress.pruning import PruningPlan, build_channel_graph, mask, prune, select_channels
 from lightning_compress.pruning.selection import select_on_graph
-
-from .helpers import assert_mask_equals_prune, n_params, randomize_norms
+from tests.helpers import assert_mask_equals_prune, n_params, randomize_norms
 
 
 class Block(nn.Module):
@@ -156,8 +155,8 @@ def test_project_models_prune_exactly():
 
 
 def test_command_line(tmp_path, capsys):
-    pytest.importorskip("lightning_compress.profiling")
-    from lightning_compress.pruning.__main__ import main
+    pytest.importorskip("lightning_compress.cost")
+    from lightning_compress.profile import prune_main as main
 
     out = tmp_path / "plan.json"
     assert main(["--model", "resnet20", "--ratio", "0.5", "--plan-out", str(out), "--table"]) == 0

@@ -11,9 +11,9 @@ from torch import nn
 
 from lightning_compress.pruning import build_channel_graph, prune
 from lightning_compress.pruning.selection import select_on_graph
+from tests.helpers import assert_mask_equals_prune, n_params, randomize_norms
 
 from .archs import ARCHS, ConvNeXt, MobileNet, ShuffleNetV2, resnext
-from .helpers import assert_mask_equals_prune, n_params, randomize_norms
 
 
 @pytest.mark.parametrize("residual", ["couple", "select"])

@@ -12,8 +12,7 @@ from torch import nn
 from lightning_compress.pruning import build_channel_graph, register_module_rule
 from lightning_compress.pruning.rules import _MODULE_RULES, StandardizedConvRule
 from lightning_compress.pruning.selection import select_on_graph
-
-from .helpers import assert_mask_equals_prune, randomize_norms
+from tests.helpers import assert_mask_equals_prune, randomize_norms
 
 
 class BatchNormAct(nn.BatchNorm2d):

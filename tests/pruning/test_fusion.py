@@ -16,9 +16,9 @@ from lightning_compress.pruning.boundaries import REEXPAND, is_fused, reexpanded
 from lightning_compress.pruning.saving import plan_of, read_payload, restore, save_pruned
 from lightning_compress.pruning.selection import select_on_graph
 from lightning_compress.pruning.verify import PrunedModelError
+from tests.helpers import assert_mask_equals_prune, randomize_norms
 
 from .archs import ARCHS, Bottleneck
-from .helpers import assert_mask_equals_prune, randomize_norms
 from .random_arch import RandomNet, conv_block
 
 # writers fused at ratio 0.5 (the concatenating and channels-first-LayerNorm families keep the hooked form)
@@ -227,7 +227,7 @@ def test_a_checked_prune_that_fails_gives_the_rewritten_modules_their_classes_ba
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
 def test_export_carries_the_fused_add_and_passes_parity(tmp_path, fmt):
-    from lightning_compress import exporting
+    from lightning_compress import portable
 
     if fmt == "onnx":
         for name in ("onnx", "onnxscript", "onnxruntime"):
@@ -237,8 +237,8 @@ def test_export_carries_the_fused_add_and_passes_parity(tmp_path, fmt):
     plan = _select_plan(model, torch.randn(1, 3, 8, 8))
     pruned = prune(copy.deepcopy(model), plan)
     hooked = [n for n, lp in plan.layers.items() if lp.reexpand and n not in fused_writers(pruned)]
-    path = exporting.export_model(pruned, (3, 8, 8), tmp_path / f"m.{fmt}", fmt)
-    parity = exporting.check_parity(pruned, exporting.load_exported(path, fmt), (3, 8, 8))
+    path = portable.export_model(pruned, (3, 8, 8), tmp_path / f"m.{fmt}", fmt)
+    parity = portable.check_parity(pruned, portable.load_exported(path, fmt), (3, 8, 8))
     assert parity.passed and parity.max_abs_diff < 1e-5
     if fmt == "pt2":
         targets = [str(n.target) for n in torch.export.load(str(path)).graph.nodes if n.op == "call_function"]

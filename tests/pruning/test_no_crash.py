@@ -15,8 +15,7 @@ from torch import nn
 from lightning_compress.pruning import PruningPlan, build_channel_graph, prune
 from lightning_compress.pruning.selection import select_on_graph
 from lightning_compress.pruning.verify import PrunedModelError
-
-from .helpers import assert_mask_equals_prune, randomize_norms
+from tests.helpers import assert_mask_equals_prune, randomize_norms
 
 
 def _no_warnings_graph(model: nn.Module, x: torch.Tensor):

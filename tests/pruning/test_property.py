@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from lightning_compress.pruning import PruningPlan, build_channel_graph, prune
 from lightning_compress.pruning.selection import select_on_graph
+from tests.helpers import assert_mask_equals_prune, randomize_norms
 
-from .helpers import assert_mask_equals_prune, randomize_norms
 from .random_arch import random_nets
 
 X = torch.randn(2, 3, 8, 8)

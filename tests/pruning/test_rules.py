@@ -21,8 +21,7 @@ from lightning_compress.pruning import (
 )
 from lightning_compress.pruning.rules import _MODULE_RULES
 from lightning_compress.pruning.selection import select_on_graph
-
-from .helpers import assert_mask_equals_prune, randomize_norms
+from tests.helpers import assert_mask_equals_prune, randomize_norms
 
 X = torch.randn(2, 3, 8, 8)
 

@@ -17,9 +17,9 @@ from lightning_compress.pruning import (
     select_channels,
 )
 from lightning_compress.pruning.selection import group_ratios, select_on_graph
+from tests.helpers import randomize_norms
 
 from .archs import VGG, BottleneckResNet
-from .helpers import randomize_norms
 
 X = torch.randn(1, 3, 8, 8)
 

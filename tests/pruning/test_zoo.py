@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.zoo_check import check_model
+from lightning_compress.zoo import check_model
 
 # timm families of issue 12 (one small member each)
 TIMM = ["resnet50d", "resnext26ts", "efficientnet_b0", "tf_efficientnet_lite0", "mobilenetv3_large_100",

@@ -1,13 +1,22 @@
 """benchmarks/bench_latency.py (issue 31): round_to="auto", the fused/hooked select forms and the ONNX Runtime column
-run and are reported; the numbers of these tiny runs mean nothing."""
+run and are reported; the numbers of these tiny runs mean nothing. The benchmarks' own tests live beside them (the
+project's tests in tests/ import no benchmark); pytest collects both folders."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmarks import bench_latency
+from lightning_compress.cost import VERDICTS
 from lightning_compress.models import resnet20
-from lightning_compress.profiling import VERDICTS
+
+
+@pytest.fixture(autouse=True)
+def _same_random_state() -> None:
+    """As tests/conftest.py: every test starts from the same random state."""
+    torch.manual_seed(0)
+
 
 SMOKE = {"repeats": 2, "warmup": 0, "threads": 1, "image_size": 16, "batch_size": 2, "search_steps": 4}
 
@@ -44,3 +53,17 @@ def test_round_to_argument_takes_ints_and_auto():
         bench_latency.main(["--round-to", "0"])
     with pytest.raises(ValueError, match="invalid literal"):
         bench_latency._round_to("fast")
+
+
+def test_latency_benchmark_smoke_mode_prints_the_table(capsys):
+    rows = bench_latency.main(["--smoke", "--models", "resnet56", "mobilenet_v2", "--round-to", "1", "8"])
+    out = capsys.readouterr().out
+    assert len(rows) == 4 and {r["round_to"] for r in rows} == {1, 8}
+    assert "| model |" in out and "realised" in out
+    resnet = next(r for r in rows if r["model"] == "resnet56" and r["round_to"] == 1)
+    assert resnet["macs_after"] / resnet["macs_before"] == pytest.approx(0.5, abs=0.03)  # the ratio search hit -50%
+    for row in rows:
+        assert row["macs_speedup"] > 1 and row["latency_ratio"] == pytest.approx(
+            row["latency_speedup"] / row["macs_speedup"])
+        assert row["round_to"] == 1 or all(w % row["round_to"] == 0 or w == full
+                                           for w, full in row["widths"])

@@ -1,5 +1,5 @@
-"""One model of a zoo (timm, torchvision) through the engine: trace, select, prune, check; shared by the optional
-zoo tests (tests/pruning/test_zoo.py) and the sweep scripts (benchmarks/timm_sweep.py, torchvision_sweep.py).
+"""The engine on one model of a zoo (timm, torchvision): trace, select, prune, check; used by the optional zoo tests
+(tests/pruning/test_zoo.py) and the sweep script benchmarks/timm_sweep.py.
 
 The protocol of issue 12: 30 % per group, L1 magnitude, the classifier's classes kept (model outputs are never
 pruned), then: does the pruned model run with the same output shape, how many MACs did it lose, and does
@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lightning_compress.profiling import count_macs, count_params
-from lightning_compress.pruning import build_channel_graph, mask, prune
-from lightning_compress.pruning.selection import select_on_graph
+from lightning_compress.cost import count_macs, count_params
+from lightning_compress.pruning import build_channel_graph, mask, prune, select_channels
 
 
 @dataclass
@@ -71,7 +70,7 @@ def check_model(name: str, model: nn.Module, x: torch.Tensor, ratio: float = 0.3
         result.unknown_ops = sorted(graph.unsupported.values())
         del caught
         result.groups, result.prunable = len(graph.groups), len(graph.prunable_groups)
-        plan = select_on_graph(graph, model, ratio, importance="l1")
+        plan = select_channels(model, x, ratio, importance="l1", graph=graph)
         pruned = prune(copy.deepcopy(model), plan, example_inputs=x)
         with torch.no_grad():
             y, yp = model(x), pruned(x)
