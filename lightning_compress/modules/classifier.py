@@ -22,7 +22,7 @@ class ImageClassifier(LightningModuleBase):
         num_classes: classes of the task, for the accuracy metrics.
         optim: ``name`` (sgd|adam|adamw), ``lr``, ``momentum``, ``nesterov``, ``weight_decay``.
         scheduler: ``name`` (constant|multistep|cosine|onecycle), ``milestones`` (fractions of the epochs), ``gamma``.
-        channels_last: keep weights and inputs in channels-last memory format (the layout oneDNN and cuDNN convolutions prefer).
+        channels_last: keep weights and inputs in channels-last memory format (what oneDNN and cuDNN prefer).
     """
 
     def __init__(self, net: nn.Module, num_classes: int, optim: Mapping[str, Any] | None = None,
