@@ -9,14 +9,17 @@ MACs (:func:`~lightning_compress.profiling.count_macs`) or latency
 on the caller's model. The factor is found by bisection; a candidate whose per-group counts equal those of a measured
 one is not built again.
 
-A budget is a ceiling: MACs (the median latency) of the result never exceed the target, and a MACs target is met
-within :data:`~.budget_search.MACS_TOLERANCE` (1%) below it. The bisection gives the least-pruned uniform candidate
-under the target; integer widths make the reachable MACs discrete (one uniform step can shrink many groups at once),
-so when it lies more than 1% below, a refinement moves single groups' widths a channel step or two at a time (the
-method's own scores choose the channels; :meth:`~.budget_search.Candidates.refine`). ``Budget.adjusted`` names the
-groups that then deviate from the uniform rate, and by how many channels. A latency target whose uniform result lies
-more than its measured inter-quartile range below the target is refined the same way towards the MACs interpolated
-linearly between the two uniform candidates around it, and kept only if its measured median still meets the target.
+A budget is a ceiling: MACs (the median latency) of the result never exceed the target. A MACs target is met within
+:data:`~.budget_search.MACS_TOLERANCE` (1%) below it wherever single-channel moves reach that window (every model of
+the tests); on networks so narrow that one channel is several percent of the MACs the result is the closest plan under
+the target that the moves reach (``benchmarks/budget_window.py``). The bisection gives the least-pruned uniform
+candidate under the target; integer widths make the reachable MACs discrete (one uniform step can shrink many groups
+at once), so when it lies more than 1% below, single groups get their best removed channel back while the MACs stay
+under the target, and when none fits one group widens while another narrows (the method's own scores choose the
+channels and the order; :meth:`~.budget_search.Candidates.refine`). ``Budget.adjusted`` names the groups that then
+deviate from the uniform rate, and by how many channels. A latency target whose uniform result lies more than its
+measured inter-quartile range below the target is refined the same way towards the MACs interpolated linearly between
+the two uniform candidates around it, and kept only if its measured median still meets the target.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from lightning_compress.pruning import (
     select_on_graph,
 )
 from lightning_compress.pruning.budget import check_amount
+from lightning_compress.pruning.importance import remove_lowest, resolve_importance
 from tests.helpers import tiny_vgg
 
 from .archs import ARCHS
@@ -81,12 +82,21 @@ def test_a_global_threshold_on_a_narrow_net_reaches_the_window_through_interacti
     _within(model, x, plan, budget, target)
 
 
-def test_closest_moves_predicts_a_pair_of_layers_that_interact():
-    deltas = {"a": {1: 100}, "b": {1: 100}, "c": {1: 150}}
-    kept = {"a": {1: 1}, "b": {1: 1}, "c": {1: 1}}
-    assert budget_search.closest_moves(deltas, kept, {("a", "b"): 40.0}, 235, 245) == [{"a": 1, "b": 1}]  # 240
-    assert budget_search.closest_moves(deltas, kept, {}, 235, 245) == []  # additive: 200, 250, 250 miss it
-    assert budget_search.closest_moves(deltas, kept, {}, 240, 260) == [{"a": 1, "c": 1}, {"b": 1, "c": 1}]
+@pytest.mark.parametrize(("seed", "target", "method"), [(0, 0.3, "l1"), (5, 0.5, "l1"), (6, 0.7, "bn_scale")])
+def test_moves_off_the_uniform_rate_keep_the_methods_choice_in_every_group(seed, target, method):
+    """A group moved a channel wider or narrower removes what the method removes at its new count."""
+    torch.manual_seed(seed)
+    model, x = tiny_vgg().eval(), torch.randn(1, 1, 8, 8)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.weight.uniform_(0.01, 1.0)
+    graph = build_channel_graph(model, x)
+    plan, budget = fit_budget(graph, model, x, target_macs=target, importance=method)
+    _within(model, x, plan, budget, target)
+    assert budget.adjusted
+    scorer = resolve_importance(method)
+    for group in plan.groups:
+        assert list(group.removed) == sorted(remove_lowest(scorer, graph.group(group.id), model, len(group.removed)))
 
 
 def test_a_dict_ratio_keeps_its_proportions_and_its_skipped_layers():
