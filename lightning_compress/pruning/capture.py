@@ -21,7 +21,6 @@ from .boundaries import has_boundary_hooks
 from .channels import Carry, Opaque
 from .context import Call, TraceContext
 from .errors import TraceError
-from .module_table import module_table
 from .ops import METHOD_RULES, function_rule
 from .rules import get_module_rule
 from .shape_only import shape_only_output
@@ -62,7 +61,7 @@ class _ChannelInterpreter:
         self.graph = graph
         self.ctx = ctx
         self.root = root
-        self.modules = module_table(root, duplicates=True)  # shared modules under every name
+        self.modules = dict(root.named_modules(remove_duplicate=False))  # shared modules under every name
         self.infos: dict[fx.Node, Any] = ctx.infos
         self.stream = stream_values(graph, self.modules)  # residual / dense-concat values (linked ids)
         self._reads: dict[tuple[fx.Node, fx.Node], Any] = {}
@@ -224,7 +223,7 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
     control flow is followed on the inputs (``tracing.ConcreteTracer``); channels whose size it read are frozen.
     The forward runs single-threaded: it is tiny, and on a loaded CPU intra-op threads made it ~50x slower.
     """
-    modes = {m: m.training for m in module_table(model).values()}
+    modes = {m: m.training for m in dict(model.named_modules()).values()}
     traced: list[tuple[fx.Graph, list]] = []
     python_reads.clear()  # size attributes read by Python in either mode's forward are not rewritten (sizes.py)
     try:

@@ -14,7 +14,6 @@ import torch
 from torch import fx, nn
 
 from .boundaries import _FUSED_WRITERS, _REEXPAND_INDEX, _UNFUSED, REEXPAND, _reexpand, stream_add
-from .module_table import module_table
 from .rules import ElementwiseRule, get_module_rule
 from .tracing import RuleTracer, TrainingFlag, _buffers_kept, _training_flags
 
@@ -29,9 +28,9 @@ def fuse_writers(model: nn.Module, writers: list[str], fuse: bool = True) -> lis
     A writer is looked for in the traced ``forward`` of its parent, then of the parent's parent, while its output is
     the traced module's output; innermost modules are rewritten first (an outer trace then runs their fused code).
     """
-    modules = module_table(model)
+    modules = dict(model.named_modules())
     counts: dict[int, int] = {}
-    for m in module_table(model, duplicates=True).values():
+    for m in dict(model.named_modules(remove_duplicate=False)).values():
         counts[id(m)] = counts.get(id(m), 0) + 1
     pending = {w for w in writers if fuse and counts[id(modules[w])] == 1}  # a shared module: its other calls unseen
     fused: list[str] = []

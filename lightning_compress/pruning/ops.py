@@ -16,7 +16,6 @@ from . import sizes as sizes_mod
 from . import transfer as tf
 from .channels import Carry, Info, Opaque
 from .context import Call, TraceContext
-from .module_table import submodule
 from .rules import shuffle, slot_rule
 from .sizes import SizeAttr, size_attr
 
@@ -243,7 +242,7 @@ def _record_size(ctx: TraceContext, call: Call, value: SizeAttr, ids: np.ndarray
     """Record ``ids`` as the channels the attribute counts; False (caller freezes) when it cannot be rewritten."""
     if value.key in sizes_mod.python_reads or ctx.root is None:
         return False
-    module = submodule(ctx.root, value.owner)
+    module = ctx.root.get_submodule(value.owner)
     ctx.record(value.owner, module, value.slot, ids)
     return True
 
@@ -399,7 +398,7 @@ def _layer_norm(ctx: TraceContext, call: Call) -> Info:
     dynamic = isinstance(raw_shape, fx.Node) or (
         isinstance(raw_shape, (list, tuple)) and any(isinstance(v, fx.Node) for v in raw_shape))
     if not dynamic:
-        module = submodule(ctx.root, owner) if owner is not None and ctx.root is not None else None
+        module = ctx.root.get_submodule(owner) if owner is not None and ctx.root is not None else None
         count = size_attr(raw_shape[0]) if isinstance(raw_shape, (list, tuple)) and len(raw_shape) == 1 else None
         if isinstance(module, torch.nn.LayerNorm):  # its normalized_shape attribute is updated on pruning
             ctx.record(owner, module, "channels", ids)
@@ -414,7 +413,7 @@ def _owner_of(ctx: TraceContext, call: Call, index: int, key: str) -> tuple[str,
     if not (isinstance(raw, fx.Node) and raw.op == "get_attr") or ctx.root is None:
         return None
     name = raw.target.rpartition(".")[0]
-    return name, submodule(ctx.root, name)
+    return name, ctx.root.get_submodule(name)
 
 
 def _tie_params(ctx: TraceContext, call: Call, ids: np.ndarray, params: tuple[tuple[int, str], ...]) -> None:

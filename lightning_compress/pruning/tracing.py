@@ -30,7 +30,6 @@ from torch.fx import _symbolic_trace as _fx_trace
 from .boundaries import is_fused, stream_add
 from .channels import Carry, Opaque
 from .context import TraceContext
-from .module_table import module_table
 from .rules import get_module_rule
 from .sizes import tracked_size_attrs, untracked_reads
 
@@ -72,7 +71,7 @@ class RuleTracer(fx.Tracer):
         constant types back."""
         types, self._constant_types = self._constant_types, None
         _fx_trace._constant_attribute_types = types
-        for name, module in module_table(self.root, duplicates=True).items():
+        for name, module in dict(self.root.named_modules(remove_duplicate=False)).items():
             for attr, value in module.__dict__.items():
                 if isinstance(value, types):
                     self.tensor_attrs[value] = f"{name}.{attr}" if name else attr
@@ -323,7 +322,7 @@ _FLAG_OPS_BY_NAME = {"torchvision.ops.stochastic_depth.stochastic_depth"}
 
 @contextlib.contextmanager
 def _training_flags(model: nn.Module, is_leaf: Any) -> Iterator[None]:
-    swapped = [m for name, m in module_table(model).items() if m.training and not (name and is_leaf(m, name))]
+    swapped = [m for name, m in dict(model.named_modules()).items() if m.training and not (name and is_leaf(m, name))]
     TrainingFlag.read = False
     try:
         for m in swapped:
@@ -378,7 +377,7 @@ def trace(model: nn.Module, example_inputs: Any = None
     """
     from .errors import TraceError
 
-    fused = any(is_fused(m) for m in module_table(model).values())
+    fused = any(is_fused(m) for m in dict(model.named_modules()).values())
     tracer = RuleTracer(autowrap_functions=(stream_add,) if fused else ())  # a fused stream add is one op
     training = model.training
     try:  # fx runs Python on real attributes while tracing (timm's `num_batches_tracked.add_(1)`): keep buffers
