@@ -214,11 +214,10 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
     """Trace ``model`` once per mode and propagate channel ids on ``example_inputs``.
 
     ``example_inputs``: a tensor, a tuple of tensors, or a dict of keyword inputs. ``forward`` is traced in train and
-    in eval mode (branches on ``self.training``, e.g. auxiliary heads, exist in only one; without such a branch one
-    trace serves both, ``tracing.trace``); the train graph runs with
-    eval-mode batch norm and without buffer updates (``tracing.runnable_train_graph``), and when that makes both
-    graphs the same, one is used. Both are run in eval mode under ``torch.no_grad`` (BN running stats untouched) into
-    one context, and each module's mode is restored. When the train-mode graph still fails on the inputs and calls
+    in eval mode (branches on ``self.training``, e.g. auxiliary heads, exist in only one); the train graph runs with
+    eval-mode batch norm and dropout and without buffer updates (``tracing.runnable_train_graph``), and when that makes
+    both graphs the same, one is used. Both are run in eval mode under ``torch.no_grad`` (BN running stats untouched)
+    into one context, and each module's mode is restored. When the train-mode graph still fails on the inputs and calls
     no module the eval graph does not, it is skipped (the eval graph covers every module). Shape-dependent Python
     control flow is followed on the inputs (``tracing.ConcreteTracer``); channels whose size it read are frozen.
     The forward runs single-threaded: it is tiny, and on a loaded CPU intra-op threads made it ~50x slower.
@@ -229,12 +228,10 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
     try:
         for training in (True, False):
             _set_mode(modes, training)
-            graph, guards, both_modes = trace(model, example_inputs)
+            graph, guards = trace(model, example_inputs)
             graph = runnable_train_graph(graph) if training else drop_unused_attrs(graph)
             if not traced or _code(graph) != _code(traced[0][0]):
                 traced.append((graph, guards))
-            if both_modes:  # forward never branched on self.training: the eval graph (see tracing.trace)
-                break
     finally:
         _set_mode(modes, None)
     ctx = TraceContext(root=model)

@@ -15,7 +15,7 @@ from torch import fx, nn
 
 from .boundaries import _FUSED_WRITERS, _REEXPAND_INDEX, _UNFUSED, REEXPAND, _reexpand, stream_add
 from .rules import ElementwiseRule, get_module_rule
-from .tracing import RuleTracer, TrainingFlag, _buffers_kept, _training_flags
+from .tracing import RuleTracer, _buffers_kept
 
 _ADDS = {operator.add, torch.add}
 _SUBS = {operator.sub, torch.sub, torch.subtract}
@@ -79,11 +79,11 @@ def _mode_free_graph(owner: nn.Module) -> fx.Graph | None:
     attrs, made = set(vars(owner)), set()
     tracer = RuleTracer(autowrap_functions=(stream_add,))
     try:
-        owner.train()
-        with _buffers_kept(owner, tracer.is_leaf_module), _training_flags(owner, tracer.is_leaf_module):
-            graph = tracer.trace(owner)
-            if TrainingFlag.read or tracer.stored_flag:
-                return None
+        graphs = []
+        for training in (True, False):
+            owner.train(training)
+            with _buffers_kept(owner, tracer.is_leaf_module):
+                graphs.append(tracer.trace(owner))
     except Exception:  # fx raises many types: an untraceable forward keeps the hooked form
         return None
     finally:
@@ -92,6 +92,9 @@ def _mode_free_graph(owner: nn.Module) -> fx.Graph | None:
         made = set(vars(owner)) - attrs  # fx stores tensors made in forward on the traced module: take them off
         for attr in made:
             delattr(owner, attr)
+    graph, eval_graph = graphs
+    if graph.python_code("self").src != eval_graph.python_code("self").src:
+        return None  # forward differs by mode (it reads `self.training`)
     if any(n.op == "get_attr" and n.target in made for n in graph.nodes):
         return None  # such a constant would not follow .to(device)
     if any(n.op in ("call_function", "call_method") and not n.users and not _mutates(n) for n in graph.nodes):
