@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from . import transfer as tf
+from . import transfer
 from .boundaries import has_boundary_hooks
 from .channels import Carry, Opaque
 from .context import Call, TraceContext
@@ -123,7 +123,7 @@ class _ChannelInterpreter:
         ctx = self.ctx
         if n.op == "placeholder":
             fid = ctx.frozen_id("model input")
-            return tf._map_tensors(out, lambda t: Opaque(fid))
+            return transfer._map_tensors(out, lambda t: Opaque(fid))
         if n.op == "output":
             ctx.freeze(fx.node.map_arg(n.args, lambda a: self.infos.get(a)), "model output")
             return None
@@ -136,7 +136,7 @@ class _ChannelInterpreter:
         if n.op == "call_module":
             call.module = self.modules[n.target]
             if has_boundary_hooks(call.module):
-                return tf.unknown(ctx, call, f"{description}, already pruned with residual='select'")
+                return transfer.unknown(ctx, call, f"{description}, already pruned with residual='select'")
             rule = get_module_rule(call.module)
             apply = (lambda: rule.trace(ctx, call, n.target)) if rule is not None else None
         else:
@@ -146,13 +146,13 @@ class _ChannelInterpreter:
             fields = getattr(n.target, "_fields", ())  # a (named)tuple of outputs: carry each element's info
             return tuple(call.infos) + tuple(call.kwinfos.get(f) for f in fields[len(call.infos):])
         if apply is None:
-            if not call.tensors() and not tf._has_tensor(out):
+            if not call.tensors() and not transfer._has_tensor(out):
                 return None
-            return tf.unknown(ctx, call, description)
+            return transfer.unknown(ctx, call, description)
         try:
             return apply()
         except Exception as exc:  # a rule that cannot handle an unusual call freezes it instead of guessing
-            return tf.unknown(ctx, call, f"{description} (rule failed: {exc})")
+            return transfer.unknown(ctx, call, f"{description} (rule failed: {exc})")
 
     def _seen_by(self, arg: fx.Node, user: fx.Node) -> Any:
         """The info of ``arg`` as ``user`` sees it: a stream value read outside the stream gets linked ids."""
