@@ -58,7 +58,8 @@ from lightning_compress.profiling import (
     latency_change,
     speed_ratio,
 )
-from lightning_compress.pruning import PruningPlan, build_channel_graph, choose_round_to, prune, select_channels
+from lightning_compress.pruning import PruningPlan, build_channel_graph, prune, select_channels
+from lightning_compress.pruning.alignment import choose_round_to
 
 SEARCH_STEPS = 12
 AUTO = "auto"

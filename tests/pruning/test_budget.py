@@ -19,9 +19,9 @@ from lightning_compress.pruning import (
     fit_budget,
     prune,
     select_channels,
-    select_on_graph,
 )
 from lightning_compress.pruning.budget import check_amount
+from lightning_compress.pruning.selection import select_on_graph
 from tests.callbacks.conftest import tiny_vgg
 
 from .archs import ARCHS
