@@ -26,7 +26,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx import _symbolic_trace as _fx_trace
 
 from .boundaries import is_fused, stream_add
 from .channels import Carry, Opaque
@@ -34,87 +33,12 @@ from .context import TraceContext
 from .rules import get_module_rule
 from .sizes import tracked_size_attrs, untracked_reads
 
-_PLAIN_ARGS = (int, float, bool, str, type(None))
-
 
 class RuleTracer(fx.Tracer):
     """Modules with a registered rule are leaves; everything else is traced through."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._leaves: dict[int, tuple[nn.Module, bool]] = {}  # id -> (module, leaf): asked ~4 times per module
-        self._constant_types: tuple[type, ...] | None = None  # fx's, while its constant map is deferred
-
-    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
-        """fx's trace, with its map of the tensor attributes of every module (an ``isinstance`` over every entry of
-        every module's ``__dict__``, ~15% of tracing ResNet-56) built only when an argument is such a tensor: fx's
-        private ``_constant_attribute_types`` is empty during the trace (as fx patches ``nn.Module.__call__``), and
-        :meth:`create_arg` builds the map and puts the types back on the first tensor-like constant. Where that
-        name is absent (another torch), fx runs unchanged."""
-        types = getattr(_fx_trace, "_constant_attribute_types", None)
-        if not isinstance(root, nn.Module) or not isinstance(types, tuple) or not types:
-            return super().trace(root, concrete_args)
-        self._constant_types = types
-        _fx_trace._constant_attribute_types = ()
-        try:
-            return super().trace(root, concrete_args)
-        finally:
-            _fx_trace._constant_attribute_types = types
-            self._constant_types = None
-
-    def _restore_constants(self) -> None:
-        """Build fx's tensor-attribute map as its trace would have (qualified name of each constant) and put its
-        constant types back."""
-        types, self._constant_types = self._constant_types, None
-        _fx_trace._constant_attribute_types = types
-        for name, module in dict(self.root.named_modules(remove_duplicate=False)).items():
-            for attr, value in module.__dict__.items():
-                if isinstance(value, types):
-                    self.tensor_attrs[value] = f"{name}.{attr}" if name else attr
-
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        known = self._leaves.get(id(m))
-        if known is not None and known[0] is m:
-            return known[1]
-        leaf = get_module_rule(m) is not None or super().is_leaf_module(m, module_qualified_name)
-        self._leaves[id(m)] = (m, leaf)
-        return leaf
-
-    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
-        """fx's ``call_module`` without its scope and module-stack bookkeeping: they only fill node metadata
-        (``nn_module_stack``, copied into every node), which the engine never reads."""
-        name = self.path_of_module(m)
-        if not self.is_leaf_module(m, name):
-            return forward(*args, **kwargs)
-        return self.create_proxy("call_module", name, args, kwargs)
-
-    def create_node(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
-                    type_expr: Any = None) -> fx.Node:
-        """fx's node, its positional arguments attached after creation (``node.args = ...``, fx's public way):
-        ``Graph.create_node`` walks every argument with pytree to warn about raw ``SymInt``s, which a trace on real
-        tensors never has; the walk was ~20% of tracing ResNet-56."""
-        if not args or self.check_mutable_operations:
-            return super().create_node(kind, target, args, kwargs, name, type_expr)
-        node = super().create_node(kind, target, (), kwargs, name, type_expr)
-        node.args = args
-        return node
-
-    def create_arg(self, a: Any) -> Any:
-        """fx's conversion, with a short path for the common exact types (a proxy, a plain number, a tuple or
-        list of them, a dict with string keys); subclasses such as ``SizeAttr`` take fx's
-        path unchanged."""
-        kind = type(a)
-        if kind is fx.Proxy:
-            return a.node
-        if kind in _PLAIN_ARGS:
-            return a
-        if kind is tuple or kind is list:
-            return kind(self.create_arg(v) for v in a)
-        if kind is dict and all(type(k) is str for k in a):  # keyword arguments
-            return {k: self.create_arg(v) for k, v in a.items()}
-        if self._constant_types is not None and isinstance(a, self._constant_types):
-            self._restore_constants()
-        return super().create_arg(a)
+        return get_module_rule(m) is not None or super().is_leaf_module(m, module_qualified_name)
 
 
 def _batch_norm_eval(*args: Any, **kwargs: Any) -> torch.Tensor:
