@@ -5,11 +5,11 @@ Usage (one command gives both README tables; needs torchvision for the 224x224 m
 
     python -m benchmarks.bench_engine [--repeats 5] [--ratio 0.3] [--threads 2] [--models resnet56 densenet201]
 
-Work timed, per model: ours = ``build_channel_graph`` + ``select_on_graph(graph, model, ratio, "l1")`` + ``prune``;
-Torch-Pruning = ``BasePruner(...)`` (its dependency graph) + ``step()`` (group L1 + removal), with the classifier
-ignored (ours never prunes model outputs). Each repeat runs ours and then Torch-Pruning on fresh copies of the same
-model, so both see the same machine state; the ratio is computed per repeat and its median (and range) reported.
-The profile splits our time into tracing (train / eval mode, fx), propagation (the concrete forward that maps
+Work timed, per model: ours = ``build_channel_graph`` + ``select_channels(model, x, ratio, "l1", graph=graph)``
++ ``prune``; Torch-Pruning = ``BasePruner(...)`` (its dependency graph) + ``step()`` (group L1 + removal), with the
+classifier ignored (ours never prunes model outputs). Each repeat runs ours and then Torch-Pruning on fresh copies of
+the same model, so both see the same machine state; the ratio is computed per repeat and its median (and range)
+reported. The profile splits our time into tracing (train / eval mode, fx), propagation (the concrete forward that maps
 channels), grouping, selection and surgery, by wrapping those engine functions while one extra run is timed.
 """
 
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from lightning_compress.pruning import build_channel_graph, prune, select_on_graph
+from lightning_compress.pruning import build_channel_graph, prune, select_channels
 
 
 def _torchvision(name: str) -> Callable[[], nn.Module]:
@@ -70,7 +70,7 @@ def model_zoo() -> dict[str, tuple[str, Callable[[], nn.Module], tuple[int, ...]
 
 def run_ours(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
     graph = build_channel_graph(model, x)
-    return prune(model, select_on_graph(graph, model, ratio, importance="l1"))
+    return prune(model, select_channels(model, x, ratio, importance="l1", graph=graph))
 
 
 def run_torch_pruning(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
@@ -150,7 +150,7 @@ def profile_ours(build: Callable[[], nn.Module], x: torch.Tensor, ratio: float) 
         start = time.perf_counter()
         graph = build_channel_graph(model, x)
         start_selection = time.perf_counter()
-        plan = select_on_graph(graph, model, ratio, importance="l1")
+        plan = select_channels(model, x, ratio, importance="l1", graph=graph)
         prof.seconds["selection"] = time.perf_counter() - start_selection
         start_surgery = time.perf_counter()
         prune(model, plan)

@@ -58,7 +58,8 @@ from lightning_compress.cost import (
 )
 from lightning_compress.models import resnet56, vgg16
 from lightning_compress.portable import export_and_check
-from lightning_compress.pruning import PruningPlan, build_channel_graph, choose_round_to, prune, select_channels
+from lightning_compress.pruning import PruningPlan, build_channel_graph, prune, select_channels
+from lightning_compress.pruning.alignment import choose_round_to
 
 SEARCH_STEPS = 12
 AUTO = "auto"

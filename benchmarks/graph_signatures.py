@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from lightning_compress.models import resnet56, vgg16
-from lightning_compress.pruning import build_channel_graph, prune, select_on_graph
+from lightning_compress.pruning import build_channel_graph, prune
+from lightning_compress.pruning.selection import select_on_graph
 
 TORCHVISION = ("resnet50", "mobilenet_v2", "regnet_y_1_6gf", "efficientnet_b0", "convnext_tiny", "densenet121",
                "shufflenet_v2_x1_0", "googlenet", "squeezenet1_1", "mnasnet1_0", "inception_v3")

@@ -15,9 +15,9 @@ helpers inside ``callbacks``, ``pipeline``, ``pruning`` not re-exported by their
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from lightning_compress._lazy import lazy_getattr
 from lightning_compress.pruning import PruningPlan, mask, prune, select_channels
 
 if TYPE_CHECKING:
@@ -35,10 +35,7 @@ __all__ = ["FPGMPruning", "FSPDistillation", "KnowledgeDistillation", "L1FilterP
            "PruningPlan", "load_pruned_checkpoint", "mask", "prune", "select_channels"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LIGHTNING:
-        return getattr(importlib.import_module(_LIGHTNING[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LIGHTNING)
 
 
 def __dir__() -> list[str]:

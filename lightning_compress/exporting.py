@@ -1,5 +1,5 @@
 """Deprecated: moved to :mod:`lightning_compress.portable` (this path keeps working and warns)."""
 
-from lightning_compress._deprecated import forward_to
+from lightning_compress._lazy import forward_to
 
 __getattr__, __dir__ = forward_to(__name__, "lightning_compress.portable")

@@ -127,7 +127,7 @@ def prune_main(argv: Sequence[str] | None = None) -> int:
     """``python -m lightning_compress.pruning --model resnet56 --ratio 0.3 [--table] [--plan-out p.json]``: the
     before/after of ``prune.ratio=`` above with command-line flags, the per-layer plan table and the plan as JSON."""
     from lightning_compress import models
-    from lightning_compress.pruning import IMPORTANCES
+    from lightning_compress.pruning.importance import IMPORTANCES
 
     parser = argparse.ArgumentParser(prog="python -m lightning_compress.pruning",
                                      description="Prune a project model and print params/MACs before and after.")

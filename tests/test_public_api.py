@@ -121,3 +121,18 @@ def test_no_import_cycles_between_packages_or_between_engine_modules() -> None:
     assert _cycle(engine) is None, _cycle(engine)
     assert not any(t.startswith("lightning_compress.pipeline") for m, ts in graph.items()
                    if m.startswith("lightning_compress.distillation") for t in ts)
+
+
+def test_engine_exports_its_api_and_old_internal_names_still_import_with_a_warning() -> None:
+    import lightning_compress.pruning as engine
+    from lightning_compress.pruning import graph, selection
+
+    assert all(getattr(engine, name) is not None for name in engine.__all__)
+    assert "Member" not in engine.__all__ and "select_on_graph" not in engine.__all__
+    with pytest.warns(DeprecationWarning, match="import it from `lightning_compress.pruning.graph`"):
+        assert engine.Member is graph.Member
+    with pytest.warns(DeprecationWarning, match="select_channels"):
+        from lightning_compress.pruning import select_on_graph
+    assert select_on_graph is selection.select_on_graph
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        engine.Nope  # noqa: B018

@@ -58,7 +58,6 @@ from lightning_compress.callbacks.network import example_input, resolve_net
 from lightning_compress.functional.pruning import DISTANCES
 from lightning_compress.pruning import (
     ChannelGraph,
-    ChannelGroup,
     ChannelMask,
     GeometricMedian,
     PruningPlan,
@@ -66,6 +65,7 @@ from lightning_compress.pruning import (
     prune,
 )
 from lightning_compress.pruning.errors import check_fraction, check_positive_int
+from lightning_compress.pruning.graph import ChannelGroup
 from lightning_compress.pruning.selection import group_ratios, select_counts, select_on_graph
 
 SOFT_MODES = ("authors_code", "paper", "exact", "one_shot")

@@ -13,9 +13,9 @@ lightning_compress.distillation`` stays light. The ``+method=fsp`` / ``+method=k
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from lightning_compress._lazy import lazy_getattr
 from lightning_compress.distillation.features import FeatureRecorder, FeatureSpec, default_pairs
 from lightning_compress.distillation.teacher import FrozenTeacher, freeze
 from lightning_compress.functional.distillation import fsp_loss, fsp_matrix, kd_loss, soft_target_loss
@@ -30,8 +30,4 @@ _LIGHTNING = {"FSPDistillation": "lightning_compress.distillation.fsp",
 __all__ = ["FSPDistillation", "FeatureRecorder", "FeatureSpec", "FrozenTeacher", "KnowledgeDistillation",
            "default_pairs", "freeze", "fsp_loss", "fsp_matrix", "kd_loss", "soft_target_loss"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LIGHTNING:
-        return getattr(importlib.import_module(_LIGHTNING[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LIGHTNING)

@@ -8,55 +8,53 @@ Pure PyTorch (no Lightning/Hydra). Typical use::
     prune(model, plan, optimizer)                      # or mask(model, plan) for soft pruning
     torch.save({"plan": plan.to_dict(), "state_dict": model.state_dict()}, path)
     # later: prune(fresh_model, PruningPlan.from_dict(ckpt["plan"])); fresh_model.load_state_dict(ckpt["state_dict"])
+
+The names below are the engine's API; everything else lives in its own module (``graph``, ``plan``, ``alignment``...).
 """
 
-from lightning_compress.functional.pruning import keep_count
+from lightning_compress._lazy import lazy_getattr
 
-from .alignment import RoundToChoice, choose_round_to
 from .api import select_channels
-from .budget import Budget, BudgetFit, fit_budget
+from .budget import Budget, fit_budget
 from .errors import TraceError, UnsupportedOpError
-from .graph import Boundary, ChannelGraph, ChannelGroup, Member, build_channel_graph
-from .importance import IMPORTANCES, BNScale, GeometricMedian, Importance, Magnitude, Random
-from .masking import ChannelMask, mask, zero_masked_grads, zero_masked_optimizer_state
-from .plan import GroupPlan, LayerPlan, PruningPlan, SlotPlan
+from .graph import ChannelGraph, build_channel_graph
+from .importance import BNScale, GeometricMedian, Magnitude, Random
+from .masking import ChannelMask, mask
+from .plan import PruningPlan
 from .rules import ChannelwiseRule, ElementwiseRule, ModuleRule, register_module_rule
-from .selection import select_on_graph
 from .surgery import prune
 
 __all__ = [
-    "IMPORTANCES",
     "BNScale",
-    "Boundary",
     "Budget",
-    "BudgetFit",
     "ChannelGraph",
-    "ChannelGroup",
     "ChannelMask",
     "ChannelwiseRule",
     "ElementwiseRule",
     "GeometricMedian",
-    "GroupPlan",
-    "Importance",
-    "LayerPlan",
     "Magnitude",
-    "Member",
     "ModuleRule",
     "PruningPlan",
     "Random",
-    "RoundToChoice",
-    "SlotPlan",
     "TraceError",
     "UnsupportedOpError",
     "build_channel_graph",
-    "choose_round_to",
     "fit_budget",
-    "keep_count",
     "mask",
     "prune",
     "register_module_rule",
     "select_channels",
-    "select_on_graph",
-    "zero_masked_grads",
-    "zero_masked_optimizer_state",
 ]
+
+# names exported before the API was trimmed: still importable from here, with a DeprecationWarning
+_MOVED = {
+    **dict.fromkeys(["IMPORTANCES", "Importance"], "lightning_compress.pruning.importance"),
+    **dict.fromkeys(["Boundary", "ChannelGroup", "Member"], "lightning_compress.pruning.graph"),
+    **dict.fromkeys(["GroupPlan", "LayerPlan", "SlotPlan"], "lightning_compress.pruning.plan"),
+    **dict.fromkeys(["RoundToChoice", "choose_round_to"], "lightning_compress.pruning.alignment"),
+    **dict.fromkeys(["zero_masked_grads", "zero_masked_optimizer_state"], "lightning_compress.pruning.masking"),
+    "BudgetFit": "lightning_compress.pruning.budget",
+    "keep_count": "lightning_compress.functional.pruning",
+    "select_on_graph": "lightning_compress.pruning.selection",
+}
+__getattr__ = lazy_getattr(__name__, {}, _MOVED)

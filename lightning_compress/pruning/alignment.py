@@ -3,10 +3,10 @@
 Vector units and GPU kernels work on blocks of channels (8 fp32 lanes with AVX2, tensor-core tiles), so a layer kept at
 9 channels can cost what 16 do. Which multiple pays off depends on the device, the batch size and the network, so it
 is measured: the method's plan at every candidate ``round_to`` is applied to a copy of the network and the copies are
-timed interleaved by the project's one latency routine (:func:`~lightning_compress.profiling.interleaved_latency`) on
+timed interleaved by the project's one latency routine (:func:`~lightning_compress.cost.interleaved_latency`) on
 the target device at the user's batch size. The smallest candidate (1: the method's own widths) is the reference; the
 fastest candidate is chosen only when it is measurably faster than the reference (the inter-quartile ranges separate,
-:func:`~lightning_compress.profiling.latency_change`), else the reference is kept.
+:func:`~lightning_compress.cost.latency_change`), else the reference is kept.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def choose_round_to(model: nn.Module, example_inputs: torch.Tensor, select: Call
         select: ``round_to -> PruningPlan``, the caller's selection with everything else fixed.
         candidates: distinct ints >= 1; the smallest is the reference.
         device: where to time (default: the model's device).
-        timer: a function with :func:`~lightning_compress.profiling.interleaved_latency`'s signature (default: that
+        timer: a function with :func:`~lightning_compress.cost.interleaved_latency`'s signature (default: that
             routine; tests inject a deterministic one).
 
     Returns:

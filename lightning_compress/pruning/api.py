@@ -62,7 +62,7 @@ def select_channels(model: nn.Module, example_inputs: Any, pruning_ratio: float 
             :mod:`.budget`: the widths may then deviate from a uniform rate by a few channels in some groups).
         target_latency_ms: instead of ``pruning_ratio``: the median latency (ms) of one forward pass of
             ``latency_batch_size`` copies of ``example_inputs`` on the model's device
-            (:func:`~lightning_compress.profiling.measure_latency`).
+            (:func:`~lightning_compress.cost.measure_latency`).
         latency_batch_size: the batch timed for ``target_latency_ms`` and ``round_to="auto"``.
 
     Returns:

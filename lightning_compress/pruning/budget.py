@@ -4,8 +4,8 @@ The method's structure stays, only its amount is searched. ``pruning_ratio=None`
 (with ``global_pruning``: the one global ratio, so Network Slimming's threshold moves); a ``{glob: ratio}`` dict is
 multiplied by one common factor, so per-stage rates keep their proportions and layers outside the dict stay whole (Li
 et al.'s ResNet settings). Every candidate is :func:`.selection.select_on_graph`'s plan at the scaled ratio, and its
-MACs (:func:`~lightning_compress.profiling.count_macs`) or latency
-(:func:`~lightning_compress.profiling.measure_latency`: median and quartiles) are measured on a pruned deep copy, never
+MACs (:func:`~lightning_compress.cost.count_macs`) or latency
+(:func:`~lightning_compress.cost.measure_latency`: median and quartiles) are measured on a pruned deep copy, never
 on the caller's model. The factor is found by bisection; a candidate whose per-group counts equal those of a measured
 one is not built again.
 

@@ -16,12 +16,11 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from . import transfer as tf
+from . import transfer
 from .boundaries import has_boundary_hooks
 from .channels import Carry, Opaque
 from .context import Call, TraceContext
 from .errors import TraceError
-from .module_table import module_table
 from .ops import METHOD_RULES, function_rule
 from .rules import get_module_rule
 from .shape_only import shape_only_output
@@ -62,7 +61,7 @@ class _ChannelInterpreter:
         self.graph = graph
         self.ctx = ctx
         self.root = root
-        self.modules = module_table(root, duplicates=True)  # shared modules under every name
+        self.modules = dict(root.named_modules(remove_duplicate=False))  # shared modules under every name
         self.infos: dict[fx.Node, Any] = ctx.infos
         self.stream = stream_values(graph, self.modules)  # residual / dense-concat values (linked ids)
         self._reads: dict[tuple[fx.Node, fx.Node], Any] = {}
@@ -124,7 +123,7 @@ class _ChannelInterpreter:
         ctx = self.ctx
         if n.op == "placeholder":
             fid = ctx.frozen_id("model input")
-            return tf._map_tensors(out, lambda t: Opaque(fid))
+            return transfer._map_tensors(out, lambda t: Opaque(fid))
         if n.op == "output":
             ctx.freeze(fx.node.map_arg(n.args, lambda a: self.infos.get(a)), "model output")
             return None
@@ -137,7 +136,7 @@ class _ChannelInterpreter:
         if n.op == "call_module":
             call.module = self.modules[n.target]
             if has_boundary_hooks(call.module):
-                return tf.unknown(ctx, call, f"{description}, already pruned with residual='select'")
+                return transfer.unknown(ctx, call, f"{description}, already pruned with residual='select'")
             rule = get_module_rule(call.module)
             apply = (lambda: rule.trace(ctx, call, n.target)) if rule is not None else None
         else:
@@ -147,13 +146,13 @@ class _ChannelInterpreter:
             fields = getattr(n.target, "_fields", ())  # a (named)tuple of outputs: carry each element's info
             return tuple(call.infos) + tuple(call.kwinfos.get(f) for f in fields[len(call.infos):])
         if apply is None:
-            if not call.tensors() and not tf._has_tensor(out):
+            if not call.tensors() and not transfer._has_tensor(out):
                 return None
-            return tf.unknown(ctx, call, description)
+            return transfer.unknown(ctx, call, description)
         try:
             return apply()
         except Exception as exc:  # a rule that cannot handle an unusual call freezes it instead of guessing
-            return tf.unknown(ctx, call, f"{description} (rule failed: {exc})")
+            return transfer.unknown(ctx, call, f"{description} (rule failed: {exc})")
 
     def _seen_by(self, arg: fx.Node, user: fx.Node) -> Any:
         """The info of ``arg`` as ``user`` sees it: a stream value read outside the stream gets linked ids."""
@@ -215,27 +214,24 @@ def capture(model: nn.Module, example_inputs: Any) -> tuple[TraceContext, list[f
     """Trace ``model`` once per mode and propagate channel ids on ``example_inputs``.
 
     ``example_inputs``: a tensor, a tuple of tensors, or a dict of keyword inputs. ``forward`` is traced in train and
-    in eval mode (branches on ``self.training``, e.g. auxiliary heads, exist in only one; without such a branch one
-    trace serves both, ``tracing.trace``); the train graph runs with
-    eval-mode batch norm and without buffer updates (``tracing.runnable_train_graph``), and when that makes both
-    graphs the same, one is used. Both are run in eval mode under ``torch.no_grad`` (BN running stats untouched) into
-    one context, and each module's mode is restored. When the train-mode graph still fails on the inputs and calls
+    in eval mode (branches on ``self.training``, e.g. auxiliary heads, exist in only one); the train graph runs with
+    eval-mode batch norm and dropout and without buffer updates (``tracing.runnable_train_graph``), and when that makes
+    both graphs the same, one is used. Both are run in eval mode under ``torch.no_grad`` (BN running stats untouched)
+    into one context, and each module's mode is restored. When the train-mode graph still fails on the inputs and calls
     no module the eval graph does not, it is skipped (the eval graph covers every module). Shape-dependent Python
     control flow is followed on the inputs (``tracing.ConcreteTracer``); channels whose size it read are frozen.
     The forward runs single-threaded: it is tiny, and on a loaded CPU intra-op threads made it ~50x slower.
     """
-    modes = {m: m.training for m in module_table(model).values()}
+    modes = {m: m.training for m in dict(model.named_modules()).values()}
     traced: list[tuple[fx.Graph, list]] = []
     python_reads.clear()  # size attributes read by Python in either mode's forward are not rewritten (sizes.py)
     try:
         for training in (True, False):
             _set_mode(modes, training)
-            graph, guards, both_modes = trace(model, example_inputs)
+            graph, guards = trace(model, example_inputs)
             graph = runnable_train_graph(graph) if training else drop_unused_attrs(graph)
             if not traced or _code(graph) != _code(traced[0][0]):
                 traced.append((graph, guards))
-            if both_modes:  # forward never branched on self.training: the eval graph (see tracing.trace)
-                break
     finally:
         _set_mode(modes, None)
     ctx = TraceContext(root=model)

@@ -52,22 +52,17 @@ Info = Carry | Opaque | None
 class UnionFind:
     """Union-find over channel ids, vectorised over numpy arrays of ids.
 
-    Unions are queued and joined in one vectorised pass when a root is next asked for (``find_all``, ``roots``,
-    ``freeze``, ``frozen_roots``, ``copy``): tracing unions ids at almost every op and asks for roots only at the end,
-    and one pass over all pairs costs about what one union of a long chain does. The classes, not the root ids, are
-    the result (the graph is built from classes only). Frozen reasons are kept on whichever id was frozen and gathered
-    per root on demand (``frozen_roots``), so a union never has to move them.
+    The classes, not the root ids, are the result (the graph is built from classes only). Frozen reasons are kept on
+    whichever id was frozen and gathered per root on demand (``frozen_roots``), so a union never has to move them.
     """
 
     def __init__(self) -> None:
         self._parent = np.zeros(1024, dtype=np.int64)
         self._size = 0
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # queued unions, joined by _join_pending
         self._reasons: dict[int, set[str]] = {}
         self._by_root: dict[int, set[str]] | None = None  # reasons gathered per root; None when stale
 
     def copy(self) -> UnionFind:
-        self._join_pending()
         other = UnionFind()
         other._parent = self._parent.copy()
         other._size = self._size
@@ -92,7 +87,6 @@ class UnionFind:
 
     def find_all(self, ids: np.ndarray) -> np.ndarray:
         """Root of every id in ``ids`` (same shape); compresses the paths it walks."""
-        self._join_pending()
         ids = np.asarray(ids, dtype=np.int64)
         parent = self._parent
         x = ids.ravel()
@@ -108,23 +102,12 @@ class UnionFind:
         return int(self.find_all(np.array([x]))[0])
 
     def union_arrays(self, a: np.ndarray, b: np.ndarray) -> None:
-        """Union ``a[i]`` with ``b[i]`` elementwise (arrays of equal shape, or ``b`` broadcast to ``a``); queued."""
-        a = np.array(a, dtype=np.int64)  # copies: the caller's arrays may change before the queue is joined
-        b = np.array(np.broadcast_to(np.asarray(b, dtype=np.int64), a.shape)).ravel()
-        if a.size:
-            self._pending.append((a.ravel(), b))
-
-    def _join_pending(self) -> None:
-        """Apply the queued unions at once: hook each pair's larger root under its smaller, until every pair agrees."""
-        if not self._pending:
-            return
-        if len(self._pending) == 1:
-            a, b = self._pending[0]
-        else:
-            a = np.concatenate([p[0] for p in self._pending])
-            b = np.concatenate([p[1] for p in self._pending])
-        self._pending = []
-        while True:
+        """Union ``a[i]`` with ``b[i]`` elementwise (arrays of equal shape, or ``b`` broadcast to ``a``): hook each
+        pair's larger root under its smaller, until every pair agrees."""
+        a = np.asarray(a, dtype=np.int64)
+        b = np.broadcast_to(np.asarray(b, dtype=np.int64), a.shape).ravel()
+        a = a.ravel()
+        while a.size:
             ra, rb = self.find_all(a), self.find_all(b)
             differ = ra != rb
             if not differ.any():
@@ -148,14 +131,12 @@ class UnionFind:
 
     def freeze(self, ids: np.ndarray, reason: str) -> None:
         """Mark all classes of ``ids`` frozen (never pruned) for ``reason``."""
-        self._join_pending()
         for x in unique_sorted(self.find_all(np.asarray(ids).ravel())).tolist():
             self._reasons.setdefault(x, set()).add(reason)
         self._by_root = None
 
     def roots(self) -> np.ndarray:
         """Root of every id, as an array indexed by id."""
-        self._join_pending()
         parent = self._parent[:self._size].copy()
         while True:  # pointer jumping: every id reaches its root in O(log depth) vectorised steps
             grand = parent[parent]
@@ -165,7 +146,6 @@ class UnionFind:
 
     def frozen_roots(self) -> dict[int, set[str]]:
         """Root -> the reasons its class is frozen for (only frozen classes; do not modify)."""
-        self._join_pending()
         if self._by_root is None:
             keys = list(self._reasons)
             owners = self.find_all(np.asarray(keys, dtype=np.int64)).tolist() if keys else []

@@ -14,9 +14,8 @@ import torch
 from torch import fx, nn
 
 from .boundaries import _FUSED_WRITERS, _REEXPAND_INDEX, _UNFUSED, REEXPAND, _reexpand, stream_add
-from .module_table import module_table
 from .rules import ElementwiseRule, get_module_rule
-from .tracing import RuleTracer, TrainingFlag, _buffers_kept, _training_flags
+from .tracing import RuleTracer, _buffers_kept
 
 _ADDS = {operator.add, torch.add}
 _SUBS = {operator.sub, torch.sub, torch.subtract}
@@ -29,9 +28,9 @@ def fuse_writers(model: nn.Module, writers: list[str], fuse: bool = True) -> lis
     A writer is looked for in the traced ``forward`` of its parent, then of the parent's parent, while its output is
     the traced module's output; innermost modules are rewritten first (an outer trace then runs their fused code).
     """
-    modules = module_table(model)
+    modules = dict(model.named_modules())
     counts: dict[int, int] = {}
-    for m in module_table(model, duplicates=True).values():
+    for m in dict(model.named_modules(remove_duplicate=False)).values():
         counts[id(m)] = counts.get(id(m), 0) + 1
     pending = {w for w in writers if fuse and counts[id(modules[w])] == 1}  # a shared module: its other calls unseen
     fused: list[str] = []
@@ -80,11 +79,11 @@ def _mode_free_graph(owner: nn.Module) -> fx.Graph | None:
     attrs, made = set(vars(owner)), set()
     tracer = RuleTracer(autowrap_functions=(stream_add,))
     try:
-        owner.train()
-        with _buffers_kept(owner, tracer.is_leaf_module), _training_flags(owner, tracer.is_leaf_module):
-            graph = tracer.trace(owner)
-            if TrainingFlag.read or tracer.stored_flag:
-                return None
+        graphs = []
+        for training in (True, False):
+            owner.train(training)
+            with _buffers_kept(owner, tracer.is_leaf_module):
+                graphs.append(tracer.trace(owner))
     except Exception:  # fx raises many types: an untraceable forward keeps the hooked form
         return None
     finally:
@@ -93,6 +92,9 @@ def _mode_free_graph(owner: nn.Module) -> fx.Graph | None:
         made = set(vars(owner)) - attrs  # fx stores tensors made in forward on the traced module: take them off
         for attr in made:
             delattr(owner, attr)
+    graph, eval_graph = graphs
+    if graph.python_code("self").src != eval_graph.python_code("self").src:
+        return None  # forward differs by mode (it reads `self.training`)
     if any(n.op == "get_attr" and n.target in made for n in graph.nodes):
         return None  # such a constant would not follow .to(device)
     if any(n.op in ("call_function", "call_method") and not n.users and not _mutates(n) for n in graph.nodes):

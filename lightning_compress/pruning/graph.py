@@ -15,7 +15,6 @@ from .capture import capture
 from .channels import unique_sorted, unique_sorted_of
 from .context import TraceContext
 from .errors import UnsupportedOpError
-from .module_table import module_table, with_shared_tables
 from .plan import GroupPlan, LayerPlan, PruningPlan, SlotPlan
 from .rules import slot_rule
 from .streams import check_residual
@@ -115,7 +114,7 @@ class ChannelGraph:
 
     def check(self, model: nn.Module) -> None:
         """Raise ValueError when ``model``'s widths no longer match this graph (e.g. after pruning)."""
-        modules = module_table(model)
+        modules = dict(model.named_modules())
         for (name, slot), size in self.slot_sizes.items():
             module = modules.get(name)
             rule = slot_rule(module, slot) if module is not None else None
@@ -135,7 +134,6 @@ class ChannelGraph:
                 f"residual={self.residual!r})")
 
 
-@with_shared_tables
 def build_channel_graph(model: nn.Module, example_inputs: Any, strict: bool = False,
                         residual: str = "couple") -> ChannelGraph:
     """Trace ``model`` and return its coupled channel groups.
@@ -177,7 +175,7 @@ def _resolve_links(ctx: TraceContext, residual: str) -> tuple[Any, list[tuple[st
     order = dict(ctx.order)
     for link in ctx.links:
         if residual == "couple":
-            uf.union_arrays(link.source, link.target)  # queued: all links are joined in one pass (UnionFind)
+            uf.union_arrays(link.source, link.target)
             continue
         stream, side = (link.target, link.source) if link.kind == "write" else (link.source, link.target)
         uf.freeze(stream, "residual='select' keeps this shared stream at full width")

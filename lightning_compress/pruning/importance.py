@@ -34,7 +34,6 @@ from lightning_compress.functional.pruning import (
 )
 
 from .graph import ChannelGroup, Member
-from .module_table import submodule
 from .rules import get_module_rule
 
 BN_REDUCTIONS = ("mean", "sum", "max")
@@ -74,7 +73,7 @@ def _rule_tensors(group: ChannelGroup, model: nn.Module, slot: str, read: Callab
     for m in group.members:
         if m.slot != slot:
             continue
-        module = submodule(model, m.module)
+        module = model.get_submodule(m.module)
         rule = get_module_rule(module)
         tensor = read(rule, module) if rule is not None else None
         if tensor is not None:
@@ -172,7 +171,7 @@ def bn_scales(group: ChannelGroup, model: nn.Module) -> list[tuple[Member, str, 
     for m in group.members:
         if m.module in found or m.slot not in ("channels", "weight[0]"):
             continue
-        module = submodule(model, m.module)
+        module = model.get_submodule(m.module)
         gamma = getattr(module, "weight", None)
         if not isinstance(gamma, torch.Tensor) or gamma.dim() != 1:
             continue

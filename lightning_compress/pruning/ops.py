@@ -12,13 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from . import sizes as sizes_mod
-from . import transfer as tf
+from . import transfer
 from .channels import Carry, Info, Opaque
 from .context import Call, TraceContext
-from .module_table import submodule
 from .rules import shuffle, slot_rule
-from .sizes import SizeAttr, size_attr
+from .sizes import SizeAttr, python_reads, size_attr
 
 OpRule = Callable[[TraceContext, Call], Any]
 FUNCTION_RULES: dict[Any, OpRule] = {}
@@ -36,11 +34,11 @@ def function_rule(fn: Any) -> OpRule | None:
 
 
 def _unary(ctx: TraceContext, call: Call) -> Info:
-    return tf.unary(ctx, call)
+    return transfer.unary(ctx, call)
 
 
 def _elementwise(ctx: TraceContext, call: Call) -> Info:
-    return tf.elementwise(ctx, call)
+    return transfer.elementwise(ctx, call)
 
 
 def _dim_arg(call: Call, index: int = 1) -> Any:
@@ -51,7 +49,7 @@ def _reduce(ctx: TraceContext, call: Call) -> Any:
     x = call.args[0]
     dim = _dim_arg(call, 2 if call.name in ("norm", ".norm()") else 1)
     keepdim = bool(call.arg(3 if call.name in ("norm", ".norm()") else 2, "keepdim", False))
-    info = tf.reduce(ctx, call, x, call.info(0), dim, keepdim)
+    info = transfer.reduce(ctx, call, x, call.info(0), dim, keepdim)
     if isinstance(call.out, tuple):
         return tuple(info for _ in call.out)
     return info
@@ -60,29 +58,29 @@ def _reduce(ctx: TraceContext, call: Call) -> Any:
 def _max_min(ctx: TraceContext, call: Call) -> Any:
     other = call.arg(1, "other", None)
     if isinstance(other, torch.Tensor):
-        return tf.elementwise(ctx, call)
+        return transfer.elementwise(ctx, call)
     return _reduce(ctx, call)
 
 
 def _along_dim(ctx: TraceContext, call: Call) -> Info:
     x = call.args[0]
     dim = call.arg(1, "dim", -1)
-    return tf.along_dim(ctx, call, call.info(0), -1 if dim is None else dim, x.dim())
+    return transfer.along_dim(ctx, call, call.info(0), -1 if dim is None else dim, x.dim())
 
 
 def _spatial(ctx: TraceContext, call: Call) -> Any:
-    info = tf.spatial(ctx, call, call.info(0))
+    info = transfer.spatial(ctx, call, call.info(0))
     if isinstance(call.out, tuple):
         return tuple(info for _ in call.out)
     return info
 
 
 def _pad(ctx: TraceContext, call: Call) -> Info:
-    return tf.pad(ctx, call, call.args[0], call.info(0), list(call.arg(1, "pad")))
+    return transfer.pad(ctx, call, call.args[0], call.info(0), list(call.arg(1, "pad")))
 
 
 def _flatten(ctx: TraceContext, call: Call) -> Info:
-    return tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
+    return transfer.reshape(ctx, call, call.args[0], call.info(0), call.out)
 
 
 def _shape_args(call: Call) -> list[Any] | None:
@@ -102,16 +100,16 @@ def _shape_args(call: Call) -> list[Any] | None:
 def _view(ctx: TraceContext, call: Call) -> Info:
     raw = _shape_args(call)
     if raw is None or len(raw) != call.out.dim():
-        return tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
-    provisional = tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
-    fixed = tf.couple_size_args(ctx, call, call.node.args[0], raw, provisional)
+        return transfer.reshape(ctx, call, call.args[0], call.info(0), call.out)
+    provisional = transfer.reshape(ctx, call, call.args[0], call.info(0), call.out)
+    fixed = transfer.couple_size_args(ctx, call, call.node.args[0], raw, provisional)
     if isinstance(provisional, Carry) and len(provisional.dims) == 1:
         j = provisional.dims[0]
         value = size_attr(raw[j])
         if value is not None and value.divisor == 1 and _record_size(ctx, call, value, provisional.ids):
             fixed[j] = False  # x.view(b, self.dim, h, w): the attribute is rewritten with the pruned width
     if any(fixed):
-        return tf.reshape(ctx, call, call.args[0], call.info(0), call.out, fixed)
+        return transfer.reshape(ctx, call, call.args[0], call.info(0), call.out, fixed)
     return provisional
 
 
@@ -121,19 +119,19 @@ def _unflatten(ctx: TraceContext, call: Call) -> Info:
     sizes = call.raw(2, "sizes")
     fixed = [False] * call.out.dim()
     for k, s in enumerate(sizes):
-        fixed[dim + k] = not tf.is_dynamic(s)
-    return tf.reshape(ctx, call, x, call.info(0), call.out, fixed)
+        fixed[dim + k] = not transfer.is_dynamic(s)
+    return transfer.reshape(ctx, call, x, call.info(0), call.out, fixed)
 
 
 def _squeeze(ctx: TraceContext, call: Call) -> Info:
-    return tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
+    return transfer.reshape(ctx, call, call.args[0], call.info(0), call.out)
 
 
 def _permute(ctx: TraceContext, call: Call) -> Info:
     dims = call.args[1:] if "dims" not in call.kwargs else (call.kwargs["dims"],)
     if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
         dims = dims[0]
-    return tf.permute(call.info(0), list(dims))
+    return transfer.permute(call.info(0), list(dims))
 
 
 def _transpose(ctx: TraceContext, call: Call) -> Info:
@@ -142,11 +140,11 @@ def _transpose(ctx: TraceContext, call: Call) -> Info:
     d0, d1 = call.arg(1, "dim0") % nd, call.arg(2, "dim1") % nd
     perm = list(range(nd))
     perm[d0], perm[d1] = perm[d1], perm[d0]
-    return tf.permute(call.info(0), perm)
+    return transfer.permute(call.info(0), perm)
 
 
 def _t(ctx: TraceContext, call: Call) -> Info:
-    return tf.permute(call.info(0), list(reversed(range(call.args[0].dim()))))
+    return transfer.permute(call.info(0), list(reversed(range(call.args[0].dim()))))
 
 
 def _expand(ctx: TraceContext, call: Call) -> Info:
@@ -162,7 +160,7 @@ def _expand(ctx: TraceContext, call: Call) -> Info:
     ids = info.ids[sel]
     result = Carry(tuple(d + off for d in keep), ids) if keep else None
     if len(raw) == out.dim():
-        fixed = tf.couple_size_args(ctx, call, call.node.args[0], raw, result)
+        fixed = transfer.couple_size_args(ctx, call, call.node.args[0], raw, result)
         if keep and all(fixed[d + off] for d in keep):
             ctx.uf.freeze(ids, f"{call.name}: expand to a constant channel size")
     return result
@@ -174,7 +172,7 @@ def _repeat(ctx: TraceContext, call: Call) -> Info:
         return info
     off = out.dim() - x.dim()
     if any(out.shape[d + off] != x.shape[d] for d in info.dims):
-        return tf.frozen(ctx, info, f"{call.name}: repeats a channel dim")
+        return transfer.frozen(ctx, info, f"{call.name}: repeats a channel dim")
     return Carry(tuple(d + off for d in info.dims), info.ids)
 
 
@@ -183,12 +181,12 @@ def _cat(ctx: TraceContext, call: Call) -> Info:
     infos = call.info(0, "tensors")
     if not isinstance(infos, (list, tuple)):
         infos = [None] * len(tensors)
-    return tf.cat(ctx, call, tensors, infos, call.arg(1, "dim", 0))
+    return transfer.cat(ctx, call, tensors, infos, call.arg(1, "dim", 0))
 
 
 def _stack(ctx: TraceContext, call: Call) -> Info:
     infos = call.info(0, "tensors")
-    return tf.stack(ctx, call, infos, call.arg(1, "dim", 0))
+    return transfer.stack(ctx, call, infos, call.arg(1, "dim", 0))
 
 
 def _chunk(ctx: TraceContext, call: Call) -> Any:
@@ -206,7 +204,7 @@ def _split(ctx: TraceContext, call: Call) -> Any:
         pieces = _split_by_attr(ctx, call, info, outs, dim, raw)
         if pieces is not None:
             return pieces
-    k = tf.size_fraction(raw, call.node.args[0], dim)
+    k = transfer.size_fraction(raw, call.node.args[0], dim)
     return _split_parts(ctx, call, x, info, outs, dim, k)
 
 
@@ -222,11 +220,11 @@ def _split_by_attr(ctx: TraceContext, call: Call, info: Carry, outs: Any, dim: i
         k = total // int(one)
         if one.divisor > 1 and int(one) * one.divisor != total:
             return None
-        parts = tf.equal_parts(ctx, info, dim, k)
+        parts = transfer.equal_parts(ctx, info, dim, k)
         counted = info.ids if one.divisor > 1 else parts[0]
         if not _record_size(ctx, call, one, counted):
             return None
-        return tuple(tf.part_info(info, dim, parts[i]) for i in range(k))
+        return tuple(transfer.part_info(info, dim, parts[i]) for i in range(k))
     if not isinstance(raw, (list, tuple)) or not raw or len(raw) != len(outs):
         return None
     sizes = [size_attr(v) for v in raw]
@@ -241,9 +239,9 @@ def _split_by_attr(ctx: TraceContext, call: Call, info: Carry, outs: Any, dim: i
 
 def _record_size(ctx: TraceContext, call: Call, value: SizeAttr, ids: np.ndarray) -> bool:
     """Record ``ids`` as the channels the attribute counts; False (caller freezes) when it cannot be rewritten."""
-    if value.key in sizes_mod.python_reads or ctx.root is None:
+    if value.key in python_reads or ctx.root is None:
         return False
-    module = submodule(ctx.root, value.owner)
+    module = ctx.root.get_submodule(value.owner)
     ctx.record(value.owner, module, value.slot, ids)
     return True
 
@@ -258,8 +256,8 @@ def _split_parts(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, out
         bounds = np.cumsum([0] + [o.shape[dim] for o in outs])
         return tuple(Carry(info.dims, np.ascontiguousarray(np.take(info.ids, np.arange(bounds[i], bounds[i + 1]),
                                                                     axis=axis))) for i in range(len(outs)))
-    parts = tf.equal_parts(ctx, info, dim, k)
-    return tuple(tf.part_info(info, dim, parts[i]) for i in range(k))
+    parts = transfer.equal_parts(ctx, info, dim, k)
+    return tuple(transfer.part_info(info, dim, parts[i]) for i in range(k))
 
 
 def _unbind(ctx: TraceContext, call: Call) -> Any:
@@ -268,7 +266,7 @@ def _unbind(ctx: TraceContext, call: Call) -> Any:
     if not isinstance(info, Carry):
         return tuple(info for _ in outs)
     if dim in info.dims:
-        fid = tf.frozen(ctx, info, f"{call.name}: unbinds a channel dim")
+        fid = transfer.frozen(ctx, info, f"{call.name}: unbinds a channel dim")
         return tuple(fid for _ in outs)
     return tuple(Carry(tuple(d - (d > dim) for d in info.dims), info.ids) for _ in outs)
 
@@ -287,7 +285,7 @@ def _index_tensor(ctx: TraceContext, call: Call, x: torch.Tensor, info: Info, id
     idx_t = idx if isinstance(idx, tuple) else (idx,)
     raw_t = raw if isinstance(raw, tuple) else (raw,)
     if any(isinstance(i, (torch.Tensor, list, bool)) for i in idx_t):
-        return tf.unknown(ctx, call, "advanced tensor indexing")
+        return transfer.unknown(ctx, call, "advanced tensor indexing")
     consumed = sum(1 for i in idx_t if i is not None and i is not Ellipsis)
     expanded: list[tuple[Any, Any]] = []
     for i, r in zip(idx_t, raw_t):
@@ -346,7 +344,7 @@ def _slice_channels(ctx: TraceContext, call: Call, info: Carry, ids: np.ndarray,
             return None
         return ids[sl]
     base = call.node.args[0]
-    ks = {tf.size_fraction(b, base, dim) for b in (raw.start, raw.stop) if b is not None}
+    ks = {transfer.size_fraction(b, base, dim) for b in (raw.start, raw.stop) if b is not None}
     if len(ks) != 1 or None in ks:
         return None
     k = ks.pop()
@@ -356,7 +354,7 @@ def _slice_channels(ctx: TraceContext, call: Call, info: Carry, ids: np.ndarray,
     stop = k if raw.stop is None else 1
     if start >= stop:
         return None
-    parts = tf.equal_parts(ctx, Carry(info.dims, ids), dim, k)
+    parts = transfer.equal_parts(ctx, Carry(info.dims, ids), dim, k)
     chosen = parts[start:stop].reshape((-1,) + parts.shape[2:])
     return np.moveaxis(chosen, 0, info.dims.index(dim))
 
@@ -371,8 +369,8 @@ def _getattr(ctx: TraceContext, call: Call) -> Info:
     if attr in ("T", "mT"):
         nd = x.dim()
         perm = list(reversed(range(nd))) if attr == "T" else list(range(nd - 2)) + [nd - 1, nd - 2]
-        return tf.permute(call.info(0), perm)
-    return tf.unknown(ctx, call, f"tensor attribute .{attr}")
+        return transfer.permute(call.info(0), perm)
+    return transfer.unknown(ctx, call, f"tensor attribute .{attr}")
 
 
 def _layer_norm(ctx: TraceContext, call: Call) -> Info:
@@ -399,7 +397,7 @@ def _layer_norm(ctx: TraceContext, call: Call) -> Info:
     dynamic = isinstance(raw_shape, fx.Node) or (
         isinstance(raw_shape, (list, tuple)) and any(isinstance(v, fx.Node) for v in raw_shape))
     if not dynamic:
-        module = submodule(ctx.root, owner) if owner is not None and ctx.root is not None else None
+        module = ctx.root.get_submodule(owner) if owner is not None and ctx.root is not None else None
         count = size_attr(raw_shape[0]) if isinstance(raw_shape, (list, tuple)) and len(raw_shape) == 1 else None
         if isinstance(module, torch.nn.LayerNorm):  # its normalized_shape attribute is updated on pruning
             ctx.record(owner, module, "channels", ids)
@@ -414,7 +412,7 @@ def _owner_of(ctx: TraceContext, call: Call, index: int, key: str) -> tuple[str,
     if not (isinstance(raw, fx.Node) and raw.op == "get_attr") or ctx.root is None:
         return None
     name = raw.target.rpartition(".")[0]
-    return name, submodule(ctx.root, name)
+    return name, ctx.root.get_submodule(name)
 
 
 def _tie_params(ctx: TraceContext, call: Call, ids: np.ndarray, params: tuple[tuple[int, str], ...]) -> None:
@@ -448,7 +446,7 @@ def _batch_norm(ctx: TraceContext, call: Call) -> Info:
         for index, key in params:
             ctx.freeze(call.info(index, key), f"{call.name}: input channels cannot change")
         return info
-    ids = tf.channelwise(ctx, x, info, 1, f"{call.name}: channels not separable")
+    ids = transfer.channelwise(ctx, x, info, 1, f"{call.name}: channels not separable")
     _tie_params(ctx, call, ids, params)
     _record_owner(ctx, call, ids, params, torch.nn.modules.batchnorm._NormBase)
     return info
@@ -462,7 +460,7 @@ def _group_norm(ctx: TraceContext, call: Call) -> Info:
         for index, key in params:
             ctx.freeze(call.info(index, key), f"{call.name}: input channels cannot change")
         return info
-    ids = tf.channelwise(ctx, x, info, 1, f"{call.name}: channels not separable")
+    ids = transfer.channelwise(ctx, x, info, 1, f"{call.name}: channels not separable")
     groups = call.arg(1, "num_groups")
     per_group = x.shape[1] // groups
     if per_group > 1:
@@ -491,11 +489,11 @@ def _conv(ctx: TraceContext, call: Call) -> Info:
 def _functional_module(ctx: TraceContext, call: Call, base: type, bias_index: int) -> Info:
     owner = _owner_of(ctx, call, 1, "weight")
     if owner is None or not isinstance(owner[1], base) or isinstance(owner[1], torch.nn.modules.conv._ConvTransposeNd):
-        return tf.unknown(ctx, call, f"{call.name} with a weight computed in forward")
+        return transfer.unknown(ctx, call, f"{call.name} with a weight computed in forward")
     name, module = owner
     groups = call.arg(6, "groups", 1)
     if isinstance(module, torch.nn.modules.conv._ConvNd) and groups != module.groups:
-        return tf.unknown(ctx, call, f"{call.name} with groups={groups} on a conv built with {module.groups}")
+        return transfer.unknown(ctx, call, f"{call.name} with groups={groups} on a conv built with {module.groups}")
     rule = slot_rule(module, "out")
     out = rule.trace(ctx, Call(call.node, call.name, call.args[:1], {}, call.infos[:1], {}, call.out, module), name)
     bias = call.info(bias_index, "bias")
@@ -508,7 +506,7 @@ def _reshape_as(ctx: TraceContext, call: Call) -> Info:
     """x.reshape_as(y) / x.view_as(y): the output's sizes are y's, so its channel dims follow y's channels."""
     x, other = call.args[0], call.args[1]
     oinfo = call.info(1)
-    out = tf.reshape(ctx, call, x, call.info(0), call.out)
+    out = transfer.reshape(ctx, call, x, call.info(0), call.out)
     follows = set(oinfo.dims) if isinstance(oinfo, Carry) else set()
     if isinstance(out, Carry) and out.dims == tuple(sorted(follows)) and len(out.dims) == 1 and (
             out.ids.shape == oinfo.ids.shape):
@@ -517,7 +515,7 @@ def _reshape_as(ctx: TraceContext, call: Call) -> Info:
     if follows:
         ctx.freeze(oinfo, f"{call.name}: the channels of the shape's source cannot change")
     if isinstance(out, Carry):
-        return tf.reshape(ctx, call, x, call.info(0), call.out, [True] * other.dim())
+        return transfer.reshape(ctx, call, x, call.info(0), call.out, [True] * other.dim())
     return out
 
 
@@ -632,7 +630,7 @@ def register_function_rule(fn: Any, rule: OpRule) -> None:
 
 def elementwise_function_rule(ctx: TraceContext, call: Call) -> Info:
     """For functions that act on each element (broadcasting like ``+``): ``f(x)``, ``f(x, y)``."""
-    return tf.elementwise(ctx, call)
+    return transfer.elementwise(ctx, call)
 
 
 def channelwise_function_rule(params: tuple[tuple[int, str], ...] = (), dim: int = 1) -> OpRule:
@@ -646,7 +644,7 @@ def channelwise_function_rule(params: tuple[tuple[int, str], ...] = (), dim: int
             for index, key in params:
                 ctx.freeze(call.info(index, key), f"{call.name}: input channels cannot change")
             return info
-        ids = tf.channelwise(ctx, x, info, dim, f"{call.name}: channels not separable")
+        ids = transfer.channelwise(ctx, x, info, dim, f"{call.name}: channels not separable")
         _tie_params(ctx, call, ids, params)
         return info
 

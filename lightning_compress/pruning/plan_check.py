@@ -20,7 +20,6 @@ from torch import nn
 
 from .errors import TraceError
 from .graph import ChannelGraph, ChannelGroup, Member, build_channel_graph
-from .module_table import module_table
 from .plan import PruningPlan
 
 
@@ -31,7 +30,7 @@ def check_plan_fits(model: nn.Module, plan: PruningPlan, example_inputs: Any = N
     """
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"`plan` must be a PruningPlan, got {type(plan).__name__}.")
-    modules = module_table(model)
+    modules = dict(model.named_modules())
     for name in plan.layers:
         if name not in modules:
             raise ValueError(f"`plan` does not fit the model: module {name!r} not found.")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import transfer as tf
+from . import transfer
 from .channels import Carry, Info, unique_sorted
 from .context import Call, TraceContext
 
@@ -54,7 +54,7 @@ class ElementwiseRule(ModuleRule):
     """Modules that act on each element independently (activations, dropout, identity)."""
 
     def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
-        return tf.unary(ctx, call)
+        return transfer.unary(ctx, call)
 
 
 class ConvRule(ModuleRule):
@@ -69,7 +69,7 @@ class ConvRule(ModuleRule):
         m: nn.Conv2d = call.module  # type: ignore[assignment]
         x = call.args[0]
         ch = x.dim() - len(m.kernel_size) - 1
-        in_ids = tf.channel_ids(ctx, x, call.info(0), ch, f"{name}: input carries channels on a spatial dim")
+        in_ids = transfer.channel_ids(ctx, x, call.info(0), ch, f"{name}: input carries channels on a spatial dim")
         g, cin, cout = m.groups, m.in_channels, m.out_channels
         if g > 1 and cin == g:
             out_ids = np.repeat(in_ids, cout // g)
@@ -144,10 +144,10 @@ class ConvTransposeRule(ModuleRule):
     def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
         m = call.module
         if m.groups != 1:
-            return tf.unknown(ctx, call, f"grouped {type(m).__name__} {name!r}")
+            return transfer.unknown(ctx, call, f"grouped {type(m).__name__} {name!r}")
         x = call.args[0]
         ch = x.dim() - len(m.kernel_size) - 1
-        in_ids = tf.channel_ids(ctx, x, call.info(0), ch, f"{name}: input carries channels on a spatial dim")
+        in_ids = transfer.channel_ids(ctx, x, call.info(0), ch, f"{name}: input carries channels on a spatial dim")
         out_ids = ctx.produce(name, m, m.out_channels)
         ctx.record(name, m, "in", in_ids)
         ctx.record(name, m, "out", out_ids)
@@ -199,7 +199,7 @@ class LinearRule(ModuleRule):
     def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
         m = call.module
         x = call.args[0]
-        in_ids = tf.channel_ids(ctx, x, call.info(0), -1, f"{name}: input carries channels outside the last dim")
+        in_ids = transfer.channel_ids(ctx, x, call.info(0), -1, f"{name}: input carries channels outside the last dim")
         out_ids = ctx.produce(name, m, m.out_features)
         ctx.record(name, m, "in", in_ids)
         ctx.record(name, m, "out", out_ids)
@@ -238,7 +238,7 @@ class ChannelwiseRule(ModuleRule):
     def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
         x, info = call.args[0], call.info(0)
         dim = self.dim if x.dim() > 1 else 0
-        ids = tf.channelwise(ctx, x, info, dim, f"{name}: channels not separable")
+        ids = transfer.channelwise(ctx, x, info, dim, f"{name}: channels not separable")
         if ids is not None:
             ctx.record(name, call.module, "channels", ids)
         return info
@@ -275,7 +275,7 @@ class GroupNormRule(ChannelwiseRule):
 
     def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
         m, x, info = call.module, call.args[0], call.info(0)
-        ids = tf.channelwise(ctx, x, info, 1, f"{name}: channels not separable")
+        ids = transfer.channelwise(ctx, x, info, 1, f"{name}: channels not separable")
         if ids is not None:
             cg = m.num_channels // m.num_groups
             if cg > 1:
@@ -330,7 +330,7 @@ class PReLURule(ChannelwiseRule):
 
     def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
         if call.module.num_parameters == 1:
-            return tf.unary(ctx, call)
+            return transfer.unary(ctx, call)
         return super().trace(ctx, call, name)
 
 
@@ -338,7 +338,7 @@ class SpatialRule(ModuleRule):
     """Pooling / upsampling: keep batch and channel dims, resample the others."""
 
     def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
-        info = tf.spatial(ctx, call, call.info(0))
+        info = transfer.spatial(ctx, call, call.info(0))
         if isinstance(call.out, tuple):
             return tuple(info for _ in call.out)
         return info
@@ -349,13 +349,13 @@ class PadRule(ModuleRule):
         m = call.module
         pads = list(m.padding)
         if "Constant" not in type(m).__name__ and "Zero" not in type(m).__name__:
-            return tf.spatial(ctx, call, call.info(0))
-        return tf.pad(ctx, call, call.args[0], call.info(0), pads)
+            return transfer.spatial(ctx, call, call.info(0))
+        return transfer.pad(ctx, call, call.args[0], call.info(0), pads)
 
 
 class FlattenRule(ModuleRule):
     def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
-        return tf.reshape(ctx, call, call.args[0], call.info(0), call.out)
+        return transfer.reshape(ctx, call, call.args[0], call.info(0), call.out)
 
 
 class UnflattenRule(ModuleRule):
@@ -364,15 +364,15 @@ class UnflattenRule(ModuleRule):
         dim = m.dim % x.dim()
         fixed = [False] * call.out.dim()
         for k, s in enumerate(m.unflattened_size):
-            fixed[dim + k] = not tf.is_dynamic(s)
-        return tf.reshape(ctx, call, x, call.info(0), call.out, fixed)
+            fixed[dim + k] = not transfer.is_dynamic(s)
+        return transfer.reshape(ctx, call, x, call.info(0), call.out, fixed)
 
 
 class SoftmaxRule(ModuleRule):
     def trace(self, ctx: TraceContext, call: Call, name: str) -> Info:
         x = call.args[0]
         dim = call.module.dim if call.module.dim is not None else -1
-        return tf.along_dim(ctx, call, call.info(0), dim, x.dim())
+        return transfer.along_dim(ctx, call, call.info(0), dim, x.dim())
 
 
 class ChannelShuffleRule(ModuleRule):

@@ -22,7 +22,6 @@ from .errors import check_positive_int, check_ratio
 from .graph import ChannelGraph
 from .importance import BNScale, GeometricMedian, group_scores, remove_lowest, resolve_importance
 from .masking import ChannelMask
-from .module_table import module_table, with_shared_tables
 from .plan import PruningPlan
 
 STRATEGIES = ("independent", "greedy")
@@ -35,7 +34,7 @@ def ignored_names(model: nn.Module, ignored_layers: Any) -> set[str]:
     if not isinstance(ignored_layers, (list, tuple, set, frozenset)):
         raise TypeError(
             f"`ignored_layers` must be a sequence of module names/globs or modules, got {ignored_layers!r}.")
-    named = list(module_table(model).items())
+    named = list(dict(model.named_modules()).items())
     by_id = {id(m): n for n, m in named}
     names: set[str] = set()
     for item in ignored_layers:
@@ -67,7 +66,7 @@ def group_ratios(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, igno
     are left out."""
     ratio = check_ratio(pruning_ratio)
     if isinstance(ratio, dict):
-        names = [n for n in module_table(model) if n]
+        names = [n for n in dict(model.named_modules()) if n]
         for glob in ratio:
             if not any(fnmatchcase(n, glob) for n in names):
                 raise ValueError(f"`pruning_ratio` glob {glob!r} matches no module of the model. Available: "
@@ -119,7 +118,6 @@ def check_max_pruning_ratio(value: Any) -> float:
     return float(value)
 
 
-@with_shared_tables
 def select_on_graph(graph: ChannelGraph, model: nn.Module, pruning_ratio: Any, importance: Any = "l1",
                     ignored_layers: Any = (), global_pruning: bool = False, min_channels: int = 1,
                     round_to: int = 1, rounding: str = "keep", strategy: str = "independent",

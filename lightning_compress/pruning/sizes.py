@@ -19,8 +19,6 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from .module_table import module_table
-
 _active = False  # True only while a model is being traced (marks Python reads of the user's forward)
 python_reads: set[tuple[str, str]] = set()  # (module name, attr) read by Python in forward (cleared by capture)
 
@@ -111,7 +109,7 @@ def tracked_size_attrs(model: nn.Module, is_leaf: object) -> Iterator[None]:
     global _active
     swapped: list[tuple[nn.Module, str, object]] = []
     try:
-        for name, module in module_table(model).items():
+        for name, module in dict(model.named_modules()).items():
             if name and is_leaf(module, name):  # type: ignore[operator]
                 continue
             for attr, value in list(vars(module).items()):

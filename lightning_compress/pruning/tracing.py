@@ -9,8 +9,9 @@ Python control flow, the train-mode graph made runnable on any batch, and guards
   *guard*; :func:`freeze_guarded_channels` freezes (and names) the channels whose width a guard read, because
   pruning would change a decision that the graph has baked in. Guards on spatial sizes freeze nothing.
 - :func:`runnable_train_graph`: the train-mode graph (needed for train-only branches such as auxiliary heads) runs
-  in eval semantics: ``F.batch_norm(..., training=True)`` with running statistics uses them, and in-place updates of
-  buffers (``num_batches_tracked.add_(1)``) are dropped. Shapes are unchanged; a batch of one then traces, and no
+  in eval semantics: ``F.batch_norm(..., training=True)`` with running statistics uses them, dropout (and the other
+  ops whose flag changes values only) gets ``training=False``, and in-place updates of buffers
+  (``num_batches_tracked.add_(1)``) are dropped. Shapes are unchanged; a batch of one then traces, and no
   statistic is touched. When this makes it the same code as the eval graph, one trace is enough.
 """
 
@@ -25,103 +26,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx import _symbolic_trace as _fx_trace
 
 from .boundaries import is_fused, stream_add
 from .channels import Carry, Opaque
 from .context import TraceContext
-from .module_table import module_table
 from .rules import get_module_rule
 from .sizes import tracked_size_attrs, untracked_reads
 
-_PLAIN_ARGS = (int, float, bool, str, type(None))
-
 
 class RuleTracer(fx.Tracer):
-    """Modules with a registered rule are leaves; everything else is traced through.
-
-    ``stored_flag``: whether a :class:`TrainingFlag` became a node argument (see :func:`trace`).
-    """
-
-    stored_flag = False
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._leaves: dict[int, tuple[nn.Module, bool]] = {}  # id -> (module, leaf): asked ~4 times per module
-        self._constant_types: tuple[type, ...] | None = None  # fx's, while its constant map is deferred
-
-    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
-        """fx's trace, with its map of the tensor attributes of every module (an ``isinstance`` over every entry of
-        every module's ``__dict__``, ~15% of tracing ResNet-56) built only when an argument is such a tensor: fx's
-        private ``_constant_attribute_types`` is empty during the trace (as fx patches ``nn.Module.__call__``), and
-        :meth:`create_arg` builds the map and puts the types back on the first tensor-like constant. Where that
-        name is absent (another torch), fx runs unchanged."""
-        types = getattr(_fx_trace, "_constant_attribute_types", None)
-        if not isinstance(root, nn.Module) or not isinstance(types, tuple) or not types:
-            return super().trace(root, concrete_args)
-        self._constant_types = types
-        _fx_trace._constant_attribute_types = ()
-        try:
-            return super().trace(root, concrete_args)
-        finally:
-            _fx_trace._constant_attribute_types = types
-            self._constant_types = None
-
-    def _restore_constants(self) -> None:
-        """Build fx's tensor-attribute map as its trace would have (qualified name of each constant) and put its
-        constant types back."""
-        types, self._constant_types = self._constant_types, None
-        _fx_trace._constant_attribute_types = types
-        for name, module in module_table(self.root, duplicates=True).items():
-            for attr, value in module.__dict__.items():
-                if isinstance(value, types):
-                    self.tensor_attrs[value] = f"{name}.{attr}" if name else attr
+    """Modules with a registered rule are leaves; everything else is traced through."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        known = self._leaves.get(id(m))
-        if known is not None and known[0] is m:
-            return known[1]
-        leaf = get_module_rule(m) is not None or super().is_leaf_module(m, module_qualified_name)
-        self._leaves[id(m)] = (m, leaf)
-        return leaf
-
-    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
-        """fx's ``call_module`` without its scope and module-stack bookkeeping: they only fill node metadata
-        (``nn_module_stack``, copied into every node), which the engine never reads."""
-        name = self.path_of_module(m)
-        if not self.is_leaf_module(m, name):
-            return forward(*args, **kwargs)
-        return self.create_proxy("call_module", name, args, kwargs)
-
-    def create_node(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
-                    type_expr: Any = None) -> fx.Node:
-        """fx's node, its positional arguments attached after creation (``node.args = ...``, fx's public way):
-        ``Graph.create_node`` walks every argument with pytree to warn about raw ``SymInt``s, which a trace on real
-        tensors never has; the walk was ~20% of tracing ResNet-56."""
-        if not args or self.check_mutable_operations:
-            return super().create_node(kind, target, args, kwargs, name, type_expr)
-        node = super().create_node(kind, target, (), kwargs, name, type_expr)
-        node.args = args
-        return node
-
-    def create_arg(self, a: Any) -> Any:
-        """fx's conversion, with a short path for the common exact types (a proxy, a plain number, a tuple or
-        list of them, a dict with string keys); subclasses such as :class:`TrainingFlag` and ``SizeAttr`` take fx's
-        path unchanged."""
-        kind = type(a)
-        if kind is fx.Proxy:
-            return a.node
-        if kind in _PLAIN_ARGS:
-            return a
-        if kind is tuple or kind is list:
-            return kind(self.create_arg(v) for v in a)
-        if kind is dict and all(type(k) is str for k in a):  # keyword arguments
-            return {k: self.create_arg(v) for k, v in a.items()}
-        if kind is TrainingFlag:
-            self.stored_flag = True
-        elif self._constant_types is not None and isinstance(a, self._constant_types):
-            self._restore_constants()
-        return super().create_arg(a)
+        return get_module_rule(m) is not None or super().is_leaf_module(m, module_qualified_name)
 
 
 def _batch_norm_eval(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -279,117 +196,34 @@ def _buffers_kept(model: nn.Module, is_leaf: Any = None) -> Iterator[None]:
                 b.copy_(value)
 
 
-class TrainingFlag(int):
-    """``module.training`` (True) while tracing: remembers whether forward branched on it (``if self.training``) or
-    only passed it to an op (``F.dropout(x, p, self.training)``); see :func:`trace`."""
-
-    read = False
-
-    def _read(self) -> TrainingFlag:
-        TrainingFlag.read = True
-        return self
-
-    def __bool__(self) -> bool:
-        return bool(int(self._read()))
-
-    def __index__(self) -> int:
-        return int(self._read())
-
-    def __eq__(self, other: object) -> bool:
-        return int.__eq__(self._read(), other)  # type: ignore[operator]
-
-    def __ne__(self, other: object) -> bool:
-        return int.__ne__(self._read(), other)  # type: ignore[operator]
-
-    __hash__ = int.__hash__
+# ops whose training flag changes values only, never shapes or which channels go where: the position of that flag
+_TRAINING_ARG = {F.dropout: 2, F.dropout1d: 2, F.dropout2d: 2, F.dropout3d: 2, F.alpha_dropout: 2,
+                 F.feature_alpha_dropout: 2, F.rrelu: 3}
+_TRAINING_ARG_BY_NAME = {"torchvision.ops.stochastic_depth.stochastic_depth": 3}
 
 
-def _binary_read(name: str) -> Any:
-    def method(self: TrainingFlag, *args: Any) -> Any:
-        return getattr(int, name)(self._read(), *args)
-    return method
+def _training_arg(node: fx.Node) -> int | None:
+    """Position of the training flag of a node calling one of the ops in ``_TRAINING_ARG``, else None."""
+    if node.op != "call_function":
+        return None
+    target = node.target
+    name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
+    return _TRAINING_ARG.get(target, _TRAINING_ARG_BY_NAME.get(name))  # type: ignore[call-overload]
 
 
-for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
-              "__floordiv__", "__and__", "__rand__", "__or__", "__ror__", "__xor__", "__invert__", "__neg__",
-              "__float__", "__int__", "__lt__", "__le__", "__gt__", "__ge__"):
-    setattr(TrainingFlag, _name, _binary_read(_name))
-
-# ops whose training flag changes values only, never shapes or which channels go where
-_FLAG_OPS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout, F.batch_norm,
-             F.instance_norm, F.rrelu}
-_FLAG_OPS_BY_NAME = {"torchvision.ops.stochastic_depth.stochastic_depth"}
-
-
-@contextlib.contextmanager
-def _training_flags(model: nn.Module, is_leaf: Any) -> Iterator[None]:
-    swapped = [m for name, m in module_table(model).items() if m.training and not (name and is_leaf(m, name))]
-    TrainingFlag.read = False
-    try:
-        for m in swapped:
-            m.__dict__["training"] = TrainingFlag(1)
-        yield
-    finally:
-        for m in swapped:
-            m.__dict__["training"] = True
-
-
-def _has_flag(value: Any) -> bool:
-    if isinstance(value, TrainingFlag):
-        return True
-    if isinstance(value, (list, tuple)):
-        return any(_has_flag(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_flag(v) for v in value.values())
-    if isinstance(value, slice):
-        return _has_flag((value.start, value.stop, value.step))
-    return False
-
-
-def _settle_flags(graph: fx.Graph, value: bool) -> bool:
-    """Replace the TrainingFlags fx stored in node arguments by ``value``; False when one is an argument of an op
-    outside ``_FLAG_OPS`` (its flag might matter to the analysis)."""
-    only_flag_ops = True
-
-    def settle(a: Any) -> Any:
-        return value if isinstance(a, TrainingFlag) else a
-
-    for node in graph.nodes:
-        if not _has_flag((node.args, node.kwargs)):
-            continue
-        name = f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__qualname__', '')}"
-        if node.target not in _FLAG_OPS and name not in _FLAG_OPS_BY_NAME:
-            only_flag_ops = False
-        node.args = fx.node.map_aggregate(node.args, settle)
-        node.kwargs = fx.node.map_aggregate(node.kwargs, settle)
-    return only_flag_ops
-
-
-def trace(model: nn.Module, example_inputs: Any = None
-          ) -> tuple[fx.Graph, list[tuple[fx.Node, str]], bool]:
+def trace(model: nn.Module, example_inputs: Any = None) -> tuple[fx.Graph, list[tuple[fx.Node, str]]]:
     """fx-trace ``model``; falls back to :class:`ConcreteTracer` when ``example_inputs`` are given and the plain
     trace fails. Returns the graph (its targets name ``model``'s submodules and attributes; no ``GraphModule`` is
-    built, whose code generation costs more than the channel mapping on small models), its guards (empty for a
-    plain trace) and whether the graph is the same in both modes.
-
-    In train mode the traced modules' ``training`` is a :class:`TrainingFlag`: when forward never branched on it and
-    only passed it to ops whose flag changes values, never shapes (dropout, batch norm, stochastic depth), the graph
-    with every flag set to False is the eval-mode graph too, and one trace serves both modes.
+    built, whose code generation costs more than the channel mapping on small models) and its guards (empty for a
+    plain trace).
     """
     from .errors import TraceError
 
-    fused = any(is_fused(m) for m in module_table(model).values())
+    fused = any(is_fused(m) for m in dict(model.named_modules()).values())
     tracer = RuleTracer(autowrap_functions=(stream_add,) if fused else ())  # a fused stream add is one op
-    training = model.training
     try:  # fx runs Python on real attributes while tracing (timm's `num_batches_tracked.add_(1)`): keep buffers
-        with (_buffers_kept(model, tracer.is_leaf_module), tracked_size_attrs(model, tracer.is_leaf_module),
-              _training_flags(model, tracer.is_leaf_module)):
-            graph = tracer.trace(model)
-            branched = TrainingFlag.read
-        both = training and not branched and (not tracer.stored_flag or _settle_flags(graph, False))
-        if not both and tracer.stored_flag:
-            _settle_flags(graph, training)
-        return graph, [], both
+        with _buffers_kept(model, tracer.is_leaf_module), tracked_size_attrs(model, tracer.is_leaf_module):
+            return tracer.trace(model), []
     except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
         first = exc
     if example_inputs is not None:
@@ -397,7 +231,7 @@ def trace(model: nn.Module, example_inputs: Any = None
         try:
             with _buffers_kept(model), tracked_size_attrs(model, concrete.is_leaf_module):
                 graph = concrete.trace(model)
-            return graph, concrete.guards, False
+            return graph, concrete.guards
         except Exception as exc:
             first = exc
     raise TraceError(
@@ -408,20 +242,18 @@ def trace(model: nn.Module, example_inputs: Any = None
 
 
 def runnable_train_graph(graph: fx.Graph) -> fx.Graph:
-    """The train-mode graph with eval-mode batch norm and without in-place buffer updates (see module docstring)."""
+    """The train-mode graph with eval-mode batch norm and dropout, without in-place buffer updates (see module
+    docstring)."""
     changed = False
     for node in list(graph.nodes):
         if node.op == "call_function" and node.target is F.batch_norm:
-            args = list(node.args)
+            args = node.args
             stats = [args[i] if i < len(args) else node.kwargs.get(k) for i, k in ((1, "running_mean"),
                                                                                      (2, "running_var"))]
             if all(isinstance(s, fx.Node) for s in stats):
-                if len(args) > 5:
-                    args[5] = False
-                    node.args = tuple(args)
-                else:
-                    node.kwargs = {**node.kwargs, "training": False}
-                changed = True
+                changed |= _training_off(node, 5)
+        elif (index := _training_arg(node)) is not None:
+            changed |= _training_off(node, index)
         elif (node.op == "call_method" and str(node.target).endswith("_") and not node.users and node.args
               and isinstance(node.args[0], fx.Node) and node.args[0].op == "get_attr"):
             graph.erase_node(node)
@@ -429,6 +261,17 @@ def runnable_train_graph(graph: fx.Graph) -> fx.Graph:
     if changed:
         drop_unused_attrs(graph)
     return graph
+
+
+def _training_off(node: fx.Node, index: int) -> bool:
+    """Set the ``training`` argument of ``node`` (positional ``index`` or keyword) to False where it is given."""
+    if len(node.args) > index:
+        node.args = (*node.args[:index], False, *node.args[index + 1:])
+    elif "training" in node.kwargs:
+        node.kwargs = {**node.kwargs, "training": False}
+    else:
+        return False
+    return True
 
 
 def drop_unused_attrs(graph: fx.Graph) -> fx.Graph:

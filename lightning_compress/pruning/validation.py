@@ -10,7 +10,6 @@ from torch import nn
 
 from .boundaries import has_boundary_hooks
 from .channels import unique_sorted, unique_sorted_of
-from .module_table import module_table
 from .plan import PruningPlan
 from .rules import ModuleRule, slot_rule
 
@@ -41,7 +40,7 @@ def compile_plan(model: nn.Module, plan: PruningPlan) -> list[ModuleEdit]:
     """Validate ``plan`` against ``model`` and return the edits; raises ValueError/TypeError, modifies nothing."""
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"`plan` must be a PruningPlan, got {type(plan).__name__}.")
-    modules = module_table(model)
+    modules = dict(model.named_modules())
     edits: list[ModuleEdit] = []
     shared: dict[int, tuple[str, dict[int, np.ndarray]]] = {}  # tensor id -> (first user, slices)
     merged: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(index array) -> (it, sorted unique), for reuse

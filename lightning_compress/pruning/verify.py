@@ -19,8 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .module_table import module_table
-
 _INTERNAL = ("/torch/", "/lightning_compress/pruning/")
 
 
@@ -32,7 +30,7 @@ class _Snapshot:
     """The objects ``prune`` replaces on the planned modules (and the optimizer), kept to put them back."""
 
     def __init__(self, model: nn.Module, names: list[str], optimizer: torch.optim.Optimizer | None) -> None:
-        modules = module_table(model)
+        modules = dict(model.named_modules())
         self.modules: list[tuple[nn.Module, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
         for name in names:
             module = modules.get(name)
@@ -70,7 +68,7 @@ class _Snapshot:
 def run_once(model: nn.Module, example_inputs: Any) -> Any:
     """``model(example_inputs)`` in eval mode under ``no_grad`` (a tensor, a tuple of tensors or a dict of kwargs);
     every module's train/eval mode is restored afterwards."""
-    modes = {m: m.training for m in module_table(model).values()}
+    modes = {m: m.training for m in dict(model.named_modules()).values()}
     try:
         model.eval()
         with torch.no_grad():
@@ -86,7 +84,7 @@ def run_once(model: nn.Module, example_inputs: Any) -> Any:
 
 def _failing_module(model: nn.Module, exc: BaseException) -> str:
     """Where the forward failed: the innermost module's name and the last source line outside torch."""
-    names = {id(m): n for n, m in module_table(model).items()}
+    names = {id(m): n for n, m in dict(model.named_modules()).items()}
     frames = traceback.extract_tb(exc.__traceback__)
     module = ""
     tb = exc.__traceback__

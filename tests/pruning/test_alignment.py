@@ -11,7 +11,8 @@ import torch
 
 from lightning_compress.cost import Latency
 from lightning_compress.models import resnet20
-from lightning_compress.pruning import alignment, choose_round_to, select_channels
+from lightning_compress.pruning import alignment, select_channels
+from lightning_compress.pruning.alignment import choose_round_to
 
 X = torch.randn(1, 3, 32, 32)
 

@@ -19,10 +19,10 @@ from lightning_compress.pruning import (
     fit_budget,
     prune,
     select_channels,
-    select_on_graph,
 )
 from lightning_compress.pruning.budget import check_amount
 from lightning_compress.pruning.importance import remove_lowest, resolve_importance
+from lightning_compress.pruning.selection import select_on_graph
 from tests.helpers import tiny_vgg
 
 from .archs import ARCHS

@@ -1,5 +1,5 @@
 """The engine's speed shortcuts change nothing: shape-only conv/linear outputs, same-shape elementwise unions, the
-deferred fx constant map, the vectorised union-find and grouping give the same graph as the plain computation."""
+vectorised union-find and grouping give the same graph as the plain computation; the tracer names constants as fx."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ class _TensorConstants(nn.Module):
         return self.conv(x) * self.scale + self.inner.offset
 
 
-def test_deferred_constant_map_names_tensor_attributes_as_fx_does() -> None:
+def test_rule_tracer_names_tensor_attributes_as_fx_does() -> None:
     import torch.fx._symbolic_trace as fx_trace
 
     from lightning_compress.pruning.tracing import RuleTracer
@@ -211,7 +211,7 @@ def test_deferred_constant_map_names_tensor_attributes_as_fx_does() -> None:
     assert RuleTracer().trace(resnet20()) is not None and fx_trace._constant_attribute_types is types
 
 
-def test_deferred_constant_map_is_put_back_when_tracing_fails() -> None:
+def test_rule_tracer_leaves_fx_state_alone_when_tracing_fails() -> None:
     import torch.fx._symbolic_trace as fx_trace
 
     from lightning_compress.pruning.tracing import RuleTracer

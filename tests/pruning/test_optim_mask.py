@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_compress.pruning import ChannelMask, mask, prune, select_channels, zero_masked_grads
+from lightning_compress.pruning import ChannelMask, mask, prune, select_channels
+from lightning_compress.pruning.masking import zero_masked_grads
 
 from .archs import VGG, BottleneckResNet
 

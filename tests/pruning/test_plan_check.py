@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from lightning_compress.models.resnet_cifar import CifarResNet
-from lightning_compress.pruning import LayerPlan, PruningPlan, SlotPlan, mask, prune, select_channels
+from lightning_compress.pruning import PruningPlan, mask, prune, select_channels
+from lightning_compress.pruning.plan import LayerPlan, SlotPlan
 from lightning_compress.pruning.plan_check import check_plan_fits
 
 X = torch.randn(1, 3, 16, 16)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_compress.functional.pruning import keep_count
 from lightning_compress.models.resnet_cifar import resnet20
 from lightning_compress.pruning import (
     PruningPlan,
     build_channel_graph,
-    keep_count,
     prune,
     select_channels,
 )
