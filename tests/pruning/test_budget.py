@@ -68,16 +68,21 @@ def test_macs_target_is_met_within_one_percent_on_the_test_architectures(name):
             _within(model, x, plan, budget, target)
 
 
-@pytest.mark.parametrize(("seed", "target"), [(0, 0.3), (0, 0.4), (0, 0.6), (5, 0.5), (6, 0.7)])
-def test_a_global_threshold_on_a_narrow_net_reaches_the_window_through_interacting_moves(seed, target):
-    """Widths of 8-16: every step is 1-9% of the MACs, the window is reached only by moving neighbouring layers
-    together (their MACs are products of both widths). Cases the additive subset-sum missed (by 1.0-1.8%)."""
+def _narrow_vgg(seed: int):
+    """A VGG of widths 8-16 with random BN scales in [0.01, 1], its input and its graph."""
     torch.manual_seed(seed)
     model, x = tiny_vgg().eval(), torch.randn(1, 1, 8, 8)
     with torch.no_grad():
         for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
             bn.weight.uniform_(0.01, 1.0)
-    graph = build_channel_graph(model, x)
+    return model, x, build_channel_graph(model, x)
+
+
+@pytest.mark.parametrize(("seed", "target"), [(0, 0.3), (0, 0.4), (0, 0.6), (5, 0.5), (6, 0.7)])
+def test_a_global_threshold_on_a_narrow_net_reaches_the_window_through_interacting_moves(seed, target):
+    """Widths of 8-16: every step is 1-9% of the MACs, the window is reached only by moving neighbouring layers
+    together (their MACs are products of both widths). Cases the additive subset-sum missed (by 1.0-1.8%)."""
+    model, x, graph = _narrow_vgg(seed)
     plan, budget = fit_budget(graph, model, x, target_macs=target, importance="bn_scale", global_pruning=True)
     _within(model, x, plan, budget, target)
 
@@ -85,12 +90,7 @@ def test_a_global_threshold_on_a_narrow_net_reaches_the_window_through_interacti
 @pytest.mark.parametrize(("seed", "target", "method"), [(0, 0.3, "l1"), (5, 0.5, "l1"), (6, 0.7, "bn_scale")])
 def test_moves_off_the_uniform_rate_keep_the_methods_choice_in_every_group(seed, target, method):
     """A group moved a channel wider or narrower removes what the method removes at its new count."""
-    torch.manual_seed(seed)
-    model, x = tiny_vgg().eval(), torch.randn(1, 1, 8, 8)
-    with torch.no_grad():
-        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            bn.weight.uniform_(0.01, 1.0)
-    graph = build_channel_graph(model, x)
+    model, x, graph = _narrow_vgg(seed)
     plan, budget = fit_budget(graph, model, x, target_macs=target, importance=method)
     _within(model, x, plan, budget, target)
     assert budget.adjusted
