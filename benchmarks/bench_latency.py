@@ -1,8 +1,9 @@
 """Does pruning's MACs reduction become a latency reduction? Realised speedup / MACs speedup, with channel rounding.
 
 Settings (issue 10, item 3; issue 31), each with ``round_to`` 1, 8 and ``auto`` by default (kept channels per group
-rounded up to a multiple; ``auto``: the multiple among 1, 8, 16 that :func:`lightning_compress.pruning.choose_round_to`
-measures fastest on the device at the row's batch size, timed with the same routine):
+rounded up to a multiple; ``auto``: the multiple among 1, 8, 16 that
+:func:`lightning_compress.pruning.alignment.choose_round_to` measures fastest on the device at the row's batch size,
+timed with the same routine):
 
 * ``resnet56``: the project's CIFAR ResNet-56, the same ratio for every group, found by bisection so that the pruned
   network keeps 50% of the MACs (the step closest to 50% when rounding makes 50% unreachable), batch 64 at 32x32;
