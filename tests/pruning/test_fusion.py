@@ -66,6 +66,23 @@ def test_stream_add_is_the_sum_with_the_reexpanded_output(shortcut, output, alph
     assert mixed.dtype == torch.float64 and torch.allclose(mixed, s.double() + alpha * reexpanded(out, 1, index, 5))
 
 
+@pytest.mark.parametrize("alpha", [1, -1])
+@pytest.mark.parametrize("output_format", [torch.channels_last, torch.contiguous_format])
+def test_stream_add_keeps_a_channels_last_stream_channels_last(alpha, output_format):
+    s = torch.randn(2, 5, 3, 4).contiguous(memory_format=torch.channels_last)
+    out = torch.randn(2, 3, 3, 4).contiguous(memory_format=output_format)
+    index = torch.tensor([0, 2, 4])
+    s.requires_grad_(True)
+    out.requires_grad_(True)
+    fused = stream_add(s, out, index, 1, 5, alpha)
+    assert fused.is_contiguous(memory_format=torch.channels_last)
+    expected = s + alpha * reexpanded(out, 1, index, 5)
+    assert torch.allclose(fused, expected, atol=1e-6)
+    grads = torch.autograd.grad((fused * expected.detach()).sum(), (s, out))
+    expected_grads = torch.autograd.grad((expected * expected.detach()).sum(), (s, out))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, expected_grads, strict=True))
+
+
 def _resnet() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), Bottleneck(8, 4, 8),
                          Bottleneck(8, 4, 16, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
