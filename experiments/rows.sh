@@ -9,8 +9,8 @@
 #
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
 # (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt, vgg11_half_s0.pt: the `final` model.pt of the baseline rows, sha256 in
-# RESULTS.md), the controls read the method row's compressed model from logs/rows/. THREADS (default 2) intra-op
-# threads per run. `run ROW` continues an interrupted row from its folder (checkpoints stay out of git).
+# RESULTS.md), the controls read the method row's compressed model from logs/rows/ (random_fpgm40 serves fpgm40 and
+# fpgm40_oneshot alike: both remove int(0.4 N) of every conv's N filters). THREADS (default 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (checkpoints stay out of git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -30,6 +30,7 @@ row() {  # the overrides of one row
     l1_b_kd_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.distill=kd" ;;
     l1_50_s?) echo "+experiment=resnet20_cifar10_l1_50_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     fpgm40_s?) echo "+experiment=resnet20_cifar10_fpgm_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
+    fpgm40_oneshot_s?) echo "+experiment=resnet20_cifar10_fpgm_oneshot_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     fpgm_mix_s?) echo "+experiment=resnet20_cifar10_fpgm_mix_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     slim40_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     slim40_kd_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.distill=kd" ;;
@@ -59,7 +60,7 @@ random_of() {
 all_rows() {
   for s in 0 1; do echo baseline_r20_s$s baseline_r26_s$s; done; echo baseline_vgg11h_s0
   for s in 0 1; do
-    for r in l1_b l1_b_kd l1_50 fpgm40 fpgm_mix slim40 slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
+    for r in l1_b l1_b_kd l1_50 fpgm40 fpgm40_oneshot fpgm_mix slim40 slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
     for r in l1_b l1_50 fpgm40 fpgm_mix slim40; do echo random_${r}_s$s scratchb_${r}_s$s; done
   done
   echo vgg_slim70_s0 vgg_slim70_s1 vgg_slim70_s2
