@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+import lightning_compress
 from lightning_compress.config import CONFIG_DIR, PROJECT_ROOT
 from lightning_compress.pipeline import run
 
@@ -26,6 +27,7 @@ def test_default_run_trains_digits_and_writes_results(compose_config, tmp_path):
     assert results["final"]["flops"] == 2 * results["final"]["macs"]
     assert results["config"]["model"]["_target_"].endswith("digits_vgg")
     assert results["hardware"]["torch"] and results["wall_time_s"] > 0
+    assert results["code"]["version"] == lightning_compress.__version__
     assert Path(results["final"]["model_path"]).is_file()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+import lightning_compress
 from lightning_compress.cost import hardware_summary
 from lightning_compress.loading import LoadError, load_file
 from lightning_compress.pipeline.context import RunContext
@@ -43,12 +45,33 @@ def write_results(ctx: RunContext, status: str = DONE, error: BaseException | No
     record["config"] = OmegaConf.to_container(ctx.cfg, resolve=True)
     record["wall_time_s"] = round(time.time() - ctx.started, 2)
     record["hardware"] = hardware_summary()
+    record["code"] = code_version()
     path = ctx.output_dir / RESULTS_FILE
     if rank_zero_only.rank == 0:
         temporary = path.with_name(f".{RESULTS_FILE}.{os.getpid()}.tmp")
         temporary.write_text(json.dumps(record, indent=2, default=str) + "\n")
         temporary.replace(path)
     return path
+
+
+def code_version() -> dict[str, Any]:
+    """Which code wrote a record: the package version and, when the package is a git checkout's own folder (not a
+    copy installed elsewhere), that checkout's commit and whether the package's tracked files differ from it."""
+    package_dir = Path(lightning_compress.__file__).resolve().parent
+    info: dict[str, Any] = {"version": lightning_compress.__version__, "commit": None, "modified": None}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(package_dir), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != package_dir.parent:
+            return info  # installed (e.g. in a venv inside some checkout): that checkout's commit is not this code's
+        info["commit"] = git("rev-parse", "HEAD")
+        info["modified"] = bool(git("status", "--porcelain", "--untracked-files=no", "--", "."))
+    except (OSError, subprocess.SubprocessError):
+        info["commit"] = info["modified"] = None
+    return info
 
 
 def read_results(run_dir: str | Path, key: str = "resume") -> dict[str, Any]:
