@@ -6,7 +6,9 @@ Collects every ``results.json`` below the folder (runs whose ``status`` is not `
 writes ``report.md``, ``report.csv`` and ``accuracy_vs_cost.png`` there: one row per run with the config values that
 differ between runs, baseline and final accuracy, MACs, parameters and measured latency, and their changes. The plot
 has two panels: test accuracy against MACs and against measured latency (median with inter-quartile bars, from the
-run's interleaved before/after comparison), for every final model, with each run's baseline.
+run's interleaved before/after comparison), for every final model, with each run's baseline. The ``role`` column
+and the plot's markers tell compressed models from controls (``random_widths``, ``scratch_widths``) and from plain
+training runs.
 
 When more config keys differ than ``--max-keys`` (a folder of unrelated rows, e.g. ``experiments/results``), the
 config columns are left out and runs are named by their folder, in the tables and the plot.
@@ -24,14 +26,15 @@ from typing import Any
 from lightning_compress.cost import SPEED_RATIO_TARGET, speed_ratio
 from lightning_compress.pipeline.results import DONE, RESULTS_FILE, run_status
 
-REPORT_COLUMNS = ("baseline_acc", "final_acc", "delta_acc_pt", "baseline_macs", "final_macs", "macs_reduction_pct",
-                  "baseline_params", "final_params", "params_reduction_pct", "baseline_latency_ms", "final_latency_ms",
-                  "latency_speedup", "latency_verdict", "latency_per_macs_speedup", "speed_flag", "latency_setting",
-                  "wall_time_s")
+REPORT_COLUMNS = ("role", "baseline_acc", "final_acc", "delta_acc_pt", "baseline_macs", "final_macs",
+                  "macs_reduction_pct", "baseline_params", "final_params", "params_reduction_pct",
+                  "baseline_latency_ms", "final_latency_ms", "latency_speedup", "latency_verdict",
+                  "latency_per_macs_speedup", "speed_flag", "latency_setting", "wall_time_s")
 # distillation runs: the teacher is the reference network (baseline_*), the students trained alone are the controls
 DISTILL_COLUMNS = ("student_alone_acc", "gain_vs_student_alone_pt", "student_equal_compute_acc",
                    "gain_vs_equal_compute_pt")
 PLOT_FILE = "accuracy_vs_cost.png"
+CONTROL_METHODS = ("random_widths", "scratch_widths")  # conf/method: the controls a method must beat
 MAX_KEYS = 6  # more varying config keys than this: runs are named by folder instead
 
 
@@ -93,7 +96,8 @@ def build_rows(runs: list[tuple[Path, dict[str, Any]]], root: Path) -> tuple[lis
     for folder, record in runs:
         flat = _flatten(record.get("config", {}))
         base, final = _reference(record), record.get("final") or {}
-        row: dict[str, Any] = {"run": str(folder.relative_to(root)) or ".", **{k: flat.get(k) for k in keys}}
+        row: dict[str, Any] = {"run": str(folder.relative_to(root)) or ".", **{k: flat.get(k) for k in keys},
+                               "role": run_role(record)}
         row.update({
             "baseline_acc": base.get("test_acc"), "final_acc": final.get("test_acc"),
             "delta_acc_pt": _diff_pt(base.get("test_acc"), final.get("test_acc")),
@@ -108,6 +112,15 @@ def build_rows(runs: list[tuple[Path, dict[str, Any]]], root: Path) -> tuple[lis
             row.update(_distill_columns(record, final))
         rows.append(row)
     return keys, rows
+
+
+def run_role(record: dict[str, Any]) -> str:
+    """``baseline`` (a plain training run: no baseline or teacher to compare with), ``control`` (random channels or
+    Scratch-B at a method's widths, ``CONTROL_METHODS``) or ``method``."""
+    if not (record.get("baseline") or record.get("teacher")):
+        return "baseline"
+    method = (record.get("config") or {}).get("method") or {}
+    return "control" if method.get("name") in CONTROL_METHODS else "method"
 
 
 def _reference(record: dict[str, Any]) -> dict[str, Any]:
@@ -283,25 +296,40 @@ def _plot(rows: list[dict[str, Any]], path: Path, keys: list[str], merged: list[
     return path
 
 
+BASELINE_STYLE = {"marker": "*", "s": 120, "c": "k"}
+FINAL_STYLES = {"method": ("compressed", {}),
+                "control": ("control (random / Scratch-B)", {"marker": "^", "facecolors": "none",
+                                                             "edgecolors": "tab:orange"}),
+                "baseline": ("baseline", BASELINE_STYLE)}  # a plain training run: its model is a baseline
+
+
 def _scatter(ax: Any, rows: list[dict[str, Any]], keys: list[str], metric: str, scale: float) -> bool:
-    """Baselines (stars) and final models (dots, labelled by the swept keys) of one metric; False if none has it."""
+    """Each compressing run's baseline (black stars) and every final model of one metric, by role: compressed
+    (dots, labelled by the swept keys or the run), controls (hollow triangles), plain training runs (stars, labelled);
+    False if
+    none has the metric."""
     plotted = False
-    for section, style in (("baseline", {"marker": "*", "s": 120, "c": "k"}), ("final", {})):
-        points = [r for r in rows if r.get(f"{section}_{metric}") and r.get(f"{section}_acc") is not None]
+    groups = [("baseline", "baseline", BASELINE_STYLE, [r for r in rows if r["role"] != "baseline"])]
+    groups += [("final", label, style, [r for r in rows if r["role"] == role])
+               for role, (label, style) in FINAL_STYLES.items()]
+    labelled = set()
+    for section, label, style, candidates in groups:
+        points = [r for r in candidates if r.get(f"{section}_{metric}") and r.get(f"{section}_acc") is not None]
         if not points:
             continue
         plotted = True
         xs = [r[f"{section}_{metric}"] / scale for r in points]
         ys = [r[f"{section}_acc"] for r in points]
-        ax.scatter(xs, ys, label="baseline" if section == "baseline" else "compressed", zorder=3, **style)
+        ax.scatter(xs, ys, label=None if label in labelled else label, zorder=3, **style)
+        labelled.add(label)
         quartiles = [r.get(f"{section}_latency_quartiles", (None, None)) for r in points]
         if metric == "latency_ms" and all(q[0] is not None and q[1] is not None for q in quartiles):
             errors = [[x - q[0] for x, q in zip(xs, quartiles)], [q[1] - x for x, q in zip(xs, quartiles)]]
             ax.errorbar(xs, ys, xerr=errors, fmt="none", ecolor="0.5", elinewidth=1, zorder=2)
         if section == "final":
             for r, x, y in zip(points, xs, ys):
-                label = ", ".join(f"{k.rsplit('.', 1)[-1]}={r[k]}" for k in keys) or r["run"]
-                ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                text = ", ".join(f"{k.rsplit('.', 1)[-1]}={r[k]}" for k in keys) or r["run"]
+                ax.annotate(text, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if plotted:
         ax.grid(alpha=0.3)
         ax.legend()

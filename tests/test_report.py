@@ -144,7 +144,7 @@ def test_runs_are_named_by_folder_when_more_keys_vary_than_max_keys(tmp_path):
     _run(tmp_path / "fpgm_row", 0.5, 0.950, 500_000, seed=0)
     markdown = write_report(tmp_path, max_keys=1)["markdown"].read_text()
     header = markdown.splitlines()[0]
-    assert "pruning_ratio" not in header and header.startswith("| run | baseline_acc")
+    assert "pruning_ratio" not in header and header.startswith("| run | role | baseline_acc")
     assert "2 config keys differ between these runs (more than 1)" in markdown
     assert "| l1_row, l1_row_seed1 | 2 | 0,1 |" in markdown  # the seed merge still uses every key
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
@@ -205,3 +205,18 @@ def test_report_gives_realised_over_macs_speedup_and_flags_runs_below_the_target
     assert [float(r["latency_per_macs_speedup"]) for r in rows] == pytest.approx([1.0, 0.6])
     assert [r["speed_flag"] for r in rows] == ["ok", "< 0.85"]
     assert "speed_flag" in paths["markdown"].read_text()
+
+
+def test_the_report_tells_methods_from_controls_and_plain_training_runs(tmp_path):
+    _run(tmp_path / "method", 0.4, 0.95, 500_000)
+    _run(tmp_path / "control", 0.4, 0.93, 500_000)
+    record = json.loads((tmp_path / "control" / "results.json").read_text())
+    record["config"]["method"]["name"] = "random_widths"
+    (tmp_path / "control" / "results.json").write_text(json.dumps(record))
+    _run(tmp_path / "baseline", 0.4, 0.97, 1_000_000)
+    record = json.loads((tmp_path / "baseline" / "results.json").read_text())
+    del record["baseline"]
+    (tmp_path / "baseline" / "results.json").write_text(json.dumps(record))
+    main([str(tmp_path)])
+    roles = {r["run"]: r["role"] for r in csv.DictReader((tmp_path / "report.csv").open())}
+    assert roles == {"baseline": "baseline", "control": "control", "method": "method"}
