@@ -306,8 +306,7 @@ FINAL_STYLES = {"method": ("compressed", {}),
 def _scatter(ax: Any, rows: list[dict[str, Any]], keys: list[str], metric: str, scale: float) -> bool:
     """Each compressing run's baseline (black stars) and every final model of one metric, by role: compressed
     (dots, labelled by the swept keys or the run), controls (hollow triangles), plain training runs (stars, labelled);
-    False if
-    none has the metric."""
+    False if none has the metric."""
     plotted = False
     groups = [("baseline", "baseline", BASELINE_STYLE, [r for r in rows if r["role"] != "baseline"])]
     groups += [("final", label, style, [r for r in rows if r["role"] == role])
