@@ -33,6 +33,7 @@ row() {  # the overrides of one row
     fpgm40_oneshot_s?) echo "+experiment=resnet20_cifar10_fpgm_oneshot_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     fpgm_mix_s?) echo "+experiment=resnet20_cifar10_fpgm_mix_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     slim40_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
+    slim40_s3e3_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt method.callback.sparsity_lambda=3e-3" ;;
     slim40_lowlr_s?) echo "+experiment=resnet20_cifar10_slimming_lowlr_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     slim40_kd_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.distill=kd" ;;
     vgg_slim70_s?) echo "+experiment=vgg11_half_cifar10_slimming_cpu method.pretrained=$CK/vgg11_half_s0.pt" ;;
@@ -53,7 +54,7 @@ random_of() {
   case $1 in
     l1_b|l1_50) echo "+experiment=resnet20_cifar10_l1_random_cpu" ;;
     fpgm40|fpgm_mix) echo "+experiment=resnet20_cifar10_fpgm_random_cpu" ;;
-    slim40|slim40_lowlr) echo "+experiment=resnet20_cifar10_slimming_random_cpu" ;;
+    slim40|slim40_lowlr|slim40_s3e3) echo "+experiment=resnet20_cifar10_slimming_random_cpu" ;;
     *) echo "no random control for $1" >&2; return 1 ;;
   esac
 }
@@ -61,8 +62,8 @@ random_of() {
 all_rows() {
   for s in 0 1; do echo baseline_r20_s$s baseline_r26_s$s; done; echo baseline_vgg11h_s0
   for s in 0 1; do
-    for r in l1_b l1_b_kd l1_50 fpgm40 fpgm40_oneshot fpgm_mix slim40 slim40_lowlr slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
-    for r in l1_b l1_50 fpgm40 fpgm_mix slim40 slim40_lowlr; do echo random_${r}_s$s scratchb_${r}_s$s; done
+    for r in l1_b l1_b_kd l1_50 fpgm40 fpgm40_oneshot fpgm_mix slim40 slim40_lowlr slim40_s3e3 slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
+    for r in l1_b l1_50 fpgm40 fpgm_mix slim40 slim40_lowlr slim40_s3e3; do echo random_${r}_s$s scratchb_${r}_s$s; done
   done
   echo vgg_slim70_s0 vgg_slim70_s1 vgg_slim70_s2
 }
