@@ -41,8 +41,9 @@ row() {  # the overrides of one row
     fsp_kd_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_kd_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
     kd_s?) echo "+experiment=resnet26_resnet8_cifar10_kd_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
     random_*_s?)  # random channels at a method row's widths, the method row's fine-tune
-      local of=${name#random_}; of=${of%_s?}
-      echo "$(random_of "$of") method.pretrained=$CK/resnet20_s$seed.pt method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt" ;;
+      local of=${name#random_} experiment; of=${of%_s?}
+      experiment=$(random_of "$of") || return 1  # an unknown method row must stop here, not train a default run
+      echo "$experiment method.pretrained=$CK/resnet20_s$seed.pt method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt" ;;
     scratchb_*_s?)  # Scratch-B: the pruned architecture from fresh weights, the baseline's + the fine-tune's epochs
       local of=${name#scratchb_}; of=${of%_s?}
       echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 +method=scratch_widths method.pretrained=$CK/resnet20_s$seed.pt method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt method.compress.epochs=$((BASELINE_EPOCHS + FINETUNE_EPOCHS))" ;;
@@ -92,7 +93,7 @@ keep_row() {
 
 case ${1:-list} in
   list) all_rows | tr ' ' '\n' ;;
-  show) shift; for r in "$@"; do echo "$r: $(row "$r") seed=${r##*_s}"; done ;;
+  show) shift; for r in "$@"; do overrides=$(row "$r"); echo "$r: $overrides seed=${r##*_s}"; done ;;
   run) shift; for r in "$@"; do run_row "$r"; done ;;
   keep) shift; for r in "$@"; do keep_row "$r"; done ;;
   *) echo "usage: $0 list | show ROW... | run ROW... | keep ROW..." >&2; exit 2 ;;
