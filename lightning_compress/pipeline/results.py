@@ -7,6 +7,7 @@ the file atomically, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -57,21 +58,25 @@ def write_results(ctx: RunContext, status: str = DONE, error: BaseException | No
 def code_version() -> dict[str, Any]:
     """Which code wrote a record: the package version and, when the package is a git checkout's own folder (not a
     copy installed elsewhere), that checkout's commit and whether the package's tracked files differ from it."""
-    package_dir = Path(lightning_compress.__file__).resolve().parent
-    info: dict[str, Any] = {"version": lightning_compress.__version__, "commit": None, "modified": None}
+    return {"version": lightning_compress.__version__,
+            **_checkout_state(Path(lightning_compress.__file__).resolve().parent)}
 
+
+@functools.cache
+def _checkout_state(package_dir: Path) -> dict[str, Any]:
+    """``commit`` and ``modified`` of the checkout whose top folder holds ``package_dir`` (``None`` otherwise); asked
+    once per process: the code a process imported does not change while it runs."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(package_dir), *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
 
     try:
         if Path(git("rev-parse", "--show-toplevel")).resolve() != package_dir.parent:
-            return info  # installed (e.g. in a venv inside some checkout): that checkout's commit is not this code's
-        info["commit"] = git("rev-parse", "HEAD")
-        info["modified"] = bool(git("status", "--porcelain", "--untracked-files=no", "--", "."))
+            return {"commit": None, "modified": None}  # installed (e.g. in a venv inside some other checkout)
+        return {"commit": git("rev-parse", "HEAD"),
+                "modified": bool(git("status", "--porcelain", "--untracked-files=no", "--", "."))}
     except (OSError, subprocess.SubprocessError):
-        info["commit"] = info["modified"] = None
-    return info
+        return {"commit": None, "modified": None}
 
 
 def read_results(run_dir: str | Path, key: str = "resume") -> dict[str, Any]:
