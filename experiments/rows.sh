@@ -10,7 +10,8 @@
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
 # (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt, vgg11_half_s0.pt: the `final` model.pt of the baseline rows, sha256 in
 # RESULTS.md), the controls read the method row's compressed model from logs/rows/ (random_fpgm40 serves fpgm40 and
-# fpgm40_oneshot alike: both remove int(0.4 N) of every conv's N filters). THREADS (default 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (checkpoints stay out of git).
+# fpgm40_oneshot alike: both remove int(0.4 N) of every conv's N filters). THREADS (default 2) intra-op threads per
+# run. `run ROW` continues an interrupted row from its folder (its checkpoints stay out of git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

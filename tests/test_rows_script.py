@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -9,7 +10,9 @@ ROWS = Path(__file__).resolve().parents[1] / "experiments" / "rows.sh"
 
 
 def _rows(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(ROWS), *args], capture_output=True, text=True, timeout=60)
+    # PY=false: were a row ever to reach train.py here, it would fail at once instead of training
+    return subprocess.run(["bash", str(ROWS), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PY": "false"})
 
 
 def test_every_listed_row_resolves_to_an_experiment_and_a_seed():
