@@ -23,7 +23,8 @@ one-cycle fit sums to about 356, so the same push needs an 18x larger ``s`` (the
 give ``s`` per budget on this rule). Weight decay on the BN scales and shifts is its own setting
 (``bn_weight_decay``, the authors' 1e-4): a larger decay shrinks every scale in proportion, which is not sparsity. At
 the end of the fit the callback compares the fraction of scales below ``small_gamma`` with the fraction the cut removes
-(``sparsity_report``) and warns when the cut goes into scales that did not become small.
+(``sparsity_report``) and warns when more than a tenth of the removed channels must have had scales that did not
+become small.
 
 On post-activation residual networks with ``residual="select"`` the BNs that write a residual stream (each block's
 last BN, the stem's) are left out of the threshold (``prune_stream_writers=False``), as in the paper's pre-activation
@@ -55,6 +56,9 @@ from lightning_compress.pruning.importance import BN_REDUCTIONS, bn_scales
 from lightning_compress.pruning.selection import eligible_groups, select_on_graph
 
 _HALF_PRECISIONS = ("16-true", "bf16-true", "16", "bf16", 16)
+# The sparsity warning tolerates a cut whose removed channels are at most this fraction above ``small_gamma`` (a cut
+# at 39.9% on 39.0% small scales cost nothing measurable: experiments/results/converged/slim40_s3e3_s0).
+LARGE_REMOVED_TOLERANCE = 0.1
 
 
 class NetworkSlimming(BasePruningCallback):
@@ -264,7 +268,8 @@ class NetworkSlimming(BasePruningCallback):
                 add_weight_decay_difference([param], decay[id(param)], self.bn_weight_decay)
 
     def _report_sparsity(self, removed: int, total: int) -> None:
-        """Compare the scales below ``small_gamma`` with the cut; warn when the cut goes into scales still large."""
+        """Compare the scales below ``small_gamma`` with the cut; warn when more than ``LARGE_REMOVED_TOLERANCE`` of
+        the removed channels must have had scales still large (the cut removes the smallest scales first)."""
         values = torch.cat([g.detach().abs().flatten().float().cpu() for g in self._gammas])
         small = float((values < self.small_gamma).float().mean())
         cut = removed / max(total, 1)
@@ -273,10 +278,11 @@ class NetworkSlimming(BasePruningCallback):
         rank_zero_info(f"[NetworkSlimming] end of sparsity training: {100 * small:.1f}% of the scales are below "
                        f"{self.small_gamma:g}, the cut removes {100 * cut:.1f}% (L1 push s x sum(lr) = "
                        f"{self.l1_push:.3g})")
-        if cut > small + 1e-9:
+        if cut - small > LARGE_REMOVED_TOLERANCE * cut:
             rank_zero_warn(f"NetworkSlimming cuts {100 * cut:.1f}% of the channels but only {100 * small:.1f}% of "
-                           f"the scales fell below small_gamma={self.small_gamma:g}: the cut goes into scales that did "
-                           f"not become small, so the accuracy right after it drops. HINT: raise `sparsity_lambda` "
+                           f"the scales fell below small_gamma={self.small_gamma:g}: at least "
+                           f"{100 * (cut - small) / cut:.0f}% of the removed channels had scales that did not become "
+                           f"small, so the accuracy right after the cut drops. HINT: raise `sparsity_lambda` "
                            f"for this budget (its L1 push s x sum(lr) was {self.l1_push:.3g}; the authors' CIFAR "
                            "schedules give 0.066 for ResNet and 0.66 for VGG), or lower `bn_weight_decay`.")
 

@@ -91,3 +91,19 @@ def test_init_gamma_sets_every_prunable_scale(make_trainer):
     _fit(make_trainer, module, [callback], limit_train_batches=1, max_steps=0)
     assert all(torch.all(g == 0.5) for g in _gammas(module))
     assert callback.gamma_initialised
+
+
+@pytest.mark.parametrize(("small_fraction", "cut", "warns"), [
+    (0.390, 0.399, False),  # the removed channels are almost all small (slim40_s3e3_s0: the cut cost nothing)
+    (0.009, 0.400, True),   # nothing sparsified: the cut goes into large scales
+    (0.300, 0.400, True),   # a quarter of the removed channels were still large
+])
+def test_sparsity_warning_tolerates_a_cut_just_past_the_small_scales(small_fraction, cut, warns, recwarn):
+    callback = NetworkSlimming(pruning_ratio=cut)
+    total = 1000
+    small = int(small_fraction * total)
+    callback._gammas = [torch.cat([torch.full((small,), 1e-3), torch.full((total - small,), 0.5)])]
+    callback._report_sparsity(removed=int(cut * total), total=total)
+    messages = [str(w.message) for w in recwarn if "did not become small" in str(w.message)]
+    assert bool(messages) == warns, messages
+    assert callback.sparsity_report["frac_below_small_gamma"] == pytest.approx(small / total)
