@@ -40,13 +40,15 @@ _FUSED_WRITERS = "_lc_fused_writers"  # on a rewritten module's class: the write
 
 
 def reexpanded(output: Tensor, dim: int, index: Tensor, size: int) -> Tensor:
-    """``output`` scattered into ``size`` channels on ``dim`` at ``index``; zeros elsewhere (the hooked form)."""
+    """``output`` scattered into ``size`` channels on ``dim`` at ``index``; zeros elsewhere (the hooked form). A
+    channels-last ``output`` gives a channels-last result."""
     shape = list(output.shape)
     shape[dim] = size
-    full = output.new_zeros(shape)
-    if output.dim() == 4 and output.is_contiguous(memory_format=torch.channels_last):
-        full = full.contiguous(memory_format=torch.channels_last)
-    return full.index_copy(dim, index, output)
+    if dim == 1 and _channels_last(output):
+        full = output.new_zeros(shape).contiguous(memory_format=torch.channels_last)
+        _pixels(full).index_copy_(1, index, _pixels(output))
+        return full
+    return output.new_zeros(shape).index_copy(dim, index, output)
 
 
 def stream_add(shortcut: Tensor, output: Tensor, index: Tensor, dim: int, size: int, alpha: int = 1) -> Tensor:
@@ -65,14 +67,29 @@ def _channels_last(tensor: Tensor) -> bool:
     return tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
 
 
+def _pixels(tensor: Tensor) -> Tensor:
+    """A 4-d tensor as (pixels, channels): a view of a channels-last tensor, a copy of any other."""
+    return tensor.permute(0, 2, 3, 1).reshape(-1, tensor.shape[1])
+
+
 def _channels_last_index_add(shortcut: Tensor, output: Tensor, index: Tensor, alpha: int) -> Tensor:
     """``shortcut.index_add(1, index, output)`` for channels-last tensors, kept channels-last: one ``index_add_`` on the
     (pixels, channels) view (``index_add`` itself returns a contiguous tensor and loops over strided channel slices,
     3-8x slower here)."""
     out = shortcut.clone(memory_format=torch.channels_last)
-    out.permute(0, 2, 3, 1).reshape(-1, out.shape[1]).index_add_(
-        1, index, output.permute(0, 2, 3, 1).reshape(-1, output.shape[1]), alpha=alpha)
+    _pixels(out).index_add_(1, index, _pixels(output), alpha=alpha)
     return out
+
+
+def selected(tensor: Tensor, dim: int, index: Tensor) -> Tensor:
+    """``tensor.index_select(dim, index)`` (a reader's channel selection); a channels-last ``tensor`` gives a
+    channels-last result (``index_select`` itself returns a contiguous one, and the convolution after it would
+    convert its layout back)."""
+    if dim == 1 and _channels_last(tensor):
+        n, _, h, w = tensor.shape
+        pixels = _pixels(tensor)  # a gather along the channels of each pixel: 1.4x faster than index_select here
+        return pixels.gather(1, index.expand(pixels.shape[0], -1)).view(n, h, w, -1).permute(0, 3, 1, 2)
+    return tensor.index_select(dim, index)
 
 
 def _reexpand(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
@@ -81,7 +98,7 @@ def _reexpand(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
 
 
 def _select(module: nn.Module, args: tuple) -> tuple:
-    return (args[0].index_select(getattr(module, SELECT), getattr(module, _SELECT_INDEX)), *args[1:])
+    return (selected(args[0], getattr(module, SELECT), getattr(module, _SELECT_INDEX)), *args[1:])
 
 
 def attach_reexpand(module: nn.Module, dim: int, kept: list[int], size: int, hook: bool = True) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lightning_compress.pruning import PruningPlan, build_channel_graph, prune, select_channels
-from lightning_compress.pruning.boundaries import REEXPAND, is_fused, reexpanded, stream_add
+from lightning_compress.pruning.boundaries import REEXPAND, is_fused, reexpanded, selected, stream_add
 from lightning_compress.pruning.saving import plan_of, read_payload, restore, save_pruned
 from lightning_compress.pruning.selection import select_on_graph
 from lightning_compress.pruning.verify import PrunedModelError
@@ -81,6 +81,44 @@ def test_stream_add_keeps_a_channels_last_stream_channels_last(alpha, output_for
     grads = torch.autograd.grad((fused * expected.detach()).sum(), (s, out))
     expected_grads = torch.autograd.grad((expected * expected.detach()).sum(), (s, out))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, expected_grads, strict=True))
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
+def test_reexpansion_and_selection_keep_the_input_layout_and_values(fmt):
+    out = torch.randn(2, 3, 4, 5).contiguous(memory_format=fmt)
+    stream = torch.randn(2, 6, 4, 5).contiguous(memory_format=fmt)
+    index = torch.tensor([0, 2, 5])
+    full = reexpanded(out, 1, index, 6)
+    expected = torch.zeros(2, 6, 4, 5)
+    expected[:, index] = out
+    assert torch.equal(full, expected) and _is_channels_last(full) == (fmt == torch.channels_last)
+    picked = selected(stream, 1, index)
+    assert torch.equal(picked, stream[:, index]) and _is_channels_last(picked) == (fmt == torch.channels_last)
+
+
+def test_a_select_pruned_channels_last_network_stays_channels_last_and_exact():
+    """The hooked re-expansion (the stem) and the readers' selection used to return contiguous tensors: the stream
+    and every convolution after them switched layout (each a reorder)."""
+    from lightning_compress.models import resnet20
+
+    torch.manual_seed(3)
+    model = randomize_norms(resnet20(num_classes=10)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    plan = _select_plan(model, x)
+    pruned = prune(copy.deepcopy(model), plan).to(memory_format=torch.channels_last)
+    layouts = {}
+    for name, module in pruned.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
+            module.register_forward_hook(lambda m, a, o, name=name: layouts.update({name: _is_channels_last(o)}))
+    with torch.no_grad():
+        y = pruned(x.contiguous(memory_format=torch.channels_last))
+        reference = prune(copy.deepcopy(model), plan)(x)
+    assert layouts and all(layouts.values()), [n for n, cl in layouts.items() if not cl]
+    assert torch.allclose(y, reference, atol=1e-5)
 
 
 def _resnet() -> nn.Module:
