@@ -136,9 +136,10 @@ def plan_at(net: nn.Module, example: torch.Tensor, setting: Setting, round_to: i
 
 def bench_one(name: str, setting: Setting, round_to: int | str, device: torch.device, repeats: int, warmup: int,
               threads: int | None, image_size: int | None = None, batch_size: int | None = None,
-              search_steps: int = SEARCH_STEPS, onnx: bool = False) -> dict[str, Any]:
+              search_steps: int = SEARCH_STEPS, onnx: bool = False, channels_last: bool = False) -> dict[str, Any]:
     """MACs and interleaved latency of one network before and after pruning at one ``round_to`` (an int or
-    ``"auto"``), in PyTorch and, with ``onnx``, in ONNX Runtime."""
+    ``"auto"``), in PyTorch (``channels_last``: both networks and the input in channels-last memory format) and, with
+    ``onnx``, in ONNX Runtime."""
     torch.manual_seed(0)
     size = image_size or setting.image_size
     bs = batch_size or setting.batch_size
@@ -154,7 +155,7 @@ def bench_one(name: str, setting: Setting, round_to: int | str, device: torch.de
             return plan
 
         choice = choose_round_to(net.to(device), example.to(device), select, batch_size=bs, device=device,
-                                 warmup=warmup, repeats=repeats, threads=threads)
+                                 warmup=warmup, repeats=repeats, threads=threads, channels_last=channels_last)
         plan, ratio, alignment = choice.plan, ratios[choice.round_to], choice.as_dict()
     else:
         plan, ratio = plan_at(net, example, setting, round_to, graph, search_steps)
@@ -165,6 +166,7 @@ def bench_one(name: str, setting: Setting, round_to: int | str, device: torch.de
     row: dict[str, Any] = {
         "model": name, "residual": setting.residual, "form": _form(setting), "input": f"{bs}x{size}x{size}",
         "round_to": round_to, "round_to_used": alignment["round_to"] if alignment else round_to,
+        "channels_last": channels_last,
         "alignment": alignment, "ratio": ratio if isinstance(ratio, float) else "preset",
         "macs_before": macs_before, "macs_after": macs_after, "macs_speedup": macs_speedup,
         "widths": [(g.size - len(g.removed), g.size) for g in plan.groups],
@@ -179,7 +181,7 @@ def bench_one(name: str, setting: Setting, round_to: int | str, device: torch.de
                        "latency_ratio": speed_ratio(macs_speedup, change["speedup"]).ratio}
     batch = batch_of(example, bs).to(device)
     timed = compare_latency({"unpruned": net.to(device), "pruned": pruned.to(device)}, batch, warmup=warmup,
-                            repeats=repeats, threads=threads)
+                            repeats=repeats, threads=threads, channels_last=channels_last)
     before, after = timed["unpruned"], timed["pruned"]
     change = latency_change(before, after)
     return {**row, "before": before.as_dict(), "after": after.as_dict(), "latency_speedup": change.speedup,
@@ -197,7 +199,8 @@ def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     onnx = any("onnx" in r for r in rows)
     lines = [f"Measured {header['date']} on {header['hardware']['processor']} ({header['hardware']['cpu_count']} "
              f"cores available), torch {header['hardware']['torch']}, device {first.get('device')}, "
-             f"{first.get('threads')} threads, median of {first.get('repeats')} interleaved repeats after "
+             f"{first.get('threads')} threads{', channels-last' if rows and rows[0].get('channels_last') else ''}, "
+             f"median of {first.get('repeats')} interleaved repeats after "
              f"{first.get('warmup')} warm-up (IQR in brackets){smoke}.",
              "",
              "| model | form | input | round_to | MACs before -> after | MACs speedup | latency before ms "
@@ -237,6 +240,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: torch's)")
     parser.add_argument("--repeats", type=int, default=20, help="timed interleaved repeats per model (>= 20)")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--channels-last", action="store_true",
+                        help="time PyTorch in channels-last memory format (networks and input)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     parser.add_argument("--smoke", action="store_true", help="batch 2 at 32x32, 2 repeats, 1 warm-up, 1 thread, a "
                         "short ratio search: checks the script runs; its numbers mean nothing")
@@ -254,7 +259,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if threads is not None:
         torch.set_num_threads(threads)  # the ratio search and MAC counts too, not only the timing
     try:
-        rows = [bench_one(name, SETTINGS[name], round_to, device, repeats, warmup, threads, onnx=args.onnx, **smoke)
+        rows = [bench_one(name, SETTINGS[name], round_to, device, repeats, warmup, threads, onnx=args.onnx,
+                          channels_last=args.channels_last, **smoke)
                 for name in args.models for round_to in args.round_to]
     finally:
         torch.set_num_threads(previous_threads)

@@ -67,3 +67,8 @@ def test_latency_benchmark_smoke_mode_prints_the_table(capsys):
             row["latency_speedup"] / row["macs_speedup"])
         assert row["round_to"] == 1 or all(w % row["round_to"] == 0 or w == full
                                            for w, full in row["widths"])
+
+
+def test_latency_benchmark_times_channels_last_when_asked(capsys):
+    rows = bench_latency.main(["--smoke", "--models", "resnet56_select", "--round-to", "8", "--channels-last"])
+    assert rows[0]["channels_last"] and "channels-last" in capsys.readouterr().out

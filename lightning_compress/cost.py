@@ -245,7 +245,9 @@ def compare_latency(models: Mapping[str, nn.Module], example_inputs: torch.Tenso
                     channels_last: bool = False) -> dict[str, Latency]:
     """Latency of each model on ``example_inputs`` (eval mode, no gradients), measured interleaved.
 
-    Every model must be on ``example_inputs``' device. Training modes are restored afterwards.
+    Every model must be on ``example_inputs``' device. Training modes are restored afterwards. ``channels_last``
+    times 4-d inputs and the models in channels-last memory format (the models are converted in place: same values,
+    another layout; what ``module.channels_last`` trains with).
     """
     device = example_inputs.device
     for name, model in models.items():
@@ -254,6 +256,8 @@ def compare_latency(models: Mapping[str, nn.Module], example_inputs: torch.Tenso
             raise ValueError(f"model {name!r} is on {model_device} but `example_inputs` are on {device}.")
     if channels_last and example_inputs.dim() == 4:
         example_inputs = example_inputs.contiguous(memory_format=torch.channels_last)
+        for model in models.values():
+            model.to(memory_format=torch.channels_last)
     modes = {name: model.training for name, model in models.items()}
     runners = {name: functools.partial(model, example_inputs) for name, model in models.items()}
     try:

@@ -72,7 +72,8 @@ def profile_network(net: nn.Module, example: torch.Tensor, name: str, prune_cfg:
         result["pruned"] = {**profile_model(models["pruned"], example).as_dict(), "channels_removed": plan.num_removed}
     if batch:
         timed = compare_latency(models, batch_of(example, batch), warmup=int(latency_cfg.get("warmup", 5)),
-                                repeats=int(latency_cfg.get("repeats", 20)), threads=latency_cfg.get("threads"))
+                                repeats=int(latency_cfg.get("repeats", 20)), threads=latency_cfg.get("threads"),
+                                channels_last=bool(latency_cfg.get("channels_last", False)))
         result.update(timed["model"].as_fields())
         if plan is not None:
             result["pruned"].update(timed["pruned"].as_fields())

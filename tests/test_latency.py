@@ -110,6 +110,15 @@ def test_compare_latency_runs_models_in_eval_without_grad_and_restores_modes():
     assert single.repeats == 2 and single.median_ms > 0 and single.q1_ms <= single.median_ms <= single.q3_ms
 
 
+def test_compare_latency_in_channels_last_converts_inputs_and_models():
+    layouts = []
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    net.register_forward_pre_hook(lambda m, a: layouts.append(a[0].is_contiguous(memory_format=torch.channels_last)
+                                                               and not a[0].is_contiguous()))
+    compare_latency({"net": net}, torch.zeros(2, 3, 8, 8), warmup=0, repeats=1, channels_last=True)
+    assert layouts == [True] and net[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_compare_latency_rejects_a_model_on_another_device():
     net = nn.Linear(2, 2).to(torch.float64)
     with pytest.raises(ValueError, match="meta"):
@@ -165,6 +174,20 @@ def test_pruning_run_compares_baseline_and_final_in_one_interleaved_measurement(
     assert "latency_ms" not in ctx.record["compressed"]  # same architecture as final: not timed twice
 
 
+@pytest.mark.parametrize(("module_cl", "latency_cl", "expected"), [(True, None, True), (False, None, False),
+                                                                   (True, False, False), (False, True, True)])
+def test_the_timed_memory_format_follows_the_module_unless_set(tmp_path, monkeypatch, module_cl, latency_cl,
+                                                               expected):
+    seen = []
+    real = stages.compare_latency
+    monkeypatch.setattr(stages, "compare_latency",
+                        lambda models, *a, **k: seen.append(k["channels_last"]) or real(models, *a, **k))
+    ctx = _ctx(tmp_path, ("baseline", False), ("final", True))
+    ctx.cfg.module = {"channels_last": module_cl}
+    ctx.cfg.latency.channels_last = latency_cl
+    assert stages.record_latency(ctx)["channels_last"] is expected and seen == [expected]
+
+
 def test_distillation_compares_both_students_with_the_teacher(tmp_path, monkeypatch):
     calls = _spy_compare(monkeypatch)
     ctx = _ctx(tmp_path, ("teacher", False), ("student_alone", True), ("final", True))
@@ -191,6 +214,7 @@ def test_a_plain_run_times_its_final_model_alone(tmp_path):
 @pytest.mark.parametrize(("override", "key"), [("latency.repeats=0", "latency.repeats"),
                                                ("latency.device=tpu", "latency.device"),
                                                ("latency.threads=0", "latency.threads"),
+                                               ("latency.channels_last=1", "latency.channels_last"),
                                                ("export=tflite", "export")])
 def test_bad_latency_or_export_settings_fail_before_training(compose_config, tmp_path, override, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):

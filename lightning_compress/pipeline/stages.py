@@ -101,10 +101,12 @@ def check_measurement_config(cfg: DictConfig) -> None:
 
 
 def latency_settings(cfg: DictConfig) -> dict[str, Any]:
-    """``cfg.latency`` as checked values: batch_size (0 = skip), repeats, warmup, threads (None = torch's), device."""
+    """``cfg.latency`` as checked values: batch_size (0 = skip), repeats, warmup, threads (None = torch's), device,
+    channels_last (None = as ``module.channels_last``)."""
     latency = cfg.get("latency") or {}
     settings = {key: latency.get(key, default) for key, default in
-                (("batch_size", 0), ("repeats", 20), ("warmup", 5), ("threads", None), ("device", "cpu"))}
+                (("batch_size", 0), ("repeats", 20), ("warmup", 5), ("threads", None), ("device", "cpu"),
+                 ("channels_last", None))}
     for key, low in (("batch_size", 0), ("repeats", 1), ("warmup", 0)):
         if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < low:
             raise ValueError(f"`latency.{key}` must be an int >= {low}, got {settings[key]!r}.")
@@ -114,6 +116,10 @@ def latency_settings(cfg: DictConfig) -> dict[str, Any]:
     if settings["device"] not in ("cpu", "cuda"):
         raise ValueError(f"`latency.device` must be 'cpu' or 'cuda', got {settings['device']!r}.")
     settings["device"] = torch.device(settings["device"])
+    if settings["channels_last"] is None:
+        settings["channels_last"] = bool((cfg.get("module") or {}).get("channels_last", False))
+    elif not isinstance(settings["channels_last"], bool):
+        raise ValueError(f"`latency.channels_last` must be null or a bool, got {settings['channels_last']!r}.")
     return settings
 
 
@@ -142,10 +148,12 @@ def record_latency(ctx: RunContext) -> dict[str, Any] | None:
     device = settings["device"]
     example = batch_of(ctx.datamodule.example_input(1), settings["batch_size"]).to(device)
     timed = compare_latency({name: net.to(device) for name, net in models.items()}, example,
-                            warmup=settings["warmup"], repeats=settings["repeats"], threads=settings["threads"])
+                            warmup=settings["warmup"], repeats=settings["repeats"], threads=settings["threads"],
+                            channels_last=settings["channels_last"])
     for section in sections:
         ctx.record[section].update(timed[section].as_fields())
-    entry = {"interleaved": True, "reference": reference, "models": {n: lat.as_dict() for n, lat in timed.items()}}
+    entry = {"interleaved": True, "reference": reference, "channels_last": settings["channels_last"],
+             "models": {n: lat.as_dict() for n, lat in timed.items()}}
     if reference is not None:
         entry["changes"] = {name: latency_change(timed[reference], lat).as_dict() for name, lat in timed.items()
                             if name != reference}

@@ -65,7 +65,8 @@ def check_round_to(round_to: Any) -> int | str:
 def choose_round_to(model: nn.Module, example_inputs: torch.Tensor, select: Callable[[int], PruningPlan],
                     candidates: Sequence[int] = ROUND_TO_CANDIDATES, batch_size: int = 1,
                     device: torch.device | str | None = None, warmup: int = 3, repeats: int = TIMED_REPEATS,
-                    threads: int | None = None, timer: Timer | None = None) -> RoundToChoice:
+                    threads: int | None = None, timer: Timer | None = None, channels_last: bool | None = None
+                    ) -> RoundToChoice:
     """Time ``model`` pruned by ``select(m)`` (the method's plan at ``round_to=m``) for every candidate ``m``.
 
     Args:
@@ -76,6 +77,8 @@ def choose_round_to(model: nn.Module, example_inputs: torch.Tensor, select: Call
         device: where to time (default: the model's device).
         timer: a function with :func:`~lightning_compress.cost.interleaved_latency`'s signature (default: that
             routine; tests inject a deterministic one).
+        channels_last: time the candidates and their inputs in channels-last memory format (default: when the
+            model's first 4-d parameter is channels-last, i.e. as it was trained).
 
     Returns:
         :class:`RoundToChoice` (see the module docstring for the rule), its ``plan`` the chosen one.
@@ -90,11 +93,18 @@ def choose_round_to(model: nn.Module, example_inputs: torch.Tensor, select: Call
     param = next(iter(model.parameters()), None)
     device = torch.device(device) if device is not None else (param.device if param is not None else torch.device(
         "cpu"))
+    if channels_last is None:
+        channels_last = is_channels_last(model)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     plans = {m: select(m) for m in sorted(candidates)}
     batch = batch_of(example_inputs, batch_size).to(device)
+    if batch.dim() == 4:
+        batch = batch.contiguous(memory_format=layout)
     runners: dict[str, Callable[[], Any]] = {}
     for m, plan in plans.items():
         net = prune(copy.deepcopy(model), plan).to(device).eval()
+        if batch.dim() == 4:
+            net.to(memory_format=layout)
         runners[str(m)] = lambda net=net: net(batch)
     with torch.no_grad():
         timed = (timer or interleaved_latency)(runners, batch_size=batch_size, device=device, warmup=warmup,
@@ -105,3 +115,9 @@ def choose_round_to(model: nn.Module, example_inputs: torch.Tensor, select: Call
     chosen = fastest if latency_change(latencies[reference], latencies[fastest]).verdict == "faster" else reference
     change = latency_change(latencies[reference], latencies[chosen])
     return RoundToChoice(chosen, reference, latencies, change.speedup, change.verdict, plans[chosen])
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    """Whether ``model``'s first 4-d parameter (a convolution's weight) is laid out channels-last."""
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()

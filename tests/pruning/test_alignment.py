@@ -63,6 +63,30 @@ def test_the_reference_is_kept_when_no_candidate_is_measurably_faster():
     assert _widths(choice.plan) == _widths(select_channels(model, X, 0.5))
 
 
+@pytest.mark.parametrize(("convert", "channels_last", "expected"), [(True, None, True), (False, None, False),
+                                                                    (False, True, True), (True, False, False)])
+def test_candidates_are_timed_in_the_models_layout_unless_told(convert, channels_last, expected):
+    model = resnet20(num_classes=10).eval()
+    if convert:
+        model.to(memory_format=torch.channels_last)
+    conv_inputs_channels_last = []
+
+    def record(module, args):
+        if isinstance(module, torch.nn.Conv2d):
+            conv_inputs_channels_last.append(args[0].is_contiguous(memory_format=torch.channels_last))
+
+    def timer(runners, batch_size, device, warmup, repeats, threads):
+        hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+        try:
+            return fake_timer({"1": 1.0, "8": 1.0}, 0.1, [])(runners, batch_size, device, warmup, repeats, threads)
+        finally:
+            hook.remove()
+
+    choose_round_to(model, X, _select(model), candidates=(1, 8), batch_size=2, timer=timer,
+                    channels_last=channels_last)
+    assert conv_inputs_channels_last and set(conv_inputs_channels_last) == {expected}
+
+
 def test_select_channels_auto_times_the_candidates_and_logs_the_choice(monkeypatch, caplog):
     model = resnet20(num_classes=10).eval()
     calls: list = []
