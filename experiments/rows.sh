@@ -9,8 +9,9 @@
 #
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
 # (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt, vgg11_half_s0.pt: the `final` model.pt of the baseline rows, sha256 in
-# RESULTS.md), the controls read the method row's compressed model from logs/rows/ (random_fpgm40 serves fpgm40 and
-# fpgm40_oneshot alike: both remove int(0.4 N) of every conv's N filters). THREADS (default 2) intra-op threads per
+# RESULTS.md), the controls read the method row's compressed model from logs/rows/ (random_fpgm40 and
+# random_fpgm40_oneshot give the same widths: both rows remove int(0.4 N) of every conv's N filters; each reads its
+# own row, so either control runs once its row has). THREADS (default 2) intra-op threads per
 # run. `run ROW` continues an interrupted row from its folder (its checkpoints stay out of git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +56,7 @@ row() {  # the overrides of one row
 random_of() {
   case $1 in
     l1_b|l1_50) echo "+experiment=resnet20_cifar10_l1_random_cpu" ;;
-    fpgm40|fpgm_mix) echo "+experiment=resnet20_cifar10_fpgm_random_cpu" ;;
+    fpgm40|fpgm40_oneshot|fpgm_mix) echo "+experiment=resnet20_cifar10_fpgm_random_cpu" ;;
     slim40|slim40_lowlr|slim40_s3e3) echo "+experiment=resnet20_cifar10_slimming_random_cpu" ;;
     *) echo "no random control for $1" >&2; return 1 ;;
   esac
@@ -66,6 +67,7 @@ all_rows() {
   for s in 0 1; do
     for r in l1_b l1_b_kd l1_50 fpgm40 fpgm40_oneshot fpgm_mix slim40 slim40_lowlr slim40_s3e3 slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
     for r in l1_b l1_50 fpgm40 fpgm_mix slim40 slim40_lowlr slim40_s3e3; do echo random_${r}_s$s scratchb_${r}_s$s; done
+    echo random_fpgm40_oneshot_s$s
   done
   echo vgg_slim70_s0 vgg_slim70_s1 vgg_slim70_s2
 }

@@ -24,6 +24,13 @@ def test_every_listed_row_resolves_to_an_experiment_and_a_seed():
     assert len(lines) == len(names) and all("+experiment=" in line and " seed=" in line for line in lines)
 
 
+def test_each_fpgm_control_reads_its_own_method_row():
+    shown = _rows("show", "random_fpgm40_s1", "random_fpgm40_oneshot_s1").stdout.splitlines()
+    assert "logs/rows/fpgm40_s1/stages/compressed/model.pt" in shown[0]
+    assert "logs/rows/fpgm40_oneshot_s1/stages/compressed/model.pt" in shown[1]
+    assert all("+experiment=resnet20_cifar10_fpgm_random_cpu" in line for line in shown)
+
+
 def test_a_control_of_an_unknown_method_row_stops_before_training():
     for command in ("show", "run"):
         result = _rows(command, "random_nosuch_s0")
