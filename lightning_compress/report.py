@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -153,11 +154,13 @@ SEED_CSV = "report_seeds.csv"
 
 def group_by_seed(keys: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of runs that differ only in ``seed``, merged: ``n``, the seeds, and for every numeric column the mean and
-    the spread (half the range, so ``mean +- spread`` covers every seed). Groups of one run are kept as they are."""
+    the spread (half the range, so ``mean +- spread`` covers every seed). Groups of one run are kept as they are. A
+    string value that names the run's own seed as ``_s<seed>`` (a per-seed baseline or reference path, e.g.
+    ``resnet20_s1.pt``) counts as the same setting for every seed."""
     others = [k for k in keys if k != SEED_KEY]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault(tuple(repr(row.get(k)) for k in others), []).append(row)
+        groups.setdefault(tuple(_seed_free(row.get(k), row.get(SEED_KEY)) for k in others), []).append(row)
     merged = []
     for members in groups.values():
         out: dict[str, Any] = {k: members[0].get(k) for k in others}
@@ -170,6 +173,13 @@ def group_by_seed(keys: list[str], rows: list[dict[str, Any]]) -> list[dict[str,
             out[f"{column}_spread"] = (max(values) - min(values)) / 2 if len(values) > 1 else None
         merged.append(out)
     return merged
+
+
+def _seed_free(value: Any, seed: Any) -> str:
+    """``repr(value)`` with the run's own ``_s<seed>`` tokens of a string made seed-free."""
+    if isinstance(value, str) and seed is not None:
+        value = re.sub(rf"_s{re.escape(str(seed))}(?![0-9])", "_s<seed>", value)
+    return repr(value)
 
 
 def _seed_table(keys: list[str], rows: list[dict[str, Any]], shown: list[str] | None = None,

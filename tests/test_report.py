@@ -138,6 +138,17 @@ def test_runs_that_differ_only_in_seed_are_merged_with_their_spread(tmp_path):
     assert "differ only in `seed`" in markdown and "0.965 +- 0.005" in markdown
 
 
+def test_a_per_seed_baseline_path_does_not_split_a_seed_group():
+    from lightning_compress.report import group_by_seed
+
+    rows = [{"run": f"l1_s{seed}", "seed": seed, "method.pretrained": f"ck/resnet20_s{seed}.pt", "final_acc": acc}
+            for seed, acc in ((0, 0.87), (1, 0.88))]
+    rows.append({"run": "other", "seed": 1, "method.pretrained": "ck/resnet20_s11.pt", "final_acc": 0.5})
+    merged = group_by_seed(["seed", "method.pretrained"], rows)
+    assert [m["runs"] for m in merged] == ["l1_s0, l1_s1", "other"]
+    assert merged[0]["final_acc"] == pytest.approx(0.875)
+
+
 def test_runs_are_named_by_folder_when_more_keys_vary_than_max_keys(tmp_path):
     _run(tmp_path / "l1_row", 0.3, 0.960, 700_000, seed=0)
     _run(tmp_path / "l1_row_seed1", 0.3, 0.970, 700_000, seed=1)
