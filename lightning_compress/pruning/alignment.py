@@ -21,6 +21,7 @@ from torch import nn
 
 from lightning_compress.cost import TIMED_REPEATS, Latency, batch_of, interleaved_latency, latency_change
 
+from .boundaries import _channels_last
 from .errors import check_positive_int
 from .plan import PruningPlan
 from .surgery import prune
@@ -93,18 +94,17 @@ def choose_round_to(model: nn.Module, example_inputs: torch.Tensor, select: Call
     param = next(iter(model.parameters()), None)
     device = torch.device(device) if device is not None else (param.device if param is not None else torch.device(
         "cpu"))
-    if channels_last is None:
-        channels_last = is_channels_last(model)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
     plans = {m: select(m) for m in sorted(candidates)}
     batch = batch_of(example_inputs, batch_size).to(device)
-    if batch.dim() == 4:
-        batch = batch.contiguous(memory_format=layout)
+    if channels_last is None:
+        channels_last = is_channels_last(model)
+    if batch.dim() == 4:  # the candidates run in one layout: channels-last or contiguous
+        batch = batch.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     runners: dict[str, Callable[[], Any]] = {}
     for m, plan in plans.items():
         net = prune(copy.deepcopy(model), plan).to(device).eval()
         if batch.dim() == 4:
-            net.to(memory_format=layout)
+            net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         runners[str(m)] = lambda net=net: net(batch)
     with torch.no_grad():
         timed = (timer or interleaved_latency)(runners, batch_size=batch_size, device=device, warmup=warmup,
@@ -120,4 +120,4 @@ def choose_round_to(model: nn.Module, example_inputs: torch.Tensor, select: Call
 def is_channels_last(model: nn.Module) -> bool:
     """Whether ``model``'s first 4-d parameter (a convolution's weight) is laid out channels-last."""
     weight = next((p for p in model.parameters() if p.dim() == 4), None)
-    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    return weight is not None and _channels_last(weight)
