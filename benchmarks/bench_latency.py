@@ -197,22 +197,24 @@ def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     first = rows[0]["before"] if rows else {}
     smoke = " [SMOKE: numbers meaningless]" if header["smoke"] else ""
     onnx = any("onnx" in r for r in rows)
+    allocator = header["hardware"].get("allocator_env") or "the C library's defaults"
     lines = [f"Measured {header['date']} on {header['hardware']['processor']} ({header['hardware']['cpu_count']} "
              f"cores available), torch {header['hardware']['torch']}, device {first.get('device')}, "
+             f"allocator {allocator}, "
              f"{first.get('threads')} threads{', channels-last' if rows and rows[0].get('channels_last') else ''}, "
              f"median of {first.get('repeats')} interleaved repeats after "
              f"{first.get('warmup')} warm-up (IQR in brackets){smoke}.",
              "",
              "| model | form | input | round_to | MACs before -> after | MACs speedup | latency before ms "
-             "| latency after ms | realised speedup | verdict | realised / MACs speedup |"
+             "| latency after ms | realised speedup | verdict | realised / MACs speedup | page faults per run |"
              + (" ONNX Runtime speedup | ORT verdict | ORT realised / MACs | parity |" if onnx else ""),
-             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if onnx else "")]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if onnx else "")]
     for r in rows:
         rounding = f"auto -> {r['round_to_used']}" if r["round_to"] == AUTO else str(r["round_to"])
         line = (f"| {r['model']} | {r['form']} | {r['input']} | {rounding} | {r['macs_before'] / 1e6:.1f}M -> "
                 f"{r['macs_after'] / 1e6:.1f}M ({100 * r['macs_after'] / r['macs_before']:.1f}%) | "
                 f"{r['macs_speedup']:.2f} | {_ms(r['before'])} | {_ms(r['after'])} | {r['latency_speedup']:.2f} | "
-                f"{r['verdict']} | {_ratio(r['latency_ratio'])} |")
+                f"{r['verdict']} | {_ratio(r['latency_ratio'])} | {_faults(r['before'])} -> {_faults(r['after'])} |")
         if onnx:
             o = r.get("onnx")
             line += (f" {o['latency_speedup']:.2f} | {o['verdict']} | {_ratio(o['latency_ratio'])} | "
@@ -223,6 +225,10 @@ def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
 
 def _ratio(value: float) -> str:
     return f"{value:.2f}" + (f" (< {SPEED_RATIO_TARGET})" if value < SPEED_RATIO_TARGET else "")
+
+
+def _faults(latency: dict[str, Any]) -> str:
+    return "-" if latency.get("page_faults") is None else f"{latency['page_faults']:.0f}"
 
 
 def _ms(latency: dict[str, Any]) -> str:

@@ -38,6 +38,8 @@ def test_auto_row_for_both_select_forms_with_the_onnx_column_on_the_fused_one(fu
     table = bench_latency.markdown([row], {"date": "d", "hardware": {"processor": "p", "cpu_count": 1, "torch": "t"},
                                            "smoke": True})
     assert f"| auto -> {row['round_to_used']} |" in table and "SMOKE" in table
+    faults = f"| {row['before']['page_faults']:.0f} -> {row['after']['page_faults']:.0f} |"
+    assert faults in table and "allocator the C library's defaults" in table
     if fuse:
         onnx = row["onnx"]
         assert onnx["parity"]["passed"] and onnx["verdict"] in VERDICTS

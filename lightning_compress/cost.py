@@ -21,6 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+try:  # POSIX only: the minor page faults of this process, counted around each timed CPU run
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
@@ -110,6 +115,7 @@ class Latency:
     warmup: int
     threads: int
     timer: str  # "perf_counter" (CPU, wall clock) or "cuda_event" (CUDA events after synchronisation)
+    page_faults: float | None = None  # median minor page faults per timed CPU run (POSIX); None on CUDA or elsewhere
 
     @property
     def iqr_ms(self) -> float:
@@ -187,6 +193,9 @@ def interleaved_latency(runners: Mapping[str, Callable[[], Any]], batch_size: in
     even rounds and reverse order on odd ones, so drift in the machine's load affects all runners alike. On a CUDA
     ``device`` each run is timed with CUDA events after a synchronisation; on CPU with ``time.perf_counter``.
     ``threads`` sets ``torch.set_num_threads`` for the measurement (restored afterwards); ``None`` keeps the current.
+    On CPU each run's minor page faults are counted too (``Latency.page_faults``): glibc's default ``malloc`` gives
+    large freed blocks back to the system, so a network with big activations can spend a good part of its time
+    faulting the same memory in again on every run (benchmarks/README.md, "Allocator").
     The one timing routine of the project: :func:`compare_latency`, the pipeline, the profile CLI, the export check
     and the benchmarks all use it.
     """
@@ -199,6 +208,8 @@ def interleaved_latency(runners: Mapping[str, Callable[[], Any]], batch_size: in
     device = torch.device(device)
     names = list(runners)
     samples: dict[str, list[float]] = {name: [] for name in names}
+    faults: dict[str, list[int]] = {name: [] for name in names}
+    count_faults = device.type == "cpu" and resource is not None
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -207,13 +218,21 @@ def interleaved_latency(runners: Mapping[str, Callable[[], Any]], batch_size: in
         for round_index in range(warmup + repeats):
             order = names if round_index % 2 == 0 else names[::-1]
             for name in order:
+                faults_before = _minor_faults() if count_faults else 0
                 elapsed = _time_once(runners[name], device)
                 if round_index >= warmup:
                     samples[name].append(elapsed)
+                    if count_faults:
+                        faults[name].append(_minor_faults() - faults_before)
     finally:
         torch.set_num_threads(previous_threads)
     timer = "cuda_event" if device.type == "cuda" else "perf_counter"
-    return {name: _summarise(samples[name], batch_size, str(device), warmup, used_threads, timer) for name in names}
+    return {name: _summarise(samples[name], batch_size, str(device), warmup, used_threads, timer, faults[name])
+            for name in names}
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _time_once(runner: Callable[[], Any], device: torch.device) -> float:
@@ -231,13 +250,15 @@ def _time_once(runner: Callable[[], Any], device: torch.device) -> float:
     return (time.perf_counter() - start_time) * 1e3
 
 
-def _summarise(times: list[float], batch_size: int, device: str, warmup: int, threads: int, timer: str) -> Latency:
+def _summarise(times: list[float], batch_size: int, device: str, warmup: int, threads: int, timer: str,
+               faults: list[int]) -> Latency:
     if len(times) > 1:
         q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
     else:
         q1 = median = q3 = times[0]
     return Latency(median_ms=median, q1_ms=q1, q3_ms=q3, batch_size=batch_size, device=device, repeats=len(times),
-                   warmup=warmup, threads=threads, timer=timer)
+                   warmup=warmup, threads=threads, timer=timer,
+                   page_faults=float(statistics.median(faults)) if faults else None)
 
 
 def compare_latency(models: Mapping[str, nn.Module], example_inputs: torch.Tensor, warmup: int = 5,
@@ -316,8 +337,13 @@ def profile_model(model: nn.Module, example_inputs: torch.Tensor, latency_batch_
     return ModelProfile(params=count_params(model), macs=macs, flops=2 * macs, latency=latency)
 
 
+_ALLOCATOR_SETTINGS = ("LD_PRELOAD", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                       "MALLOC_ARENA_MAX", "MALLOC_CONF")  # what changes how freed activations go back to the system
+
+
 def hardware_summary() -> dict:
-    """Where a measurement ran: CPU/GPU name, cores, torch threads and versions."""
+    """Where a measurement ran: CPU/GPU name, cores, torch threads, versions and the allocator settings (the
+    environment variables that replace or tune ``malloc``; empty = the C library's defaults)."""
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -326,6 +352,7 @@ def hardware_summary() -> dict:
         "cpu_count": _cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
+        "allocator_env": {name: os.environ[name] for name in _ALLOCATOR_SETTINGS if name in os.environ},
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 from types import SimpleNamespace
 
 import pytest
@@ -68,6 +69,30 @@ def test_runners_alternate_and_quartiles_come_from_the_timed_runs(monkeypatch):
     assert timed["b"].median_ms == pytest.approx(30) and timed["b"].repeats == 5 and timed["b"].warmup == 2
     assert (timed["b"].batch_size, timed["b"].threads, timed["b"].timer) == (4, 1, "perf_counter")
     assert latency_change(timed["b"], timed["a"]).verdict == "faster"
+
+
+def test_each_runs_minor_page_faults_are_counted_on_cpu(monkeypatch):
+    def touch_fresh_pages(size: int = 4 << 20) -> None:  # an anonymous mapping: every page written faults once
+        with mmap.mmap(-1, size) as memory:
+            for offset in range(0, size, mmap.PAGESIZE):
+                memory[offset] = 1
+
+    timed = interleaved_latency({"touch": touch_fresh_pages, "idle": lambda: None}, batch_size=1, warmup=1,
+                                repeats=5)
+    assert timed["touch"].page_faults >= (4 << 20) // mmap.PAGESIZE // 2
+    assert timed["idle"].page_faults < timed["touch"].page_faults
+    assert timed["touch"].as_fields()["latency_page_faults"] == timed["touch"].page_faults
+    monkeypatch.setattr(cost, "resource", None)  # no getrusage (Windows): not counted, not made up
+    assert interleaved_latency({"x": lambda: None}, batch_size=1, warmup=0, repeats=2)["x"].page_faults is None
+
+
+def test_the_hardware_summary_names_the_allocator_settings(monkeypatch):
+    for name in cost._ALLOCATOR_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    assert cost.hardware_summary()["allocator_env"] == {}
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1073741824")
+    monkeypatch.setenv("UNRELATED", "x")
+    assert cost.hardware_summary()["allocator_env"] == {"MALLOC_TRIM_THRESHOLD_": "1073741824"}
 
 
 def test_threads_are_set_for_the_measurement_and_restored():
