@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import mmap
+import warnings
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -197,6 +199,26 @@ def test_pruning_run_compares_baseline_and_final_in_one_interleaved_measurement(
         assert ctx.record[section]["latency_repeats"] == 3 and ctx.record[section]["latency_threads"] == 1
         assert ctx.record[section]["latency_q1_ms"] <= ctx.record[section]["latency_q3_ms"]
     assert "latency_ms" not in ctx.record["compressed"]  # same architecture as final: not timed twice
+
+
+@pytest.mark.parametrize(("faults", "warned"), [((0.0, 2.0), False), ((25000.0, 3000.0), True), ((None, None), False)])
+def test_a_run_whose_timing_includes_page_faults_says_so(tmp_path, monkeypatch, faults, warned):
+    real = stages.compare_latency
+
+    def with_faults(models, *args, **kwargs):
+        timed = real(models, *args, **kwargs)
+        return {name: replace(lat, page_faults=count) for (name, lat), count in zip(timed.items(), faults)}
+
+    monkeypatch.setattr(stages, "compare_latency", with_faults)
+    ctx = _ctx(tmp_path, ("baseline", False), ("final", True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stages.record_latency(ctx)
+    messages = [str(w.message) for w in caught if "page faults" in str(w.message)]
+    assert bool(messages) is warned
+    if warned:
+        assert "baseline 25000, final 3000" in messages[0] and "MALLOC_TRIM_THRESHOLD_" in messages[0]
+    assert ctx.record["baseline"]["latency_page_faults"] == faults[0]
 
 
 @pytest.mark.parametrize(("module_cl", "latency_cl", "expected"), [(True, None, True), (False, None, False),
