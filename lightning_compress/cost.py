@@ -235,6 +235,23 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+PAGE_FAULTS_WORTH_A_NOTE = 1000  # minor faults per timed run: about 4 MB faulted in again on every pass
+
+
+def page_fault_note(timed: Mapping[str, Latency]) -> str | None:
+    """A warning text when a timed model re-faults its memory on every run (glibc's default ``malloc`` gives large
+    freed blocks back to the system): its latency, and any speed-up against it, then include page faults."""
+    faulting = {name: lat.page_faults for name, lat in timed.items()
+                if lat.page_faults is not None and lat.page_faults >= PAGE_FAULTS_WORTH_A_NOTE}
+    if not faulting:
+        return None
+    counts = ", ".join(f"{name} {faults:.0f}" for name, faults in faulting.items())
+    return (f"latency: minor page faults per timed run ({counts}): the timings include the allocator giving memory "
+            "back and faulting it in again, so speed-ups are not what a steady allocator gives. To time as deployed, "
+            "rerun with jemalloc/tcmalloc or with MALLOC_MMAP_THRESHOLD_=268435456 "
+            "MALLOC_TRIM_THRESHOLD_=1073741824 (benchmarks/README.md).")
+
+
 def _time_once(runner: Callable[[], Any], device: torch.device) -> float:
     """Milliseconds of one call of ``runner``."""
     if device.type == "cuda":  # not exercised by the CPU-only test suite

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lightning_compress.config import CONFIG_DIR, register_resolvers
-from lightning_compress.cost import batch_of, compare_latency, latency_change, profile_model
+from lightning_compress.cost import batch_of, compare_latency, latency_change, page_fault_note, profile_model
 from lightning_compress.pruning import PruningPlan, prune, select_channels
 
 register_resolvers()
@@ -75,6 +76,9 @@ def profile_network(net: nn.Module, example: torch.Tensor, name: str, prune_cfg:
                                 repeats=int(latency_cfg.get("repeats", 20)), threads=latency_cfg.get("threads"),
                                 channels_last=bool(latency_cfg.get("channels_last", False)))
         result.update(timed["model"].as_fields())
+        note = page_fault_note(timed)
+        if note:
+            warnings.warn(note, stacklevel=2)
         if plan is not None:
             result["pruned"].update(timed["pruned"].as_fields())
             result["latency_change"] = latency_change(timed["model"], timed["pruned"]).as_dict()

@@ -219,6 +219,7 @@ def test_a_run_whose_timing_includes_page_faults_says_so(tmp_path, monkeypatch, 
     if warned:
         assert "baseline 25000, final 3000" in messages[0] and "MALLOC_TRIM_THRESHOLD_" in messages[0]
     assert ctx.record["baseline"]["latency_page_faults"] == faults[0]
+    assert (cost.page_fault_note({"a": replace(_latency(1, 2, 3), page_faults=faults[0])}) is not None) is warned
 
 
 @pytest.mark.parametrize(("module_cl", "latency_cl", "expected"), [(True, None, True), (False, None, False),
@@ -298,3 +299,16 @@ def test_profile_times_unpruned_and_pruned_interleaved(compose_config, monkeypat
     assert result["pruned"]["latency_repeats"] == 3 and "latency_iqr_ms" in result
     table = profile.format_table(result)
     assert "latency IQR" in table and "interleaved" in table and result["latency_change"]["verdict"] in table
+
+
+def test_profile_warns_when_its_timing_includes_page_faults(compose_config, monkeypatch):
+    from lightning_compress import profile
+
+    real = profile.compare_latency
+    monkeypatch.setattr(profile, "compare_latency", lambda models, *a, **k: {
+        name: replace(lat, page_faults=5000.0) for name, lat in real(models, *a, **k).items()})
+    cfg = compose_config("model=resnet8", "data=digits", "latency.batch_size=2", "latency.repeats=2",
+                         "latency.warmup=0", config_name="profile")
+    with pytest.warns(UserWarning, match=r"page faults per timed run \(model 5000\)"):
+        result = profile.profile_from_config(cfg)
+    assert result["latency_page_faults"] == 5000.0

@@ -13,7 +13,14 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from lightning_compress.cost import batch_of, compare_latency, latency_change, profile_model, speed_ratio
+from lightning_compress.cost import (
+    batch_of,
+    compare_latency,
+    latency_change,
+    page_fault_note,
+    profile_model,
+    speed_ratio,
+)
 from lightning_compress.pipeline.artifacts import load_stage_model, save_stage_model
 from lightning_compress.pipeline.builders import build_classifier, build_net, build_trainer
 from lightning_compress.pipeline.context import RunContext
@@ -152,7 +159,9 @@ def record_latency(ctx: RunContext) -> dict[str, Any] | None:
                             channels_last=settings["channels_last"])
     for section in sections:
         ctx.record[section].update(timed[section].as_fields())
-    _warn_about_page_faults(timed)
+    note = page_fault_note(timed)
+    if note:
+        rank_zero_warn(note)
     entry = {"interleaved": True, "reference": reference, "channels_last": settings["channels_last"],
              "models": {n: lat.as_dict() for n, lat in timed.items()}}
     if reference is not None:
@@ -164,22 +173,6 @@ def record_latency(ctx: RunContext) -> dict[str, Any] | None:
                 change["speed_ratio"] = speed_ratio(before / after, change["speedup"]).as_dict()
     ctx.record["latency"] = entry
     return entry
-
-
-PAGE_FAULTS_WORTH_A_WARNING = 1000  # minor faults per timed run: about 4 MB of memory faulted in again every pass
-
-
-def _warn_about_page_faults(timed: Mapping[str, Any]) -> None:
-    """Say so when a timed model re-faults its memory on every run (glibc's default ``malloc`` gives large freed
-    blocks back to the system): its latency, and any speed-up against it, then include page faults."""
-    faulting = {name: lat.page_faults for name, lat in timed.items()
-                if lat.page_faults is not None and lat.page_faults >= PAGE_FAULTS_WORTH_A_WARNING}
-    if faulting:
-        counts = ", ".join(f"{name} {faults:.0f}" for name, faults in faulting.items())
-        rank_zero_warn(f"latency: minor page faults per timed run ({counts}): the timings include the allocator "
-                       "giving memory back and faulting it in again, so speed-ups are not what a steady allocator "
-                       "gives. To time as deployed, rerun with jemalloc/tcmalloc or with "
-                       "MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824 (benchmarks/README.md).")
 
 
 def record_export(ctx: RunContext, section: str = "final") -> dict[str, Any] | None:
