@@ -76,6 +76,8 @@ def test_runners_alternate_and_quartiles_come_from_the_timed_runs(monkeypatch):
 def test_each_runs_minor_page_faults_are_counted_on_cpu(monkeypatch):
     def touch_fresh_pages(size: int = 4 << 20) -> None:  # an anonymous mapping: every page written faults once
         with mmap.mmap(-1, size) as memory:
+            if hasattr(mmap, "MADV_NOHUGEPAGE"):  # small pages even where transparent huge pages are "always"
+                memory.madvise(mmap.MADV_NOHUGEPAGE)
             for offset in range(0, size, mmap.PAGESIZE):
                 memory[offset] = 1
 
