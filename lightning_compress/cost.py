@@ -195,7 +195,8 @@ def interleaved_latency(runners: Mapping[str, Callable[[], Any]], batch_size: in
     ``threads`` sets ``torch.set_num_threads`` for the measurement (restored afterwards); ``None`` keeps the current.
     On CPU each run's minor page faults are counted too (``Latency.page_faults``): glibc's default ``malloc`` gives
     large freed blocks back to the system, so a network with big activations can spend a good part of its time
-    faulting the same memory in again on every run (benchmarks/README.md, "Allocator").
+    faulting the same memory in again on every run (benchmarks/README.md, "The allocator decides what a CPU timing
+    says").
     The one timing routine of the project: :func:`compare_latency`, the pipeline, the profile CLI, the export check
     and the benchmarks all use it.
     """
