@@ -5,7 +5,8 @@
 #   bash experiments/rows.sh show ROW [ROW ...]   # the overrides of rows
 #   bash experiments/rows.sh run ROW [ROW ...]    # run rows one after the other (a finished row is skipped; an
 #                                                 # interrupted one continues from its checkpoints)
-#   bash experiments/rows.sh keep ROW             # copy a finished row's results.json, log and CSVs to results/converged/ROW
+#   bash experiments/rows.sh keep ROW             # copy a finished row's results.json, log and CSVs to results/converged/ROW;
+#                                                 # a baseline row also installs its weights as experiments/checkpoints/<net>_s<seed>.pt
 #
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
 # (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt, vgg11_half_s0.pt: the `final` model.pt of the baseline rows, sha256 in
@@ -17,8 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-2}
-CK=experiments/checkpoints
-ROWS=logs/rows
+CK=${CK:-experiments/checkpoints}   # CK, ROWS, KEPT: overridable for tests
+ROWS=${ROWS:-logs/rows}
+KEPT=${KEPT:-experiments/results/converged}
 BASELINE_EPOCHS=100   # the converged CPU baseline: +experiment=cifar10_cpu at 100 one-cycle epochs
 FINETUNE_EPOCHS=10
 
@@ -86,12 +88,33 @@ run_row() {
     hydra.run.dir="$dir" >> "$dir.log" 2>&1
 }
 
+checkpoint_of() {  # the committed weights file of a baseline row (nothing for other rows)
+  local seed=${1##*_s}
+  case $1 in
+    baseline_r20_s?) echo "$CK/resnet20_s$seed.pt" ;;
+    baseline_r26_s?) echo "$CK/resnet26_s$seed.pt" ;;
+    baseline_vgg11h_s?) echo "$CK/vgg11_half_s$seed.pt" ;;
+  esac
+}
+
 keep_row() {
-  local name=$1 out=experiments/results/converged/$1
+  local name=$1 out=$KEPT/$1 weights
+  if ! grep -qs '"status": "done"' "$ROWS/$name/results.json"; then
+    echo "keep $name: $ROWS/$name/results.json does not say \"status\": \"done\" (not run, or not finished)" >&2
+    return 1
+  fi
   mkdir -p "$out"
   cp "$ROWS/$name/results.json" "$ROWS/$name/train.log" "$out/"
-  (cd "$ROWS/$name" && find csv -name metrics.csv -o -name gamma.png) | while read -r f; do
-    mkdir -p "$out/$(dirname "$f")"; cp "$ROWS/$name/$f" "$out/$f"; done
+  if [ -d "$ROWS/$name/csv" ]; then
+    (cd "$ROWS/$name" && find csv -name metrics.csv -o -name gamma.png) | while read -r f; do
+      mkdir -p "$out/$(dirname "$f")"; cp "$ROWS/$name/$f" "$out/$f"; done
+  fi
+  weights=$(checkpoint_of "$name")
+  if [ -n "$weights" ]; then
+    mkdir -p "$(dirname "$weights")"
+    cp "$ROWS/$name/stages/final/model.pt" "$weights"
+    echo "$name: weights in $weights, sha256 $(sha256sum "$weights" | cut -d' ' -f1) (for RESULTS.md)"
+  fi
 }
 
 case ${1:-list} in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -36,3 +37,39 @@ def test_a_control_of_an_unknown_method_row_stops_before_training():
         result = _rows(command, "random_nosuch_s0")
         assert result.returncode != 0 and "no random control for nosuch" in result.stderr
         assert "train.py" not in result.stdout
+
+
+def _finished_row(rows: Path, name: str, status: str) -> None:
+    stage = rows / name / "stages" / "final"
+    stage.mkdir(parents=True)
+    (stage / "model.pt").write_bytes(b"weights of " + name.encode())
+    (rows / name / "results.json").write_text(json.dumps({"status": status}, indent=2))
+    (rows / name / "train.log").write_text("log\n")
+
+
+def test_keep_installs_a_finished_baseline_rows_weights_and_refuses_an_unfinished_row(tmp_path):
+    rows, kept, checkpoints = tmp_path / "rows", tmp_path / "kept", tmp_path / "ck"
+    _finished_row(rows, "baseline_r26_s0", "done")
+    _finished_row(rows, "l1_b_s0", "done")
+    (rows / "l1_b_s0" / "csv" / "finetune").mkdir(parents=True)
+    (rows / "l1_b_s0" / "csv" / "finetune" / "metrics.csv").write_text("epoch\n")
+    _finished_row(rows, "kd_s0", "running")
+    env = {"ROWS": str(rows), "KEPT": str(kept), "CK": str(checkpoints)}
+
+    def keep(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(ROWS), "keep", name], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PY": "false", **env})
+
+    baseline = keep("baseline_r26_s0")
+    assert baseline.returncode == 0, baseline.stderr
+    assert (checkpoints / "resnet26_s0.pt").read_bytes() == b"weights of baseline_r26_s0"
+    assert "sha256" in baseline.stdout and (kept / "baseline_r26_s0" / "results.json").is_file()
+
+    method = keep("l1_b_s0")
+    assert method.returncode == 0 and (kept / "l1_b_s0" / "train.log").is_file()
+    assert (kept / "l1_b_s0" / "csv" / "finetune" / "metrics.csv").read_text() == "epoch\n"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["resnet26_s0.pt"]  # a method row installs no weights
+
+    unfinished = keep("kd_s0")
+    assert unfinished.returncode != 0 and "kd_s0" in unfinished.stderr and "done" in unfinished.stderr
+    assert not (kept / "kd_s0").exists()
