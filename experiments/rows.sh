@@ -23,6 +23,7 @@ ROWS=${ROWS:-logs/rows}
 KEPT=${KEPT:-experiments/results/converged}
 BASELINE_EPOCHS=100   # the converged CPU baseline: +experiment=cifar10_cpu at 100 one-cycle epochs
 FINETUNE_EPOCHS=10
+LI_RETRAIN_EPOCHS=25  # *_ft25 rows: Li et al.'s retraining budget, one-fourth of the training epochs (40 of 160)
 
 row() {  # the overrides of one row
   local name=$1 seed=${1##*_s}
@@ -31,6 +32,7 @@ row() {  # the overrides of one row
     baseline_r26_s?) echo "+experiment=cifar10_cpu data=cifar10 model=resnet26 trainer.max_epochs=$BASELINE_EPOCHS" ;;
     baseline_vgg11h_s?) echo "+experiment=cifar10_cpu data=cifar10 model=vgg11_half trainer.max_epochs=$BASELINE_EPOCHS" ;;
     l1_b_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
+    l1_b_ft25_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.epochs=$LI_RETRAIN_EPOCHS" ;;
     l1_b_kd_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.distill=kd" ;;
     l1_50_s?) echo "+experiment=resnet20_cifar10_l1_50_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     fpgm40_s?) echo "+experiment=resnet20_cifar10_fpgm_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
@@ -47,7 +49,8 @@ row() {  # the overrides of one row
     random_*_s?)  # random channels at a method row's widths, the method row's fine-tune
       local of=${name#random_} experiment; of=${of%_s?}
       experiment=$(random_of "$of") || return 1  # an unknown method row must stop here, not train a default run
-      echo "$experiment method.pretrained=$CK/resnet20_s$seed.pt method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt" ;;
+      local epochs=""; [[ $of == *_ft25 ]] && epochs=" method.compress.epochs=$LI_RETRAIN_EPOCHS"  # its row's retraining
+      echo "$experiment method.pretrained=$CK/resnet20_s$seed.pt method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt$epochs" ;;
     scratchb_*_s?)  # Scratch-B: the pruned architecture from fresh weights, the baseline's + the fine-tune's epochs
       local of=${name#scratchb_}; of=${of%_s?}
       echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 +method=scratch_widths method.pretrained=$CK/resnet20_s$seed.pt method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt method.compress.epochs=$((BASELINE_EPOCHS + FINETUNE_EPOCHS))" ;;
@@ -57,7 +60,7 @@ row() {  # the overrides of one row
 
 random_of() {
   case $1 in
-    l1_b|l1_50) echo "+experiment=resnet20_cifar10_l1_random_cpu" ;;
+    l1_b|l1_b_ft25|l1_50) echo "+experiment=resnet20_cifar10_l1_random_cpu" ;;
     fpgm40|fpgm40_oneshot|fpgm_mix) echo "+experiment=resnet20_cifar10_fpgm_random_cpu" ;;
     slim40|slim40_lowlr|slim40_s3e3) echo "+experiment=resnet20_cifar10_slimming_random_cpu" ;;
     *) echo "no random control for $1" >&2; return 1 ;;
@@ -67,8 +70,9 @@ random_of() {
 all_rows() {
   for s in 0 1; do echo baseline_r20_s$s baseline_r26_s$s; done; echo baseline_vgg11h_s0
   for s in 0 1; do
-    for r in l1_b l1_b_kd l1_50 fpgm40 fpgm40_oneshot fpgm_mix slim40 slim40_lowlr slim40_s3e3 slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
+    for r in l1_b l1_b_ft25 l1_b_kd l1_50 fpgm40 fpgm40_oneshot fpgm_mix slim40 slim40_lowlr slim40_s3e3 slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
     for r in l1_b l1_50 fpgm40 fpgm_mix slim40 slim40_lowlr slim40_s3e3; do echo random_${r}_s$s scratchb_${r}_s$s; done
+    echo random_l1_b_ft25_s$s  # l1_b_ft25 has l1_b's widths: no Scratch-B row of its own
     echo random_fpgm40_oneshot_s$s
   done
   echo vgg_slim70_s0 vgg_slim70_s1 vgg_slim70_s2

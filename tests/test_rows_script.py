@@ -32,6 +32,13 @@ def test_each_fpgm_control_reads_its_own_method_row():
     assert all("+experiment=resnet20_cifar10_fpgm_random_cpu" in line for line in shown)
 
 
+def test_the_control_of_a_longer_retraining_row_trains_as_long():
+    method, control = _rows("show", "l1_b_ft25_s0", "random_l1_b_ft25_s0").stdout.splitlines()
+    assert "method.finetune.epochs=25" in method
+    assert "method.compress.epochs=25" in control and "logs/rows/l1_b_ft25_s0/" in control
+    assert "epochs=25" not in _rows("show", "random_l1_b_s0").stdout
+
+
 def test_a_control_of_an_unknown_method_row_stops_before_training():
     for command in ("show", "run"):
         result = _rows(command, "random_nosuch_s0")
