@@ -38,6 +38,7 @@ row() {  # the overrides of one row
     fpgm40_s?) echo "+experiment=resnet20_cifar10_fpgm_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     fpgm40_authors_s?) echo "+experiment=resnet20_cifar10_fpgm_cpu method.pretrained=$CK/resnet20_s$seed.pt method.callback.soft_mode=authors_code" ;;  # the authors' code's soft pruning (gradients masked), then the recipe's fine-tune
     fpgm40_oneshot_s?) echo "+experiment=resnet20_cifar10_fpgm_oneshot_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
+    fpgm_mix_oneshot_s?) echo "+experiment=resnet20_cifar10_fpgm_oneshot_cpu method.pretrained=$CK/resnet20_s$seed.pt method.callback.norm_ratio=0.1" ;;  # FPGM-mix's criterion (30% GM + 10% norm) held from the baseline
     fpgm_mix_s?) echo "+experiment=resnet20_cifar10_fpgm_mix_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     slim40_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt method.callback.sparsity_lambda=5e-3" ;;
     slim40_s3e3_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;  # the recipe's s
@@ -62,7 +63,7 @@ row() {  # the overrides of one row
 random_of() {
   case $1 in
     l1_b|l1_b_ft25|l1_50) echo "+experiment=resnet20_cifar10_l1_random_cpu" ;;
-    fpgm40|fpgm40_authors|fpgm40_oneshot|fpgm_mix) echo "+experiment=resnet20_cifar10_fpgm_random_cpu" ;;
+    fpgm40|fpgm40_authors|fpgm40_oneshot|fpgm_mix|fpgm_mix_oneshot) echo "+experiment=resnet20_cifar10_fpgm_random_cpu" ;;
     slim40|slim40_lowlr|slim40_s3e3) echo "+experiment=resnet20_cifar10_slimming_random_cpu" ;;
     *) echo "no random control for $1" >&2; return 1 ;;
   esac
@@ -71,7 +72,7 @@ random_of() {
 all_rows() {
   for s in 0 1; do echo baseline_r20_s$s baseline_r26_s$s; done; echo baseline_vgg11h_s0
   for s in 0 1; do
-    for r in l1_b l1_b_ft25 l1_b_kd l1_50 fpgm40 fpgm40_authors fpgm40_oneshot fpgm_mix slim40 slim40_lowlr slim40_s3e3 slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
+    for r in l1_b l1_b_ft25 l1_b_kd l1_50 fpgm40 fpgm40_authors fpgm40_oneshot fpgm_mix fpgm_mix_oneshot slim40 slim40_lowlr slim40_s3e3 slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
     for r in l1_b l1_50 fpgm40 fpgm_mix slim40 slim40_lowlr slim40_s3e3; do echo random_${r}_s$s scratchb_${r}_s$s; done
     echo random_l1_b_ft25_s$s  # l1_b_ft25 has l1_b's widths: no Scratch-B row of its own
     echo random_fpgm40_oneshot_s$s
