@@ -10,10 +10,11 @@
 #
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
 # (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt, vgg11_half_s0.pt: the `final` model.pt of the baseline rows, sha256 in
-# RESULTS.md), the controls read the method row's compressed model from logs/rows/ (random_fpgm40 and
-# random_fpgm40_oneshot give the same widths: both rows remove int(0.4 N) of every conv's N filters; each reads its
-# own row, so either control runs once its row has). THREADS (default 2) intra-op threads per
-# run. `run ROW` continues an interrupted row from its folder (its checkpoints stay out of git).
+# RESULTS.md), the controls read the method row's compressed model from logs/rows/ (every FPGM row, fpgm40,
+# fpgm40_authors, fpgm40_oneshot, fpgm_mix and fpgm_mix_oneshot, removes int(0.4 N) of every conv's N filters, so
+# their random controls have the same widths: each reads its own row and runs once that row has). THREADS (default
+# 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (its checkpoints stay out of
+# git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
