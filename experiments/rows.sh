@@ -81,11 +81,15 @@ all_rows() {
   echo vgg_slim70_s0 vgg_slim70_s1 vgg_slim70_s2
 }
 
+is_done() {  # whether a row's results.json says it finished
+  grep -qs '"status": "done"' "$ROWS/$1/results.json"
+}
+
 run_row() {
   local name=$1 seed=${1##*_s}
   local overrides; overrides=$(row "$name")
   local dir=$ROWS/$name
-  if [ -f "$dir/results.json" ] && grep -q '"status": "done"' "$dir/results.json"; then echo "$name: done"; return; fi
+  if is_done "$name"; then echo "$name: done"; return; fi
   mkdir -p "$dir"
   local resume=()
   [ -f "$dir/results.json" ] && resume=(resume="$dir")
@@ -106,7 +110,7 @@ checkpoint_of() {  # the committed weights file of a baseline row (nothing for o
 
 keep_row() {
   local name=$1 out=$KEPT/$1 weights
-  if ! grep -qs '"status": "done"' "$ROWS/$name/results.json"; then
+  if ! is_done "$name"; then
     echo "keep $name: $ROWS/$name/results.json does not say \"status\": \"done\" (not run, or not finished)" >&2
     return 1
   fi
