@@ -7,6 +7,8 @@
 #                                                 # interrupted one continues from its checkpoints)
 #   bash experiments/rows.sh keep ROW             # copy a finished row's results.json, log and CSVs to results/converged/ROW;
 #                                                 # a baseline row also installs its weights as experiments/checkpoints/<net>_s<seed>.pt
+#   bash experiments/rows.sh carry ROW            # pack a stopped, unfinished row into experiments/carry/ROW.tar.gz: commit it,
+#                                                 # and `run ROW` on a fresh machine or clone continues from it
 #
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
 # (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt, vgg11_half_s0.pt: the `final` model.pt of the baseline rows, sha256 in
@@ -14,7 +16,8 @@
 # fpgm40_authors, fpgm40_oneshot, fpgm_mix and fpgm_mix_oneshot, removes int(0.4 N) of every conv's N filters, so
 # their random controls have the same widths: each reads its own row and runs once that row has). THREADS (default
 # 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (its checkpoints stay out of
-# git).
+# git), or, when the folder is missing, from the row's `carry` pack (a row longer than one session on this CPU, e.g. a
+# 100-epoch baseline, is carried from machine to machine this way; `keep` deletes the pack once the row is done).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -22,6 +25,7 @@ THREADS=${THREADS:-2}
 CK=${CK:-experiments/checkpoints}   # CK, ROWS, KEPT: overridable for tests
 ROWS=${ROWS:-logs/rows}
 KEPT=${KEPT:-experiments/results/converged}
+CARRY=${CARRY:-experiments/carry}
 BASELINE_EPOCHS=100   # the converged CPU baseline: +experiment=cifar10_cpu at 100 one-cycle epochs
 FINETUNE_EPOCHS=10
 LI_RETRAIN_EPOCHS=25  # *_ft25 rows: Li et al.'s retraining budget, one-fourth of the training epochs (40 of 160)
@@ -89,6 +93,10 @@ run_row() {
   local name=$1 seed=${1##*_s}
   local overrides; overrides=$(row "$name")
   local dir=$ROWS/$name
+  if [ ! -e "$dir" ] && [ -f "$CARRY/$name.tar.gz" ]; then  # a row carried over from another machine
+    mkdir -p "$ROWS" && tar -xzf "$CARRY/$name.tar.gz" -C "$ROWS"
+    echo "$name: continues from $CARRY/$name.tar.gz"
+  fi
   if is_done "$name"; then echo "$name: done"; return; fi
   mkdir -p "$dir"
   local resume=()
@@ -126,6 +134,20 @@ keep_row() {
     cp "$ROWS/$name/stages/final/model.pt" "$weights"
     echo "$name: weights in $weights, sha256 $(sha256sum "$weights" | cut -d' ' -f1) (for RESULTS.md)"
   fi
+  if [ -f "$CARRY/$name.tar.gz" ]; then rm "$CARRY/$name.tar.gz"; echo "$name: removed its carry pack $CARRY/$name.tar.gz"; fi
+}
+
+carry_row() {
+  local name=$1 dir=$ROWS/$1
+  if [ ! -f "$dir/results.json" ]; then echo "carry $name: $dir/results.json not found (the row never started)" >&2; return 1; fi
+  if is_done "$name"; then echo "carry $name: the row is done; \`keep\` it instead" >&2; return 1; fi
+  if pgrep -f "hydra.run.dir=$dir\$" > /dev/null; then
+    echo "carry $name: the row is still training in $dir; stop it first (its last.ckpt may be half written)" >&2; return 1
+  fi
+  mkdir -p "$CARRY"
+  # epoch=N.ckpt repeats last.ckpt (Lightning's top-1 copy): left out
+  tar -czf "$CARRY/$name.tar.gz" -C "$ROWS" --exclude='epoch=*.ckpt' "$name"
+  echo "$name: packed into $CARRY/$name.tar.gz ($(du -k "$CARRY/$name.tar.gz" | cut -f1) KiB); commit it"
 }
 
 case ${1:-list} in
@@ -133,5 +155,6 @@ case ${1:-list} in
   show) shift; for r in "$@"; do overrides=$(row "$r"); echo "$r: $overrides seed=${r##*_s}"; done ;;
   run) shift; for r in "$@"; do run_row "$r"; done ;;
   keep) shift; for r in "$@"; do keep_row "$r"; done ;;
-  *) echo "usage: $0 list | show ROW... | run ROW... | keep ROW..." >&2; exit 2 ;;
+  carry) shift; for r in "$@"; do carry_row "$r"; done ;;
+  *) echo "usage: $0 list | show ROW... | run ROW... | keep ROW... | carry ROW..." >&2; exit 2 ;;
 esac

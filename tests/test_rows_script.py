@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -80,3 +81,40 @@ def test_keep_installs_a_finished_baseline_rows_weights_and_refuses_an_unfinishe
     unfinished = keep("kd_s0")
     assert unfinished.returncode != 0 and "kd_s0" in unfinished.stderr and "done" in unfinished.stderr
     assert not (kept / "kd_s0").exists()
+
+
+def test_carry_packs_an_unfinished_row_and_run_continues_from_the_pack_on_a_fresh_machine(tmp_path):
+    rows, carry, kept = tmp_path / "rows", tmp_path / "carry", tmp_path / "kept"
+    _finished_row(rows, "baseline_r26_s0", "running")
+    stage = rows / "baseline_r26_s0" / "stages" / "baseline"
+    stage.mkdir(parents=True)
+    (stage / "last.ckpt").write_bytes(b"state after epoch 3")
+    (stage / "epoch=3.ckpt").write_bytes(b"state after epoch 3")
+    _finished_row(rows, "l1_b_s0", "done")
+    arguments = tmp_path / "arguments"
+    fake_python = tmp_path / "python"  # records what train.py would have been given
+    fake_python.write_text(f'#!/bin/sh\necho "$@" > {arguments}\n')
+    fake_python.chmod(0o755)
+    env = {**os.environ, "ROWS": str(rows), "CARRY": str(carry), "KEPT": str(kept), "CK": str(tmp_path / "ck")}
+
+    def rows_sh(*args: str, python: str = "false") -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(ROWS), *args], capture_output=True, text=True, timeout=60,
+                              env={**env, "PY": python})
+
+    packed = rows_sh("carry", "baseline_r26_s0")
+    assert packed.returncode == 0, packed.stderr
+    for name, reason in (("l1_b_s0", "done"), ("kd_s0", "never started")):
+        refused = rows_sh("carry", name)
+        assert refused.returncode != 0 and name in refused.stderr and reason in refused.stderr
+    assert sorted(p.name for p in carry.iterdir()) == ["baseline_r26_s0.tar.gz"]
+
+    shutil.rmtree(rows)  # a fresh machine: only the committed pack is left
+    resumed = rows_sh("run", "baseline_r26_s0", python=str(fake_python))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "continues from" in resumed.stdout
+    assert (stage / "last.ckpt").read_bytes() == b"state after epoch 3" and not (stage / "epoch=3.ckpt").exists()
+    assert f"resume={rows / 'baseline_r26_s0'}" in arguments.read_text()
+
+    (rows / "baseline_r26_s0" / "results.json").write_text(json.dumps({"status": "done"}))
+    assert rows_sh("keep", "baseline_r26_s0").returncode == 0
+    assert not (carry / "baseline_r26_s0.tar.gz").exists()  # a kept row's pack is deleted
