@@ -9,12 +9,14 @@ import subprocess
 from pathlib import Path
 
 ROWS = Path(__file__).resolve().parents[1] / "experiments" / "rows.sh"
+# every folder rows.sh writes or deletes in, away from the checkout: `keep` deletes a committed carry pack
+OUTSIDE_THE_CHECKOUT = {name: f"/nonexistent/rows-test/{name.lower()}" for name in ("KEPT", "CK", "CARRY")}
 
 
 def _rows(*args: str) -> subprocess.CompletedProcess:
     # PY=false: were a row ever to reach train.py here, it would fail at once instead of training
     return subprocess.run(["bash", str(ROWS), *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PY": "false"})
+                          env={**os.environ, "PY": "false", **OUTSIDE_THE_CHECKOUT})
 
 
 def test_every_listed_row_resolves_to_an_experiment_and_a_seed():
@@ -62,7 +64,7 @@ def test_keep_installs_a_finished_baseline_rows_weights_and_refuses_an_unfinishe
     (rows / "l1_b_s0" / "csv" / "finetune").mkdir(parents=True)
     (rows / "l1_b_s0" / "csv" / "finetune" / "metrics.csv").write_text("epoch\n")
     _finished_row(rows, "kd_s0", "running")
-    env = {"ROWS": str(rows), "KEPT": str(kept), "CK": str(checkpoints)}
+    env = {"ROWS": str(rows), "KEPT": str(kept), "CK": str(checkpoints), "CARRY": str(tmp_path / "carry")}
 
     def keep(name: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", str(ROWS), "keep", name], capture_output=True, text=True, timeout=60,
