@@ -141,7 +141,7 @@ carry_row() {
   local name=$1 dir=$ROWS/$1
   if [ ! -f "$dir/results.json" ]; then echo "carry $name: $dir/results.json not found (the row never started)" >&2; return 1; fi
   if is_done "$name"; then echo "carry $name: the row is done; \`keep\` it instead" >&2; return 1; fi
-  if pgrep -f "hydra.run.dir=$dir\$" > /dev/null; then
+  if pgrep -f "hydra.run.dir=.*/$name\$" > /dev/null; then  # any checkout or ROWS spelling
     echo "carry $name: the row is still training in $dir; stop it first (its last.ckpt may be half written)" >&2; return 1
   fi
   mkdir -p "$CARRY"
