@@ -51,7 +51,7 @@ row() {  # the overrides of one row
     slim40_kd_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.distill=kd" ;;
     vgg_slim70_s?) echo "+experiment=vgg11_half_cifar10_slimming_cpu method.pretrained=$CK/vgg11_half_s0.pt" ;;
     fsp_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
-    fsp_kd_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_kd_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
+    fsp_kd_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_kd_cpu method.teacher=$CK/resnet26_s$seed.pt method.student_alone.epochs=0 method.student_equal_compute.epochs=0" ;;  # its student alone and equal compute are fsp_s?'s (the same config and seed): recorded "not run" here, not trained twice
     kd_s?) echo "+experiment=resnet26_resnet8_cifar10_kd_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
     random_*_s?)  # random channels at a method row's widths, the method row's fine-tune
       local of=${name#random_} experiment; of=${of%_s?}
