@@ -28,6 +28,21 @@ def test_every_listed_row_resolves_to_an_experiment_and_a_seed():
     assert len(lines) == len(names) and all("+experiment=" in line and " seed=" in line for line in lines)
 
 
+def test_every_listed_row_composes_into_a_config(compose_config):
+    """A mistyped key in a row's overrides fails here, not an hour into the row."""
+    shown = _rows("show", *_rows("list").stdout.split()).stdout.splitlines()
+    for line in shown:
+        name, overrides = line.split(": ", 1)
+        cfg = compose_config(*overrides.split())
+        assert cfg.seed == int(name.rsplit("_s", 1)[1]), name
+
+
+def test_an_fsp_kd_row_leaves_the_student_alone_to_its_seeds_fsp_row():
+    fsp, fsp_kd = (line.split(": ", 1)[1] for line in _rows("show", "fsp_s1", "fsp_kd_s1").stdout.splitlines())
+    assert "student_alone.epochs" not in fsp
+    assert "method.student_alone.epochs=0 method.student_equal_compute.epochs=0" in fsp_kd
+
+
 def test_each_fpgm_control_reads_its_own_method_row():
     shown = _rows("show", "random_fpgm40_s1", "random_fpgm40_oneshot_s1").stdout.splitlines()
     assert "logs/rows/fpgm40_s1/stages/compressed/model.pt" in shown[0]
