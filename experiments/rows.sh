@@ -7,12 +7,14 @@
 #                                                 # interrupted one continues from its checkpoints)
 #   bash experiments/rows.sh keep ROW             # copy a finished row's results.json, log and CSVs to results/converged/ROW;
 #                                                 # a baseline row also installs its weights as experiments/checkpoints/<net>_s<seed>.pt
+#                                                 # (over 2 MB: logs/checkpoints/, git-ignored, this machine only)
 #   bash experiments/rows.sh carry ROW            # pack a stopped, unfinished row into experiments/carry/ROW.tar.gz: commit it,
-#                                                 # and `run ROW` on a fresh machine or clone continues from it
+#                                                 # and `run ROW` on a fresh machine or clone continues from it (a pack
+#                                                 # over 2 MB is refused: the row continues only on this machine)
 #
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
-# (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt, vgg11_half_s0.pt: the `final` model.pt of the baseline rows, sha256 in
-# RESULTS.md), the controls read the method row's compressed model from logs/rows/ (every FPGM row, fpgm40,
+# (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt: the `final` model.pt of the baseline rows, sha256 in RESULTS.md; the
+# VGG-11/2 baseline, 9 MB, only from this machine's logs/checkpoints/), the controls read the method row's compressed model from logs/rows/ (every FPGM row, fpgm40,
 # fpgm40_authors, fpgm40_oneshot, fpgm_mix and fpgm_mix_oneshot, removes int(0.4 N) of every conv's N filters, so
 # their random controls have the same widths: each reads its own row and runs once that row has). THREADS (default
 # 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (its checkpoints stay out of
@@ -26,6 +28,8 @@ CK=${CK:-experiments/checkpoints}   # CK, ROWS, KEPT: overridable for tests
 ROWS=${ROWS:-logs/rows}
 KEPT=${KEPT:-experiments/results/converged}
 CARRY=${CARRY:-experiments/carry}
+LOCAL_CK=${LOCAL_CK:-logs/checkpoints}  # baseline weights over COMMIT_LIMIT (git-ignored: a new machine trains them again)
+COMMIT_LIMIT=${COMMIT_LIMIT:-2000000}   # bytes: the most a committed weights file or carry pack may hold
 BASELINE_EPOCHS=100   # the converged CPU baseline: +experiment=cifar10_cpu at 100 one-cycle epochs
 FINETUNE_EPOCHS=10
 LI_RETRAIN_EPOCHS=25  # *_ft25 rows: Li et al.'s retraining budget, one-fourth of the training epochs (40 of 160)
@@ -49,7 +53,7 @@ row() {  # the overrides of one row
     slim40_s3e3_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;  # the recipe's s
     slim40_lowlr_s?) echo "+experiment=resnet20_cifar10_slimming_lowlr_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
     slim40_kd_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.distill=kd" ;;
-    vgg_slim70_s?) echo "+experiment=vgg11_half_cifar10_slimming_cpu method.pretrained=$CK/vgg11_half_s0.pt" ;;
+    vgg_slim70_s?) echo "+experiment=vgg11_half_cifar10_slimming_cpu method.pretrained=$(weights_file vgg11_half_s0.pt)" ;;
     fsp_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
     fsp_kd_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_kd_cpu method.teacher=$CK/resnet26_s$seed.pt method.student_alone.epochs=0 method.student_equal_compute.epochs=0" ;;  # its student alone and equal compute are fsp_s?'s (the same config and seed): recorded "not run" here, not trained twice
     kd_s?) echo "+experiment=resnet26_resnet8_cifar10_kd_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
@@ -107,6 +111,10 @@ run_row() {
     hydra.run.dir="$dir" >> "$dir.log" 2>&1
 }
 
+weights_file() {  # where a baseline's weights are: committed in CK, or (over COMMIT_LIMIT) this machine's LOCAL_CK
+  if [ ! -f "$CK/$1" ] && [ -f "$LOCAL_CK/$1" ]; then echo "$LOCAL_CK/$1"; else echo "$CK/$1"; fi
+}
+
 checkpoint_of() {  # the committed weights file of a baseline row (nothing for other rows)
   local seed=${1##*_s}
   case $1 in
@@ -130,6 +138,12 @@ keep_row() {
   fi
   weights=$(checkpoint_of "$name")
   if [ -n "$weights" ]; then
+    local size; size=$(stat -c %s "$ROWS/$name/stages/final/model.pt")
+    if [ "$size" -gt "$COMMIT_LIMIT" ]; then  # too big to commit: kept on this machine only
+      weights=$LOCAL_CK/$(basename "$weights")
+      echo "$name: its weights ($size bytes) are over the $COMMIT_LIMIT-byte limit for committed files: installed" \
+        "in $weights (git-ignored), not committed; a new machine runs $name again"
+    fi
     mkdir -p "$(dirname "$weights")"
     cp "$ROWS/$name/stages/final/model.pt" "$weights"
     echo "$name: weights in $weights, sha256 $(sha256sum "$weights" | cut -d' ' -f1) (for RESULTS.md)"
@@ -146,8 +160,16 @@ carry_row() {
   fi
   mkdir -p "$CARRY"
   # epoch=N.ckpt repeats last.ckpt (Lightning's top-1 copy): left out
-  tar -czf "$CARRY/$name.tar.gz" -C "$ROWS" --exclude='epoch=*.ckpt' "$name"
-  echo "$name: packed into $CARRY/$name.tar.gz ($(du -k "$CARRY/$name.tar.gz" | cut -f1) KiB); commit it"
+  local pack=$CARRY/$name.tar.gz size
+  tar -czf "$pack" -C "$ROWS" --exclude='epoch=*.ckpt' "$name"
+  size=$(stat -c %s "$pack")
+  if [ "$size" -gt "$COMMIT_LIMIT" ]; then
+    rm "$pack"
+    echo "carry $name: its pack would hold $size bytes, over the $COMMIT_LIMIT-byte limit for committed files: not" \
+      "packed; the row continues only from $dir on this machine" >&2
+    return 1
+  fi
+  echo "$name: packed into $pack ($size bytes); commit it"
 }
 
 case ${1:-list} in

@@ -135,3 +135,27 @@ def test_carry_packs_an_unfinished_row_and_run_continues_from_the_pack_on_a_fres
     (rows / "baseline_r26_s0" / "results.json").write_text(json.dumps({"status": "done"}))
     assert rows_sh("keep", "baseline_r26_s0").returncode == 0
     assert not (carry / "baseline_r26_s0.tar.gz").exists()  # a kept row's pack is deleted
+
+
+def test_weights_and_packs_over_the_commit_limit_stay_on_this_machine(tmp_path):
+    """A baseline too big to commit is installed git-ignored and read from there; a pack too big is refused."""
+    rows, checkpoints, local = tmp_path / "rows", tmp_path / "ck", tmp_path / "local-ck"
+    _finished_row(rows, "baseline_vgg11h_s0", "done")  # 31 bytes of "weights"
+    _finished_row(rows, "fpgm40_authors_s1", "running")
+    env = {**os.environ, "PY": "false", "ROWS": str(rows), "KEPT": str(tmp_path / "kept"), "CK": str(checkpoints),
+           "LOCAL_CK": str(local), "CARRY": str(tmp_path / "carry"), "COMMIT_LIMIT": "20"}
+
+    def rows_sh(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(ROWS), *args], capture_output=True, text=True, timeout=60, env=env)
+
+    assert f"method.pretrained={checkpoints}/vgg11_half_s0.pt" in rows_sh("show", "vgg_slim70_s1").stdout
+    kept = rows_sh("keep", "baseline_vgg11h_s0")
+    assert kept.returncode == 0, kept.stderr
+    assert "over the 20-byte limit" in kept.stdout and not checkpoints.exists()
+    assert (local / "vgg11_half_s0.pt").read_bytes() == b"weights of baseline_vgg11h_s0"
+    assert f"method.pretrained={local}/vgg11_half_s0.pt" in rows_sh("show", "vgg_slim70_s1").stdout
+
+    refused = rows_sh("carry", "fpgm40_authors_s1")
+    assert refused.returncode != 0 and "over the 20-byte limit" in refused.stderr
+    assert list((tmp_path / "carry").iterdir()) == []
+    assert (rows / "fpgm40_authors_s1" / "results.json").is_file()  # the row itself is untouched
