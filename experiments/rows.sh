@@ -13,11 +13,11 @@
 #                                                 # over 2 MB is refused: the row continues only on this machine)
 #
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
-# (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt: the `final` model.pt of the baseline rows, sha256 in RESULTS.md; the
-# VGG-11/2 baseline, 9 MB, only from this machine's logs/checkpoints/), the controls read the method row's compressed model from logs/rows/ (every FPGM row, fpgm40,
-# fpgm40_authors, fpgm40_oneshot, fpgm_mix and fpgm_mix_oneshot, removes int(0.4 N) of every conv's N filters, so
-# their random controls have the same widths: each reads its own row and runs once that row has). THREADS (default
-# 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (its checkpoints stay out of
+# (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt: the `final` model.pt of the baseline rows, sha256 in RESULTS.md), or from
+# logs/checkpoints/ when `keep` found them over 2 MB (the VGG-11/2 baseline, 9 MB: this machine only); the controls
+# read the method row's compressed model from logs/rows/ (every FPGM row, fpgm40, fpgm40_authors, fpgm40_oneshot,
+# fpgm_mix and fpgm_mix_oneshot, removes int(0.4 N) of every conv's N filters, so their random controls have the same
+# widths: each reads its own row and runs once that row has). THREADS (default 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (its checkpoints stay out of
 # git), or, when the folder is missing, from the row's `carry` pack (a row longer than one session on this CPU, e.g. a
 # 100-epoch baseline, is carried from machine to machine this way; `keep` deletes the pack once the row is done).
 set -euo pipefail
@@ -35,36 +35,37 @@ FINETUNE_EPOCHS=10
 LI_RETRAIN_EPOCHS=25  # *_ft25 rows: Li et al.'s retraining budget, one-fourth of the training epochs (40 of 160)
 
 row() {  # the overrides of one row
-  local name=$1 seed=${1##*_s}
+  local name=$1 seed=${1##*_s} r20 r26  # the seed's baselines
+  r20=$(weights_file "resnet20_s$seed.pt"); r26=$(weights_file "resnet26_s$seed.pt")
   case $name in
     baseline_r20_s?) echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 trainer.max_epochs=$BASELINE_EPOCHS" ;;
     baseline_r26_s?) echo "+experiment=cifar10_cpu data=cifar10 model=resnet26 trainer.max_epochs=$BASELINE_EPOCHS" ;;
     baseline_vgg11h_s?) echo "+experiment=cifar10_cpu data=cifar10 model=vgg11_half trainer.max_epochs=$BASELINE_EPOCHS" ;;
-    l1_b_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
-    l1_b_ft25_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.epochs=$LI_RETRAIN_EPOCHS" ;;
-    l1_b_kd_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.distill=kd" ;;
-    l1_50_s?) echo "+experiment=resnet20_cifar10_l1_50_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
-    fpgm40_s?) echo "+experiment=resnet20_cifar10_fpgm_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
-    fpgm40_authors_s?) echo "+experiment=resnet20_cifar10_fpgm_cpu method.pretrained=$CK/resnet20_s$seed.pt method.callback.soft_mode=authors_code" ;;  # the authors' code's soft pruning (gradients masked), then the recipe's fine-tune
-    fpgm40_oneshot_s?) echo "+experiment=resnet20_cifar10_fpgm_oneshot_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
-    fpgm_mix_oneshot_s?) echo "+experiment=resnet20_cifar10_fpgm_oneshot_cpu method.pretrained=$CK/resnet20_s$seed.pt method.callback.norm_ratio=0.1" ;;  # FPGM-mix's criterion (30% GM + 10% norm) held from the baseline
-    fpgm_mix_s?) echo "+experiment=resnet20_cifar10_fpgm_mix_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
-    slim40_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt method.callback.sparsity_lambda=5e-3" ;;
-    slim40_s3e3_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;  # the recipe's s
-    slim40_lowlr_s?) echo "+experiment=resnet20_cifar10_slimming_lowlr_cpu method.pretrained=$CK/resnet20_s$seed.pt" ;;
-    slim40_kd_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$CK/resnet20_s$seed.pt method.finetune.distill=kd" ;;
+    l1_b_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$r20" ;;
+    l1_b_ft25_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$r20 method.finetune.epochs=$LI_RETRAIN_EPOCHS" ;;
+    l1_b_kd_s?) echo "+experiment=resnet20_cifar10_l1_cpu method.pretrained=$r20 method.finetune.distill=kd" ;;
+    l1_50_s?) echo "+experiment=resnet20_cifar10_l1_50_cpu method.pretrained=$r20" ;;
+    fpgm40_s?) echo "+experiment=resnet20_cifar10_fpgm_cpu method.pretrained=$r20" ;;
+    fpgm40_authors_s?) echo "+experiment=resnet20_cifar10_fpgm_cpu method.pretrained=$r20 method.callback.soft_mode=authors_code" ;;  # the authors' code's soft pruning (gradients masked), then the recipe's fine-tune
+    fpgm40_oneshot_s?) echo "+experiment=resnet20_cifar10_fpgm_oneshot_cpu method.pretrained=$r20" ;;
+    fpgm_mix_oneshot_s?) echo "+experiment=resnet20_cifar10_fpgm_oneshot_cpu method.pretrained=$r20 method.callback.norm_ratio=0.1" ;;  # FPGM-mix's criterion (30% GM + 10% norm) held from the baseline
+    fpgm_mix_s?) echo "+experiment=resnet20_cifar10_fpgm_mix_cpu method.pretrained=$r20" ;;
+    slim40_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$r20 method.callback.sparsity_lambda=5e-3" ;;
+    slim40_s3e3_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$r20" ;;  # the recipe's s
+    slim40_lowlr_s?) echo "+experiment=resnet20_cifar10_slimming_lowlr_cpu method.pretrained=$r20" ;;
+    slim40_kd_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$r20 method.finetune.distill=kd" ;;
     vgg_slim70_s?) echo "+experiment=vgg11_half_cifar10_slimming_cpu method.pretrained=$(weights_file vgg11_half_s0.pt)" ;;
-    fsp_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
-    fsp_kd_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_kd_cpu method.teacher=$CK/resnet26_s$seed.pt method.student_alone.epochs=0 method.student_equal_compute.epochs=0" ;;  # its student alone and equal compute are fsp_s?'s (the same config and seed): recorded "not run" here, not trained twice
-    kd_s?) echo "+experiment=resnet26_resnet8_cifar10_kd_cpu method.teacher=$CK/resnet26_s$seed.pt" ;;
+    fsp_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_cpu method.teacher=$r26" ;;
+    fsp_kd_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_kd_cpu method.teacher=$r26 method.student_alone.epochs=0 method.student_equal_compute.epochs=0" ;;  # its student alone and equal compute are fsp_s?'s (the same config and seed): recorded "not run" here, not trained twice
+    kd_s?) echo "+experiment=resnet26_resnet8_cifar10_kd_cpu method.teacher=$r26" ;;
     random_*_s?)  # random channels at a method row's widths, the method row's fine-tune
       local of=${name#random_} experiment; of=${of%_s?}
       experiment=$(random_of "$of") || return 1  # an unknown method row must stop here, not train a default run
       local epochs=""; [[ $of == *_ft25 ]] && epochs=" method.compress.epochs=$LI_RETRAIN_EPOCHS"  # its row's retraining
-      echo "$experiment method.pretrained=$CK/resnet20_s$seed.pt method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt$epochs" ;;
+      echo "$experiment method.pretrained=$r20 method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt$epochs" ;;
     scratchb_*_s?)  # Scratch-B: the pruned architecture from fresh weights, the baseline's + the fine-tune's epochs
       local of=${name#scratchb_}; of=${of%_s?}
-      echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 +method=scratch_widths method.pretrained=$CK/resnet20_s$seed.pt method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt method.compress.epochs=$((BASELINE_EPOCHS + FINETUNE_EPOCHS))" ;;
+      echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 +method=scratch_widths method.pretrained=$r20 method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt method.compress.epochs=$((BASELINE_EPOCHS + FINETUNE_EPOCHS))" ;;
     *) echo "unknown row: $name" >&2; return 1 ;;
   esac
 }
@@ -111,16 +112,16 @@ run_row() {
     hydra.run.dir="$dir" >> "$dir.log" 2>&1
 }
 
-weights_file() {  # where a baseline's weights are: committed in CK, or (over COMMIT_LIMIT) this machine's LOCAL_CK
+weights_file() {  # where a baseline's weights file is: committed in CK, or (over COMMIT_LIMIT) this machine's LOCAL_CK
   if [ ! -f "$CK/$1" ] && [ -f "$LOCAL_CK/$1" ]; then echo "$LOCAL_CK/$1"; else echo "$CK/$1"; fi
 }
 
-checkpoint_of() {  # the committed weights file of a baseline row (nothing for other rows)
+weights_name_of() {  # the weights file name of a baseline row (nothing for other rows)
   local seed=${1##*_s}
   case $1 in
-    baseline_r20_s?) echo "$CK/resnet20_s$seed.pt" ;;
-    baseline_r26_s?) echo "$CK/resnet26_s$seed.pt" ;;
-    baseline_vgg11h_s?) echo "$CK/vgg11_half_s$seed.pt" ;;
+    baseline_r20_s?) echo "resnet20_s$seed.pt" ;;
+    baseline_r26_s?) echo "resnet26_s$seed.pt" ;;
+    baseline_vgg11h_s?) echo "vgg11_half_s$seed.pt" ;;
   esac
 }
 
@@ -136,11 +137,13 @@ keep_row() {
     (cd "$ROWS/$name" && find csv -name metrics.csv -o -name gamma.png) | while read -r f; do
       mkdir -p "$out/$(dirname "$f")"; cp "$ROWS/$name/$f" "$out/$f"; done
   fi
-  weights=$(checkpoint_of "$name")
+  weights=$(weights_name_of "$name")
   if [ -n "$weights" ]; then
     local size; size=$(stat -c %s "$ROWS/$name/stages/final/model.pt")
-    if [ "$size" -gt "$COMMIT_LIMIT" ]; then  # too big to commit: kept on this machine only
-      weights=$LOCAL_CK/$(basename "$weights")
+    if [ "$size" -le "$COMMIT_LIMIT" ]; then
+      weights=$CK/$weights
+    else  # too big to commit: kept on this machine only
+      weights=$LOCAL_CK/$weights
       echo "$name: its weights ($size bytes) are over the $COMMIT_LIMIT-byte limit for committed files: installed" \
         "in $weights (git-ignored), not committed; a new machine runs $name again"
     fi
@@ -160,15 +163,16 @@ carry_row() {
   fi
   mkdir -p "$CARRY"
   # epoch=N.ckpt repeats last.ckpt (Lightning's top-1 copy): left out
-  local pack=$CARRY/$name.tar.gz size
-  tar -czf "$pack" -C "$ROWS" --exclude='epoch=*.ckpt' "$name"
-  size=$(stat -c %s "$pack")
+  local pack=$CARRY/$name.tar.gz new=$CARRY/.$name.tar.gz.new size  # a pack already there stays until the new one fits
+  tar -czf "$new" -C "$ROWS" --exclude='epoch=*.ckpt' "$name"
+  size=$(stat -c %s "$new")
   if [ "$size" -gt "$COMMIT_LIMIT" ]; then
-    rm "$pack"
+    rm "$new"
     echo "carry $name: its pack would hold $size bytes, over the $COMMIT_LIMIT-byte limit for committed files: not" \
       "packed; the row continues only from $dir on this machine" >&2
     return 1
   fi
+  mv "$new" "$pack"
   echo "$name: packed into $pack ($size bytes); commit it"
 }
 

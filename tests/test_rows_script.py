@@ -140,7 +140,7 @@ def test_carry_packs_an_unfinished_row_and_run_continues_from_the_pack_on_a_fres
 def test_weights_and_packs_over_the_commit_limit_stay_on_this_machine(tmp_path):
     """A baseline too big to commit is installed git-ignored and read from there; a pack too big is refused."""
     rows, checkpoints, local = tmp_path / "rows", tmp_path / "ck", tmp_path / "local-ck"
-    _finished_row(rows, "baseline_vgg11h_s0", "done")  # 31 bytes of "weights"
+    _finished_row(rows, "baseline_vgg11h_s0", "done")  # 29 bytes of "weights"
     _finished_row(rows, "fpgm40_authors_s1", "running")
     env = {**os.environ, "PY": "false", "ROWS": str(rows), "KEPT": str(tmp_path / "kept"), "CK": str(checkpoints),
            "LOCAL_CK": str(local), "CARRY": str(tmp_path / "carry"), "COMMIT_LIMIT": "20"}
@@ -158,4 +158,7 @@ def test_weights_and_packs_over_the_commit_limit_stay_on_this_machine(tmp_path):
     refused = rows_sh("carry", "fpgm40_authors_s1")
     assert refused.returncode != 0 and "over the 20-byte limit" in refused.stderr
     assert list((tmp_path / "carry").iterdir()) == []
+    (tmp_path / "carry" / "fpgm40_authors_s1.tar.gz").write_bytes(b"an earlier pack")  # a refused pack replaces nothing
+    assert rows_sh("carry", "fpgm40_authors_s1").returncode != 0
+    assert [p.read_bytes() for p in (tmp_path / "carry").iterdir()] == [b"an earlier pack"]
     assert (rows / "fpgm40_authors_s1" / "results.json").is_file()  # the row itself is untouched
