@@ -13,13 +13,15 @@
 #                                                 # over 2 MB is refused: the row continues only on this machine)
 #
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
-# (resnet20_s{0,1}.pt, resnet26_s{0,1}.pt: the `final` model.pt of the baseline rows, sha256 in RESULTS.md), or from
-# logs/checkpoints/ when `keep` found them over 2 MB (the VGG-11/2 baseline, 9 MB: this machine only); the controls
-# read the method row's compressed model from logs/rows/ (every FPGM row, fpgm40, fpgm40_authors, fpgm40_oneshot,
-# fpgm_mix and fpgm_mix_oneshot, removes int(0.4 N) of every conv's N filters, so their random controls have the same
-# widths: each reads its own row and runs once that row has). THREADS (default 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (its checkpoints stay out of
-# git), or, when the folder is missing, from the row's `carry` pack (a row longer than one session on this CPU, e.g. a
-# 100-epoch baseline, is carried from machine to machine this way; `keep` deletes the pack once the row is done).
+# (resnet20_s{0,1}.pt; resnet26_s0.pt, the one teacher of every distillation seed: the `final` model.pt of the
+# baseline rows, sha256 in RESULTS.md), or from logs/checkpoints/ when `keep` found them over 2 MB (the VGG-11/2
+# baseline, 9 MB: this machine only); the controls read the method row's compressed model from logs/rows/ (every FPGM
+# row, fpgm40, fpgm40_authors, fpgm40_oneshot, fpgm_mix and fpgm_mix_oneshot, removes int(0.4 N) of every conv's N
+# filters, so their random controls have the same widths: each reads its own row and runs once that row has). THREADS
+# (default 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (its checkpoints stay
+# out of git), or, when the folder is missing, from the row's `carry` pack (a row longer than one session on this CPU,
+# e.g. a 100-epoch baseline, is carried from machine to machine this way; `keep` deletes the pack once the row is
+# done).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -35,8 +37,9 @@ FINETUNE_EPOCHS=10
 LI_RETRAIN_EPOCHS=25  # *_ft25 rows: Li et al.'s retraining budget, one-fourth of the training epochs (40 of 160)
 
 row() {  # the overrides of one row
-  local name=$1 seed=${1##*_s} r20 r26  # the seed's baselines
-  r20=$(weights_file "resnet20_s$seed.pt"); r26=$(weights_file "resnet26_s$seed.pt")
+  local name=$1 seed=${1##*_s} r20 teacher
+  r20=$(weights_file "resnet20_s$seed.pt")  # the seed's ResNet-20 baseline
+  teacher=$(weights_file resnet26_s0.pt)  # one ResNet-26 teacher for every student seed: the seed varies the student
   case $name in
     baseline_r20_s?) echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 trainer.max_epochs=$BASELINE_EPOCHS" ;;
     baseline_r26_s?) echo "+experiment=cifar10_cpu data=cifar10 model=resnet26 trainer.max_epochs=$BASELINE_EPOCHS" ;;
@@ -55,9 +58,9 @@ row() {  # the overrides of one row
     slim40_lowlr_s?) echo "+experiment=resnet20_cifar10_slimming_lowlr_cpu method.pretrained=$r20" ;;
     slim40_kd_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$r20 method.finetune.distill=kd" ;;
     vgg_slim70_s?) echo "+experiment=vgg11_half_cifar10_slimming_cpu method.pretrained=$(weights_file vgg11_half_s0.pt)" ;;
-    fsp_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_cpu method.teacher=$r26" ;;
-    fsp_kd_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_kd_cpu method.teacher=$r26 method.student_alone.epochs=0 method.student_equal_compute.epochs=0" ;;  # its student alone and equal compute are fsp_s?'s (the same config and seed): recorded "not run" here, not trained twice
-    kd_s?) echo "+experiment=resnet26_resnet8_cifar10_kd_cpu method.teacher=$r26" ;;
+    fsp_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_cpu method.teacher=$teacher" ;;
+    fsp_kd_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_kd_cpu method.teacher=$teacher method.student_alone.epochs=0 method.student_equal_compute.epochs=0" ;;  # its student alone and equal compute are fsp_s?'s (the same config and seed): recorded "not run" here, not trained twice
+    kd_s?) echo "+experiment=resnet26_resnet8_cifar10_kd_cpu method.teacher=$teacher" ;;
     random_*_s?)  # random channels at a method row's widths, the method row's fine-tune
       local of=${name#random_} experiment; of=${of%_s?}
       experiment=$(random_of "$of") || return 1  # an unknown method row must stop here, not train a default run
@@ -80,7 +83,7 @@ random_of() {
 }
 
 all_rows() {
-  for s in 0 1; do echo baseline_r20_s$s baseline_r26_s$s; done; echo baseline_vgg11h_s0
+  echo baseline_r20_s0 baseline_r20_s1 baseline_r26_s0 baseline_vgg11h_s0
   for s in 0 1; do
     for r in l1_b l1_b_ft25 l1_b_kd l1_50 fpgm40 fpgm40_authors fpgm40_oneshot fpgm_mix fpgm_mix_oneshot slim40 slim40_lowlr slim40_s3e3 slim40_kd fsp fsp_kd kd; do echo ${r}_s$s; done
     for r in l1_b l1_50 fpgm40 fpgm_mix slim40 slim40_lowlr slim40_s3e3; do echo random_${r}_s$s scratchb_${r}_s$s; done
