@@ -156,11 +156,23 @@ def group_by_seed(keys: list[str], rows: list[dict[str, Any]]) -> list[dict[str,
     """Rows of runs that differ only in ``seed``, merged: ``n``, the seeds, and for every numeric column the mean and
     the spread (half the range, so ``mean +- spread`` covers every seed). Groups of one run are kept as they are. A
     string value that names the run's own seed as ``_s<seed>`` (a per-seed baseline or reference path, e.g.
-    ``resnet20_s1.pt``) counts as the same setting for every seed."""
+    ``resnet20_s1.pt``) counts as the same setting for every seed, unless runs of other seeds share that very value
+    (one file for every seed, e.g. a teacher ``resnet26_s0.pt``): then it is compared as it is."""
     others = [k for k in keys if k != SEED_KEY]
+    seeds_of: dict[tuple[str, str], set[str]] = {}
+    for row in rows:
+        for k in others:
+            seeds_of.setdefault((k, repr(row.get(k))), set()).add(repr(row.get(SEED_KEY)))
+
+    def setting(row: dict[str, Any], key: str) -> str:
+        value = row.get(key)
+        if len(seeds_of[(key, repr(value))]) > 1:  # shared by several seeds: not a per-seed value
+            return repr(value)
+        return _seed_free(value, row.get(SEED_KEY))
+
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault(tuple(_seed_free(row.get(k), row.get(SEED_KEY)) for k in others), []).append(row)
+        groups.setdefault(tuple(setting(row, k) for k in others), []).append(row)
     merged = []
     for members in groups.values():
         out: dict[str, Any] = {k: members[0].get(k) for k in others}

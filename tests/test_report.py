@@ -149,6 +149,17 @@ def test_a_per_seed_baseline_path_does_not_split_a_seed_group():
     assert merged[0]["final_acc"] == pytest.approx(0.875)
 
 
+def test_one_file_shared_by_every_seed_does_not_split_a_seed_group():
+    from lightning_compress.report import group_by_seed
+
+    rows = [{"run": f"fsp_s{seed}", "seed": seed, "method.teacher": "ck/resnet26_s0.pt", "final_acc": acc}
+            for seed, acc in ((0, 0.80), (1, 0.79), (2, 0.81))]
+    rows.append({"run": "other", "seed": 1, "method.teacher": "ck/resnet26_s1.pt", "final_acc": 0.5})
+    merged = group_by_seed(["seed", "method.teacher"], rows)
+    assert [m["runs"] for m in merged] == ["fsp_s0, fsp_s1, fsp_s2", "other"]
+    assert merged[0]["final_acc"] == pytest.approx(0.80)
+
+
 def test_runs_are_named_by_folder_when_more_keys_vary_than_max_keys(tmp_path):
     _run(tmp_path / "l1_row", 0.3, 0.960, 700_000, seed=0)
     _run(tmp_path / "l1_row_seed1", 0.3, 0.970, 700_000, seed=1)
