@@ -5,9 +5,10 @@
 #   bash experiments/rows.sh show ROW [ROW ...]   # the overrides of rows
 #   bash experiments/rows.sh run ROW [ROW ...]    # run rows one after the other (a finished row is skipped; an
 #                                                 # interrupted one continues from its checkpoints)
-#   bash experiments/rows.sh keep ROW             # copy a finished row's results.json, log and CSVs to results/converged/ROW;
-#                                                 # a baseline row also installs its weights as experiments/checkpoints/<net>_s<seed>.pt
-#                                                 # (over 2 MB: logs/checkpoints/, git-ignored, this machine only)
+#   bash experiments/rows.sh keep ROW             # copy a finished row's results.json, log, CSVs and pruning plan
+#                                                 # (plan.json) to results/converged/ROW; a baseline row also installs
+#                                                 # its weights as experiments/checkpoints/<net>_s<seed>.pt (over 2 MB:
+#                                                 # logs/checkpoints/, git-ignored, this machine only)
 #   bash experiments/rows.sh carry ROW            # pack a stopped, unfinished row into experiments/carry/ROW.tar.gz: commit it,
 #                                                 # and `run ROW` on a fresh machine or clone continues from it (a pack
 #                                                 # over 2 MB is refused: the row continues only on this machine)
@@ -15,13 +16,13 @@
 # Each row runs in logs/rows/ROW (git-ignored). The method rows read the baselines from experiments/checkpoints/
 # (resnet20_s{0,1}.pt; resnet26_s0.pt, the one teacher of every distillation seed: the `final` model.pt of the
 # baseline rows, sha256 in RESULTS.md), or from logs/checkpoints/ when `keep` found them over 2 MB (the VGG-11/2
-# baseline, 9 MB: this machine only); the controls read the method row's compressed model from logs/rows/ (every FPGM
-# row, fpgm40, fpgm40_authors, fpgm40_oneshot, fpgm_mix and fpgm_mix_oneshot, removes int(0.4 N) of every conv's N
-# filters, so their random controls have the same widths: each reads its own row and runs once that row has). THREADS
-# (default 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (its checkpoints stay
-# out of git), or, when the folder is missing, from the row's `carry` pack (a row longer than one session on this CPU,
-# e.g. a 100-epoch baseline, is carried from machine to machine this way; `keep` deletes the pack once the row is
-# done).
+# baseline, 9 MB: this machine only); the controls read the method row's compressed model from logs/rows/, or, once
+# that folder is gone (a clean clone), the plan.json that `keep` committed beside the row's results (every FPGM row,
+# fpgm40, fpgm40_authors, fpgm40_oneshot, fpgm_mix and fpgm_mix_oneshot, removes int(0.4 N) of every conv's N filters,
+# so their random controls have the same widths: each reads its own row and runs once that row has). THREADS (default
+# 2) intra-op threads per run. `run ROW` continues an interrupted row from its folder (its checkpoints stay out of
+# git), or, when the folder is missing, from the row's `carry` pack (a row longer than one session on this CPU, e.g. a
+# 100-epoch baseline, is carried from machine to machine this way; `keep` deletes the pack once the row is done).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -65,10 +66,10 @@ row() {  # the overrides of one row
       local of=${name#random_} experiment; of=${of%_s?}
       experiment=$(random_of "$of") || return 1  # an unknown method row must stop here, not train a default run
       local epochs=""; [[ $of == *_ft25 ]] && epochs=" method.compress.epochs=$LI_RETRAIN_EPOCHS"  # its row's retraining
-      echo "$experiment method.pretrained=$r20 method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt$epochs" ;;
+      echo "$experiment method.pretrained=$r20 method.callback.reference=$(reference_of "${of}_s$seed")$epochs" ;;
     scratchb_*_s?)  # Scratch-B: the pruned architecture from fresh weights, the baseline's + the fine-tune's epochs
       local of=${name#scratchb_}; of=${of%_s?}
-      echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 +method=scratch_widths method.pretrained=$r20 method.callback.reference=$ROWS/${of}_s$seed/stages/compressed/model.pt method.compress.epochs=$((BASELINE_EPOCHS + FINETUNE_EPOCHS))" ;;
+      echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 +method=scratch_widths method.pretrained=$r20 method.callback.reference=$(reference_of "${of}_s$seed") method.compress.epochs=$((BASELINE_EPOCHS + FINETUNE_EPOCHS))" ;;
     *) echo "unknown row: $name" >&2; return 1 ;;
   esac
 }
@@ -115,6 +116,25 @@ run_row() {
     hydra.run.dir="$dir" >> "$dir.log" 2>&1
 }
 
+reference_of() {  # the widths a control copies: the method row's compressed model, else the plan.json its `keep` wrote
+  local row candidates=("$1")
+  # l1_b and l1_b_ft25 make the same cut (one criterion on one baseline; 76.89 / 76.40 right after it at seeds 0 / 1
+  # in both rows): either row's plan serves l1_b's controls
+  [[ $1 == l1_b_s? ]] && candidates+=("l1_b_ft25_s${1##*_s}")
+  for row in "${candidates[@]}"; do
+    if [ -f "$ROWS/$row/stages/compressed/model.pt" ]; then echo "$ROWS/$row/stages/compressed/model.pt"; return; fi
+    if [ -f "$KEPT/$row/plan.json" ]; then echo "$KEPT/$row/plan.json"; return; fi
+  done
+  echo "$ROWS/$1/stages/compressed/model.pt"  # not there yet: the control names what it waits for
+}
+
+write_plan() {  # a pruned row's plan as JSON beside its kept results: its controls run from a clean clone with it
+  "$PY" -c 'import json, sys
+from lightning_compress.callbacks.controls import reference_plan
+with open(sys.argv[2], "w") as out:
+    json.dump(reference_plan(sys.argv[1]).to_dict(), out)' "$1" "$2"
+}
+
 weights_file() {  # where a baseline's weights file is: committed in CK, or (over COMMIT_LIMIT) this machine's LOCAL_CK
   if [ ! -f "$CK/$1" ] && [ -f "$LOCAL_CK/$1" ]; then echo "$LOCAL_CK/$1"; else echo "$CK/$1"; fi
 }
@@ -139,6 +159,10 @@ keep_row() {
   if [ -d "$ROWS/$name/csv" ]; then
     (cd "$ROWS/$name" && find csv -name metrics.csv -o -name gamma.png) | while read -r f; do
       mkdir -p "$out/$(dirname "$f")"; cp "$ROWS/$name/$f" "$out/$f"; done
+  fi
+  if [ -f "$ROWS/$name/stages/compressed/model.pt" ]; then
+    write_plan "$ROWS/$name/stages/compressed/model.pt" "$out/plan.json"
+    echo "$name: its pruning plan in $out/plan.json (what its controls read once $ROWS/$name is gone)"
   fi
   weights=$(weights_name_of "$name")
   if [ -n "$weights" ]; then

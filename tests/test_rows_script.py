@@ -6,7 +6,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+import torch
 
 ROWS = Path(__file__).resolve().parents[1] / "experiments" / "rows.sh"
 # every folder rows.sh writes or deletes in, away from the checkout: `keep` deletes a committed carry pack
@@ -162,3 +165,32 @@ def test_weights_and_packs_over_the_commit_limit_stay_on_this_machine(tmp_path):
     assert rows_sh("carry", "fpgm40_authors_s1").returncode != 0
     assert [p.read_bytes() for p in (tmp_path / "carry").iterdir()] == [b"an earlier pack"]
     assert (rows / "fpgm40_authors_s1" / "results.json").is_file()  # the row itself is untouched
+
+
+def test_keep_writes_a_pruned_rows_plan_and_its_controls_read_it_once_the_row_folder_is_gone(tmp_path):
+    from lightning_compress.callbacks.controls import reference_plan
+    from lightning_compress.pruning import select_channels
+    from lightning_compress.pruning.saving import save_pruned
+    from tests.helpers import randomize_norms, tiny_resnet
+
+    rows, kept = tmp_path / "rows", tmp_path / "kept"
+    _finished_row(rows, "l1_b_s0", "done")
+    net = randomize_norms(tiny_resnet())
+    plan = select_channels(net, torch.zeros(1, 1, 8, 8), 0.5, importance="l1", residual="select")
+    (rows / "l1_b_s0" / "stages" / "compressed").mkdir()
+    save_pruned(rows / "l1_b_s0" / "stages" / "compressed" / "model.pt", net, plan)
+    env = {**os.environ, "ROWS": str(rows), "KEPT": str(kept), "CK": str(tmp_path / "ck"),
+           "CARRY": str(tmp_path / "carry")}
+
+    def rows_sh(*args: str, python: str = "false") -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(ROWS), *args], capture_output=True, text=True, timeout=120,
+                              env={**env, "PY": python})
+
+    assert f"{rows}/l1_b_s0/stages/compressed/model.pt" in rows_sh("show", "random_l1_b_s0").stdout
+    kept_row = rows_sh("keep", "l1_b_s0", python=sys.executable)
+    assert kept_row.returncode == 0, kept_row.stderr
+    assert reference_plan(str(kept / "l1_b_s0" / "plan.json")).to_dict() == plan.to_dict()
+
+    shutil.rmtree(rows)  # a clean clone: the controls read the committed plan
+    for control in ("random_l1_b_s0", "scratchb_l1_b_s0"):
+        assert f"method.callback.reference={kept}/l1_b_s0/plan.json " in rows_sh("show", control).stdout

@@ -1,7 +1,8 @@
 """Controls for a pruning result: the same per-layer widths with other channels, or the same architecture from scratch.
 
-:class:`WidthPruning` reads the plan of a saved, pruned model (a stage model of a method's run) and prunes the network
-in ``setup`` of the fit to exactly the same width in every channel group:
+:class:`WidthPruning` reads the plan of a saved, pruned model (a stage model of a method's run) or a plan JSON
+(``PruningPlan.to_dict()``, e.g. ``python -m lightning_compress.pruning ... --plan-out plan.json``) and prunes the
+network in ``setup`` of the fit to exactly the same width in every channel group:
 
 * ``choice="random"``: a seeded random choice of the channels (the control a criterion must beat: if L1, BN-scale or
   the geometric median choose no better than chance at these widths, the table says so);
@@ -19,6 +20,7 @@ from lightning_compress.callbacks.base import OneShotPruning, check_int
 from lightning_compress.functional.pruning import random_scores
 from lightning_compress.loading import load_file
 from lightning_compress.pruning import PruningPlan
+from lightning_compress.pruning.plan import FORMAT as PLAN_FORMAT
 from lightning_compress.pruning.saving import plan_of, read_payload
 
 CHOICES = ("random", "same")
@@ -28,8 +30,8 @@ class WidthPruning(OneShotPruning):
     """Prune once, in ``setup`` of the fit, to the per-group widths of a reference plan (see the module docstring).
 
     Args:
-        reference: a saved pruned model (``<run>/stages/compressed/model.pt`` or ``final/model.pt``) or a checkpoint
-            whose plan gives the widths.
+        reference: a saved pruned model (``<run>/stages/compressed/model.pt`` or ``final/model.pt``), a checkpoint,
+            or a plan JSON (``PruningPlan.to_dict()``) whose plan gives the widths.
         choice: ``random`` (seeded) or ``same`` (the reference's channels).
         seed: seed of the random choice (the same on every rank and every resume).
         submodule, ignored_layers, input_shape, residual, verbose: see :class:`BasePruningCallback` (``residual``
@@ -45,7 +47,7 @@ class WidthPruning(OneShotPruning):
                  ignored_layers: Sequence[str] = (), input_shape: Sequence[int] | None = None,
                  residual: str = "couple", verbose: bool = True) -> None:
         if not isinstance(reference, str) or not reference:
-            raise TypeError(f"`reference` must be the path of a saved pruned model, got {reference!r}.")
+            raise TypeError(f"`reference` must be the path of a saved pruned model or plan JSON, got {reference!r}.")
         if choice not in CHOICES:
             raise ValueError(f"`choice` must be one of {CHOICES}, got {choice!r}.")
         check_int("seed", seed)
@@ -76,10 +78,13 @@ class WidthPruning(OneShotPruning):
 
 
 def reference_plan(path: str) -> PruningPlan:
-    """The plan stored with a saved pruned model or checkpoint (``reference`` of :class:`WidthPruning`)."""
+    """The plan of a saved pruned model or checkpoint, or a plan JSON (``reference`` of :class:`WidthPruning`)."""
     data = load_file(path, "reference")
-    plan = plan_of(read_payload(data, f"`reference`={path!r}") if isinstance(data, dict) else None,
-                   f"`reference`={path!r}")
+    source = f"`reference`={path!r}"
+    if isinstance(data, dict) and data.get("format") == PLAN_FORMAT:  # a plan on its own
+        plan = plan_of({"plan": data}, source)
+    else:
+        plan = plan_of(read_payload(data, source) if isinstance(data, dict) else None, source)
     if plan is None or not plan.groups:
         raise ValueError(f"`reference`={path!r} holds no pruning plan with channel groups (an unpruned model?).")
     return plan

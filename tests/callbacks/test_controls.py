@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -45,6 +47,20 @@ def test_same_choice_is_the_reference_plan(tmp_path) -> None:
     callback.setup(None, ImageClassifier(tiny_resnet(), 4), "validate")  # fresh weights: only the widths count
     callback.example_inputs = X
     assert callback.select().to_dict()["layers"] == reference.to_dict()["layers"]
+
+
+def test_a_plan_json_is_a_reference_like_the_saved_model_it_came_from(tmp_path) -> None:
+    net = randomize_norms(tiny_resnet())
+    reference = _reference(tmp_path, net)
+    (tmp_path / "plan.json").write_text(json.dumps(reference.to_dict()))
+    callback = WidthPruning(str(tmp_path / "plan.json"), choice="same", residual="select", verbose=False)
+    callback.setup(None, ImageClassifier(tiny_resnet(), 4), "validate")
+    callback.example_inputs = X
+    assert callback.select().to_dict()["layers"] == reference.to_dict()["layers"]
+    malformed = {"format": "lightning_compress.PruningPlan", "version": 2, "layers": 3}
+    (tmp_path / "other.json").write_text(json.dumps(malformed))
+    with pytest.raises(ValueError, match="`reference`=.*other.json.*malformed"):
+        WidthPruning(str(tmp_path / "other.json"))
 
 
 def test_bad_references_are_named(tmp_path) -> None:
