@@ -58,7 +58,7 @@ row() {  # the overrides of one row
     slim40_s3e3_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$r20" ;;  # the recipe's s
     slim40_lowlr_s?) echo "+experiment=resnet20_cifar10_slimming_lowlr_cpu method.pretrained=$r20" ;;
     slim40_kd_s?) echo "+experiment=resnet20_cifar10_slimming_cpu method.pretrained=$r20 method.finetune.distill=kd" ;;
-    vgg_slim70_s?) echo "+experiment=vgg11_half_cifar10_slimming_cpu method.pretrained=$(weights_file vgg11_half_s0.pt)" ;;
+    vgg_slim70_s?) echo "+experiment=vgg11_half_cifar10_slimming_cpu method.pretrained=$(baseline_of vgg_slim70 "$seed")" ;;
     fsp_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_cpu method.teacher=$teacher" ;;
     fsp_kd_s?) echo "+experiment=resnet26_resnet8_cifar10_fsp_kd_cpu method.teacher=$teacher method.student_alone.epochs=0 method.student_equal_compute.epochs=0" ;;  # its student alone and equal compute are fsp_s?'s (the same config and seed): recorded "not run" here, not trained twice
     kd_s?) echo "+experiment=resnet26_resnet8_cifar10_kd_cpu method.teacher=$teacher" ;;
@@ -66,10 +66,10 @@ row() {  # the overrides of one row
       local of=${name#random_} experiment; of=${of%_s?}
       experiment=$(random_of "$of") || return 1  # an unknown method row must stop here, not train a default run
       local epochs=""; [[ $of == *_ft25 ]] && epochs=" method.compress.epochs=$LI_RETRAIN_EPOCHS"  # its row's retraining
-      echo "$experiment method.pretrained=$r20 method.callback.reference=$(reference_of "${of}_s$seed")$epochs" ;;
+      echo "$experiment method.pretrained=$(baseline_of "$of" "$seed") method.callback.reference=$(reference_of "${of}_s$seed")$epochs" ;;
     scratchb_*_s?)  # Scratch-B: the pruned architecture from fresh weights, the baseline's + the fine-tune's epochs
       local of=${name#scratchb_}; of=${of%_s?}
-      echo "+experiment=cifar10_cpu data=cifar10 model=resnet20 +method=scratch_widths method.pretrained=$r20 method.callback.reference=$(reference_of "${of}_s$seed") method.compress.epochs=$((BASELINE_EPOCHS + FINETUNE_EPOCHS))" ;;
+      echo "+experiment=cifar10_cpu data=cifar10 model=$(model_of "$of") +method=scratch_widths method.pretrained=$(baseline_of "$of" "$seed") method.callback.reference=$(reference_of "${of}_s$seed") method.compress.epochs=$((BASELINE_EPOCHS + FINETUNE_EPOCHS))" ;;
     *) echo "unknown row: $name" >&2; return 1 ;;
   esac
 }
@@ -79,8 +79,17 @@ random_of() {
     l1_b|l1_b_ft25|l1_50) echo "+experiment=resnet20_cifar10_l1_random_cpu" ;;
     fpgm40|fpgm40_authors|fpgm40_oneshot|fpgm_mix|fpgm_mix_oneshot) echo "+experiment=resnet20_cifar10_fpgm_random_cpu" ;;
     slim40|slim40_lowlr|slim40_s3e3) echo "+experiment=resnet20_cifar10_slimming_random_cpu" ;;
+    vgg_slim70) echo "+experiment=vgg11_half_cifar10_slimming_random_cpu" ;;
     *) echo "no random control for $1" >&2; return 1 ;;
   esac
+}
+
+model_of() {  # the network of a method row (and so of its controls)
+  case $1 in vgg_slim70) echo vgg11_half ;; *) echo resnet20 ;; esac
+}
+
+baseline_of() {  # the baseline weights a method row (and so its controls) starts from, at seed $2
+  case $1 in vgg_slim70) weights_file vgg11_half_s0.pt ;; *) weights_file "resnet20_s$2.pt" ;; esac  # one VGG baseline
 }
 
 all_rows() {
@@ -91,7 +100,7 @@ all_rows() {
     echo random_l1_b_ft25_s$s  # l1_b_ft25 has l1_b's widths: no Scratch-B row of its own
     echo random_fpgm40_oneshot_s$s
   done
-  echo vgg_slim70_s0 vgg_slim70_s1 vgg_slim70_s2
+  for s in 0 1 2; do echo vgg_slim70_s$s random_vgg_slim70_s$s scratchb_vgg_slim70_s$s; done
 }
 
 is_done() {  # whether a row's results.json says it finished

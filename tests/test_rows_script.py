@@ -53,6 +53,14 @@ def test_each_fpgm_control_reads_its_own_method_row():
     assert all("+experiment=resnet20_cifar10_fpgm_random_cpu" in line for line in shown)
 
 
+def test_a_vgg_rows_controls_start_from_the_vgg_baseline_on_the_vgg_network():
+    random, scratch = _rows("show", "random_vgg_slim70_s2", "scratchb_vgg_slim70_s2").stdout.splitlines()
+    assert "+experiment=vgg11_half_cifar10_slimming_random_cpu" in random
+    assert "model=vgg11_half " in scratch and "method.compress.epochs=110" in scratch
+    assert all("vgg11_half_s0.pt" in line and "vgg_slim70_s2/" in line and "resnet20" not in line
+               for line in (random, scratch))
+
+
 def test_the_control_of_a_longer_retraining_row_trains_as_long():
     method, control = _rows("show", "l1_b_ft25_s0", "random_l1_b_ft25_s0").stdout.splitlines()
     assert "method.finetune.epochs=25" in method
