@@ -169,7 +169,7 @@ keep_row() {
     (cd "$ROWS/$name" && find csv -name metrics.csv -o -name gamma.png) | while read -r f; do
       mkdir -p "$out/$(dirname "$f")"; cp "$ROWS/$name/$f" "$out/$f"; done
   fi
-  if [ -f "$ROWS/$name/stages/compressed/model.pt" ]; then
+  if [[ $name != random_* && $name != scratchb_* ]] && [ -f "$ROWS/$name/stages/compressed/model.pt" ]; then  # a control has no controls
     write_plan "$ROWS/$name/stages/compressed/model.pt" "$out/plan.json"
     echo "$name: its pruning plan in $out/plan.json (what its controls read once $ROWS/$name is gone)"
   fi

@@ -199,6 +199,12 @@ def test_keep_writes_a_pruned_rows_plan_and_its_controls_read_it_once_the_row_fo
     assert kept_row.returncode == 0, kept_row.stderr
     assert reference_plan(str(kept / "l1_b_s0" / "plan.json")).to_dict() == plan.to_dict()
 
+    _finished_row(rows, "random_l1_b_s0", "done")  # a control's own plan is never read: not written
+    (rows / "random_l1_b_s0" / "stages" / "compressed").mkdir()
+    save_pruned(rows / "random_l1_b_s0" / "stages" / "compressed" / "model.pt", net, plan)
+    assert rows_sh("keep", "random_l1_b_s0", python=sys.executable).returncode == 0
+    assert not (kept / "random_l1_b_s0" / "plan.json").exists()
+
     shutil.rmtree(rows)  # a clean clone: the controls read the committed plan
     for control in ("random_l1_b_s0", "scratchb_l1_b_s0"):
         assert f"method.callback.reference={kept}/l1_b_s0/plan.json " in rows_sh("show", control).stdout
